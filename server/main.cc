@@ -1,0 +1,93 @@
+// quantd: the quantization server. `quantd --help` lists every flag with its
+// default. SIGTERM or SIGINT drain the server (readiness NOT_SERVING, new
+// streams refused, running streams get --drain_seconds) and exit 0.
+#include <signal.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu.h"
+#include "kernels/version.h"
+#include "server/log.h"
+#include "server/server.h"
+
+ABSL_FLAG(std::string, listen, "0.0.0.0:50051",
+          "gRPC listen address (host:port; port 0 picks a free port)");
+ABSL_FLAG(std::string, metrics_listen, "0.0.0.0:9090",
+          "Prometheus /metrics listen address; empty disables it");
+ABSL_FLAG(int32_t, workers, 0,
+          "Worker threads that quantize; 0 means one per CPU core");
+ABSL_FLAG(int64_t, memory_budget_bytes, int64_t{4} << 30,
+          "Bytes all tensors in flight may hold together (input, f32 copy, "
+          "outputs); a tensor over it gets RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, max_tensor_bytes, int64_t{2} << 30,
+          "Largest tensor accepted, in input bytes");
+ABSL_FLAG(int64_t, max_queue_jobs, 256,
+          "Tensors that may wait for a worker; more gets RESOURCE_EXHAUSTED");
+ABSL_FLAG(double, drain_seconds, 30,
+          "On SIGTERM, how long running streams may take before they are "
+          "cancelled");
+ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "quantd: quantization as a service.\n"
+      "Usage: quantd [--listen=0.0.0.0:50051] [--metrics_listen=0.0.0.0:9090] "
+      "[--workers=N] [--memory_budget_bytes=B] [--max_tensor_bytes=B]");
+  absl::SetFlagsUsageConfig({.version_string = [] {
+    return std::string("quantd ") + QUANTD_VERSION + " (" + QUANTD_GIT_REV + ")\n";
+  }});
+  absl::ParseCommandLine(argc, argv);
+
+  const std::string level = absl::GetFlag(FLAGS_log_level);
+  quantd::SetMinLogLevel(level == "debug"     ? quantd::LogLevel::kDebug
+                         : level == "warning" ? quantd::LogLevel::kWarning
+                         : level == "error"   ? quantd::LogLevel::kError
+                                              : quantd::LogLevel::kInfo);
+
+  // Signals are taken synchronously by this thread; block them before any
+  // other thread exists so every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  quantd::ServerOptions options;
+  options.listen = absl::GetFlag(FLAGS_listen);
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  int workers = absl::GetFlag(FLAGS_workers);
+  if (workers <= 0) {
+    workers = static_cast<int>(std::thread::hardware_concurrency());
+    if (workers <= 0) workers = 1;
+  }
+  options.service.workers = workers;
+  options.service.memory_budget_bytes = absl::GetFlag(FLAGS_memory_budget_bytes);
+  options.service.max_queue_jobs = absl::GetFlag(FLAGS_max_queue_jobs);
+  options.service.limits.max_tensor_bytes = absl::GetFlag(FLAGS_max_tensor_bytes);
+
+  quantd::Log(quantd::LogLevel::kInfo, "starting",
+              {{"version", QUANTD_VERSION},
+               {"revision", QUANTD_GIT_REV},
+               {"kernel_isa", std::string(quantd::IsaName(quantd::DetectedIsa()))}});
+  absl::StatusOr<std::unique_ptr<quantd::QuantdServer>> server =
+      quantd::QuantdServer::Start(options);
+  if (!server.ok()) {
+    quantd::Log(quantd::LogLevel::kError, "cannot start",
+                {{"error", server.status().ToString()}});
+    return 1;
+  }
+  int sig = 0;
+  sigwait(&signals, &sig);
+  quantd::Log(quantd::LogLevel::kInfo, "signal",
+              {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  (*server)->Shutdown(absl::Seconds(absl::GetFlag(FLAGS_drain_seconds)));
+  server->reset();
+  return 0;
+}

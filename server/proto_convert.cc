@@ -1,0 +1,101 @@
+#include "server/proto_convert.h"
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/quantize.h"
+
+namespace quantd {
+
+absl::StatusOr<Scheme> SchemeFromProto(const v1::Scheme& proto) {
+  Scheme scheme;
+  if (proto.format().empty()) {
+    return absl::InvalidArgumentError("scheme.format is empty");
+  }
+  if (FindFormat(proto.format()) == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown scheme format \"", proto.format(), "\""));
+  }
+  scheme.format = proto.format();
+  scheme.symmetric = proto.symmetric();
+  switch (proto.granularity()) {
+    case v1::GRANULARITY_UNSPECIFIED:
+    case v1::GRANULARITY_PER_CHANNEL:
+      scheme.granularity = Granularity::kPerChannel;
+      break;
+    case v1::GRANULARITY_PER_TENSOR:
+      scheme.granularity = Granularity::kPerTensor;
+      break;
+    case v1::GRANULARITY_PER_GROUP:
+      scheme.granularity = Granularity::kPerGroup;
+      scheme.group_size = static_cast<int64_t>(proto.group_size());
+      if (scheme.group_size < 1) {
+        return absl::InvalidArgumentError(
+            "scheme.group_size must be >= 1 for GRANULARITY_PER_GROUP");
+      }
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown scheme.granularity ", proto.granularity()));
+  }
+  return scheme;
+}
+
+void SchemeToProto(const Scheme& scheme, v1::Scheme* proto) {
+  proto->set_format(scheme.format);
+  proto->set_symmetric(scheme.symmetric);
+  switch (scheme.granularity) {
+    case Granularity::kPerTensor:
+      proto->set_granularity(v1::GRANULARITY_PER_TENSOR);
+      break;
+    case Granularity::kPerChannel:
+      proto->set_granularity(v1::GRANULARITY_PER_CHANNEL);
+      break;
+    case Granularity::kPerGroup:
+      proto->set_granularity(v1::GRANULARITY_PER_GROUP);
+      proto->set_group_size(static_cast<uint32_t>(scheme.group_size));
+      break;
+  }
+}
+
+absl::StatusOr<DType> DTypeFromProto(int dtype) {
+  switch (dtype) {
+    case v1::DTYPE_F32: return DType::kF32;
+    case v1::DTYPE_F16: return DType::kF16;
+    case v1::DTYPE_BF16: return DType::kBF16;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unsupported dtype ", dtype, " (F32, F16 and BF16 are accepted)"));
+  }
+}
+
+v1::DType DTypeToProto(DType dtype) {
+  switch (dtype) {
+    case DType::kF32: return v1::DTYPE_F32;
+    case DType::kF16: return v1::DTYPE_F16;
+    case DType::kBF16: return v1::DTYPE_BF16;
+  }
+  return v1::DTYPE_UNSPECIFIED;
+}
+
+void LayoutToProto(const Layout& layout, v1::Layout* proto) {
+  SchemeToProto(layout.scheme, proto->mutable_scheme());
+  for (int64_t d : layout.shape) proto->add_shape(static_cast<uint64_t>(d));
+  proto->set_rows(static_cast<uint64_t>(layout.rows));
+  proto->set_row_length(static_cast<uint64_t>(layout.row_length));
+  proto->set_bits(static_cast<uint32_t>(layout.bits));
+  proto->set_group_size(static_cast<uint64_t>(layout.group_size));
+  proto->set_num_scales(static_cast<uint64_t>(layout.num_groups));
+  proto->set_has_zero_points(!layout.scheme.symmetric);
+  proto->set_packed_bytes(static_cast<uint64_t>(layout.packed_bytes));
+}
+
+void MetricsToProto(const ErrorMetrics& metrics, v1::Metrics* proto) {
+  proto->set_mse(metrics.mse);
+  proto->set_rmse(metrics.rmse);
+  proto->set_max_abs_error(metrics.max_abs_error);
+  proto->set_sqnr_db(metrics.sqnr_db);
+  proto->set_cosine_similarity(metrics.cosine_similarity);
+  proto->set_bits_per_weight(metrics.bits_per_weight);
+}
+
+}  // namespace quantd

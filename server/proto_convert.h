@@ -1,0 +1,23 @@
+// Conversions between wire messages (quantd.v1) and kernel values. Every
+// function that reads a wire value validates it: unknown enum values and
+// missing fields are INVALID_ARGUMENT.
+#ifndef QUANTD_SERVER_PROTO_CONVERT_H_
+#define QUANTD_SERVER_PROTO_CONVERT_H_
+
+#include "absl/status/statusor.h"
+#include "kernels/metrics.h"
+#include "kernels/scheme.h"
+#include "quantd/v1/quantizer.pb.h"
+
+namespace quantd {
+
+absl::StatusOr<Scheme> SchemeFromProto(const v1::Scheme& proto);
+void SchemeToProto(const Scheme& scheme, v1::Scheme* proto);
+absl::StatusOr<DType> DTypeFromProto(int dtype);
+v1::DType DTypeToProto(DType dtype);
+void LayoutToProto(const Layout& layout, v1::Layout* proto);
+void MetricsToProto(const ErrorMetrics& metrics, v1::Metrics* proto);
+
+}  // namespace quantd
+
+#endif  // QUANTD_SERVER_PROTO_CONVERT_H_

@@ -1,0 +1,89 @@
+#include "server/quantize_job.h"
+
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "kernels/convert.h"
+#include "kernels/crc32c.h"
+
+namespace quantd {
+namespace {
+
+absl::Status NameTensor(const std::string& name, const absl::Status& status) {
+  return absl::Status(status.code(),
+                      absl::StrCat("tensor ", name, ": ", status.message()));
+}
+
+absl::Status Cancelled(const std::string& name) {
+  return absl::CancelledError(absl::StrCat("tensor ", name, ": cancelled"));
+}
+
+}  // namespace
+
+int64_t TensorWorkingSetBytes(const Layout& layout, DType dtype) {
+  const int64_t n = layout.num_elements;
+  int64_t bytes = n * DTypeSize(dtype);  // received
+  if (dtype != DType::kF32) bytes += 4 * n;  // f32 copy
+  bytes += 4 * n;                             // dequantized values
+  bytes += layout.packed_bytes + layout.num_groups * 5;
+  return bytes;
+}
+
+absl::StatusOr<TensorOutput> RunQuantizeJob(TensorInput& input,
+                                            const std::atomic<bool>& cancelled) {
+  const absl::Time start = absl::Now();
+  const Layout& layout = input.layout;
+  const auto n = static_cast<size_t>(layout.num_elements);
+
+  std::vector<float> f32;
+  const float* src = nullptr;
+  if (input.dtype == DType::kF32) {
+    src = input.storage.data();
+  } else {
+    f32.resize(n);
+    absl::Status s =
+        ConvertToF32(input.dtype, input.storage.data(), n, f32.data());
+    if (!s.ok()) return NameTensor(input.name, s);
+    src = f32.data();
+  }
+  if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
+
+  TensorOutput out;
+  out.name = input.name;
+  out.bytes_in = input.bytes;
+  out.quantized = AllocateQuantized(layout);
+  if (absl::Status s = Quantize(src, out.quantized); !s.ok()) {
+    return NameTensor(input.name, s);
+  }
+  if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
+
+  std::vector<float> w_hat(n);
+  Dequantize(out.quantized, w_hat.data());
+  out.metrics = ComputeErrorMetrics(src, w_hat.data(), n);
+  out.metrics.bits_per_weight = layout.BitsPerWeight();
+  // The input is no longer needed: give its memory back before sending.
+  std::vector<float>().swap(input.storage);
+  std::vector<float>().swap(f32);
+
+  const QuantizedTensor& q = out.quantized;
+  out.send_packed = input.output != OutputKind::kFakeQuant;
+  if (out.send_packed) {
+    out.codes_crc32c = Crc32c(q.codes.data(), q.codes.size());
+    out.scales_crc32c = Crc32c(q.scales.data(), q.scales.size() * sizeof(float));
+    out.zero_points_crc32c = Crc32c(q.zero_points.data(), q.zero_points.size());
+    out.bytes_out += static_cast<int64_t>(
+        q.codes.size() + q.scales.size() * sizeof(float) + q.zero_points.size());
+  }
+  if (input.output != OutputKind::kPacked) {
+    out.fake_quant = std::move(w_hat);
+    out.fake_quant_crc32c =
+        Crc32c(out.fake_quant.data(), out.fake_quant.size() * sizeof(float));
+    out.bytes_out += static_cast<int64_t>(out.fake_quant.size() * sizeof(float));
+  }
+  out.compute_seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  return out;
+}
+
+}  // namespace quantd

@@ -1,0 +1,60 @@
+// One tensor's work, as a worker runs it: convert the received bytes to f32
+// (rejecting NaN/Inf), quantize with the tensor's Layout, dequantize, measure
+// the error and checksum each output part. No gRPC here: the reactor hands a
+// TensorInput in and streams the TensorOutput back.
+#ifndef QUANTD_SERVER_QUANTIZE_JOB_H_
+#define QUANTD_SERVER_QUANTIZE_JOB_H_
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/metrics.h"
+#include "kernels/quantize.h"
+#include "kernels/scheme.h"
+
+namespace quantd {
+
+enum class OutputKind { kPacked, kFakeQuant, kBoth };
+
+struct TensorInput {
+  std::string name;
+  DType dtype = DType::kF32;
+  Layout layout;
+  OutputKind output = OutputKind::kPacked;
+  // The received little-endian bytes, in storage aligned for f32.
+  std::vector<float> storage;
+  int64_t bytes = 0;  // valid bytes in storage
+};
+
+struct TensorOutput {
+  std::string name;
+  QuantizedTensor quantized;
+  std::vector<float> fake_quant;  // empty unless the output kind asks for it
+  bool send_packed = true;
+  ErrorMetrics metrics;
+  int64_t bytes_in = 0;
+  int64_t bytes_out = 0;
+  double compute_seconds = 0;
+  uint32_t codes_crc32c = 0;
+  uint32_t scales_crc32c = 0;
+  uint32_t zero_points_crc32c = 0;
+  uint32_t fake_quant_crc32c = 0;
+};
+
+// Bytes a tensor holds from header to last response: received bytes, an f32
+// copy when the input is F16/BF16, the dequantized values, codes, scales and
+// zero points. What MemoryBudget reserves per tensor.
+int64_t TensorWorkingSetBytes(const Layout& layout, DType dtype);
+
+// Runs the job. `cancelled` is checked between steps: if set, CANCELLED.
+// INVALID_ARGUMENT "tensor <name>: element <i> is NaN" for non-finite input.
+// Consumes `input.storage`.
+absl::StatusOr<TensorOutput> RunQuantizeJob(TensorInput& input,
+                                            const std::atomic<bool>& cancelled);
+
+}  // namespace quantd
+
+#endif  // QUANTD_SERVER_QUANTIZE_JOB_H_

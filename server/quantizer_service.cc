@@ -1,0 +1,366 @@
+#include "server/quantizer_service.h"
+
+#include <deque>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "kernels/cpu.h"
+#include "kernels/quantize.h"
+#include "kernels/version.h"
+#include "server/log.h"
+#include "server/proto_convert.h"
+#include "server/shard_writer.h"
+#include "server/status_util.h"
+
+namespace quantd {
+namespace {
+
+constexpr char kQuantizeMethod[] = "Quantize";
+constexpr char kBidiStream[] = "bidi_stream";
+
+std::string OutcomeLabel(const absl::Status& status) {
+  if (status.ok()) return "ok";
+  return absl::AsciiStrToLower(absl::StatusCodeToString(status.code()));
+}
+
+// One Quantize stream. Owns itself: deleted when gRPC is done with it
+// (OnDone) and no job of its stream is still running.
+class QuantizeReactor final
+    : public grpc::ServerBidiReactor<v1::QuantizeRequest, v1::QuantizeResponse> {
+ public:
+  QuantizeReactor(QuantizerService* service, grpc::CallbackServerContext* ctx)
+      : service_(service),
+        ctx_(ctx),
+        assembler_(service->options().limits),
+        start_(absl::Now()) {
+    service_->metrics().RpcStarted(kQuantizeMethod, kBidiStream);
+    service_->metrics().SetStreamsActive(
+        static_cast<double>(++active_streams_));
+    if (service_->draining()) {
+      absl::MutexLock lock(&mu_);
+      finished_ = true;
+      final_status_ = absl::UnavailableError(
+          "server is draining; retry on another replica");
+      Finish(ToGrpcStatus(final_status_));
+      return;
+    }
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      OnHalfClose();
+      return;
+    }
+    absl::StatusOr<StreamAssembler::Event> ev = assembler_.Consume(request_);
+    if (!ev.ok()) {
+      Fail(ev.status());
+      return;
+    }
+    if (request_.has_chunk()) {
+      service_->metrics().AddReceivedBytes(
+          static_cast<double>(request_.chunk().data().size()));
+    }
+    switch (ev->kind) {
+      case StreamAssembler::Event::kHeader: {
+        absl::StatusOr<MemoryBudget::Reservation> r =
+            service_->budget().Reserve(ev->working_set_bytes,
+                                       absl::StrCat("tensor ", ev->name));
+        if (!r.ok()) {
+          Fail(r.status());
+          return;
+        }
+        open_reservation_ = *std::move(r);
+        break;
+      }
+      case StreamAssembler::Event::kTensor:
+        if (absl::Status s = Submit(std::move(ev->tensor)); !s.ok()) {
+          Fail(s);
+          return;
+        }
+        break;
+      default:
+        break;
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+    }
+    StartRead(&request_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    write_in_flight_ = false;
+    if (!ok) {
+      // The client is gone; the stream is cancelled. Stop producing.
+      FailLocked(absl::CancelledError("write failed: client went away"));
+    }
+    PumpLocked();
+  }
+
+  void OnCancel() override {
+    cancelled_->store(true);
+    absl::MutexLock lock(&mu_);
+    if (!finished_) {
+      FailLocked(absl::CancelledError("stream cancelled by the client or deadline"));
+      PumpLocked();
+    }
+  }
+
+  void OnDone() override {
+    const absl::Status status = [&] {
+      absl::MutexLock lock(&mu_);
+      return final_status_;
+    }();
+    const double seconds = absl::ToDoubleSeconds(absl::Now() - start_);
+    service_->metrics().RpcHandled(
+        kQuantizeMethod, kBidiStream,
+        GrpcCodeName(static_cast<grpc::StatusCode>(status.code())), seconds);
+    service_->metrics().SetStreamsActive(
+        static_cast<double>(--active_streams_));
+    Log(status.ok() ? LogLevel::kInfo : LogLevel::kWarning, "stream done",
+        {{"peer", ctx_->peer()},
+         {"code", GrpcCodeName(static_cast<grpc::StatusCode>(status.code()))},
+         {"message", std::string(status.message())},
+         {"tensors", tensors_done_},
+         {"seconds", seconds}});
+    cancelled_->store(true);
+    bool delete_now;
+    {
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+      ready_.clear();
+      current_.reset();
+      delete_now = jobs_in_flight_ == 0;
+    }
+    open_reservation_.Release();
+    if (delete_now) delete this;
+  }
+
+ private:
+  struct Ready {
+    std::unique_ptr<ShardWriter> writer;
+    MemoryBudget::Reservation reservation;
+  };
+
+  absl::Status Submit(std::unique_ptr<TensorInput> tensor) {
+    {
+      absl::MutexLock lock(&mu_);
+      ++jobs_in_flight_;
+    }
+    auto reservation = std::make_shared<MemoryBudget::Reservation>(
+        std::move(open_reservation_));
+    std::shared_ptr<TensorInput> input(std::move(tensor));
+    absl::Status s = service_->pool().Submit(
+        [this, input, reservation](absl::Duration queue_wait) mutable {
+          RunJob(*input, std::move(*reservation), queue_wait);
+        });
+    if (!s.ok()) {
+      absl::MutexLock lock(&mu_);
+      --jobs_in_flight_;
+    }
+    return s;
+  }
+
+  // On a worker thread.
+  void RunJob(TensorInput& input, MemoryBudget::Reservation reservation,
+              absl::Duration queue_wait) {
+    const double wait_s = absl::ToDoubleSeconds(queue_wait);
+    service_->metrics().QueueWait(wait_s);
+    const std::string format = input.layout.scheme.format;
+    absl::StatusOr<TensorOutput> out;
+    if (cancelled_->load()) {
+      out = absl::CancelledError(absl::StrCat("tensor ", input.name, ": cancelled"));
+    } else {
+      out = RunQuantizeJob(input, *cancelled_);
+    }
+    service_->metrics().JobDone(format, OutcomeLabel(out.status()),
+                                out.ok() ? out->compute_seconds : 0,
+                                out.ok() ? out->metrics.sqnr_db : 0);
+    if (out.ok()) {
+      Log(LogLevel::kDebug, "tensor done",
+          {{"tensor", input.name},
+           {"scheme", SchemeToString(input.layout.scheme)},
+           {"queue_seconds", wait_s},
+           {"compute_seconds", out->compute_seconds},
+           {"sqnr_db", out->metrics.sqnr_db}});
+    }
+    bool delete_now = false;
+    {
+      absl::MutexLock lock(&mu_);
+      --jobs_in_flight_;
+      if (done_) {
+        delete_now = jobs_in_flight_ == 0;
+      } else if (!out.ok()) {
+        FailLocked(out.status());
+        PumpLocked();
+      } else if (!finished_) {
+        ready_.push_back(Ready{std::make_unique<ShardWriter>(
+                                   *std::move(out), wait_s,
+                                   service_->options().limits.max_chunk_bytes),
+                               std::move(reservation)});
+        PumpLocked();
+      }
+    }
+    if (delete_now) delete this;
+  }
+
+  void OnHalfClose() {
+    absl::MutexLock lock(&mu_);
+    reads_done_ = true;
+    if (finished_) {
+      PumpLocked();
+      return;
+    }
+    if (absl::Status s = assembler_.Finish(); !s.ok()) {
+      FailLocked(s);
+    }
+    PumpLocked();
+  }
+
+  void Fail(const absl::Status& status) {
+    absl::MutexLock lock(&mu_);
+    FailLocked(status);
+    PumpLocked();
+  }
+
+  // Records the first error; the stream finishes with it once no write is in
+  // flight. Running jobs see the cancel flag and stop early.
+  void FailLocked(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_ || pending_error_.has_value()) return;
+    pending_error_ = status;
+    cancelled_->store(true);
+    ready_.clear();
+    current_.reset();
+  }
+
+  // Advances the stream: start the next write, or finish. Called with mu_
+  // held; gRPC's Start*/Finish do not run reactions inline.
+  void PumpLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_ || done_ || write_in_flight_) return;
+    if (pending_error_.has_value()) {
+      finished_ = true;
+      final_status_ = *pending_error_;
+      Finish(ToGrpcStatus(*pending_error_));
+      return;
+    }
+    while (true) {
+      if (current_ == nullptr) {
+        if (ready_.empty()) break;
+        current_ = std::make_unique<Ready>(std::move(ready_.front()));
+        ready_.pop_front();
+      }
+      if (current_->writer->Next(&response_)) {
+        if (response_.has_shard()) {
+          service_->metrics().AddSentBytes(
+              static_cast<double>(response_.shard().data().size()));
+        } else {
+          ++tensors_done_;
+        }
+        write_in_flight_ = true;
+        StartWrite(&response_);
+        return;
+      }
+      current_.reset();  // releases the tensor's reservation
+    }
+    if (reads_done_ && jobs_in_flight_ == 0) {
+      finished_ = true;
+      final_status_ = absl::OkStatus();
+      Finish(grpc::Status::OK);
+    }
+  }
+
+  static inline std::atomic<int64_t> active_streams_{0};
+
+  QuantizerService* const service_;
+  grpc::CallbackServerContext* const ctx_;
+  const std::shared_ptr<std::atomic<bool>> cancelled_ =
+      std::make_shared<std::atomic<bool>>(false);
+  // Touched only by reactions on the read side, which gRPC serializes.
+  StreamAssembler assembler_;
+  v1::QuantizeRequest request_;
+  MemoryBudget::Reservation open_reservation_;
+  const absl::Time start_;
+
+  absl::Mutex mu_;
+  v1::QuantizeResponse response_ ABSL_GUARDED_BY(mu_);
+  std::deque<Ready> ready_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<Ready> current_ ABSL_GUARDED_BY(mu_);
+  std::optional<absl::Status> pending_error_ ABSL_GUARDED_BY(mu_);
+  absl::Status final_status_ ABSL_GUARDED_BY(mu_);
+  int64_t jobs_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t tensors_done_ ABSL_GUARDED_BY(mu_) = 0;
+  bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace
+
+QuantizerService::QuantizerService(const ServiceOptions& options,
+                                   ServerMetrics* metrics)
+    : options_(options),
+      metrics_(metrics),
+      budget_(options.memory_budget_bytes, [metrics](int64_t reserved) {
+        metrics->SetMemoryReserved(static_cast<double>(reserved));
+      }) {
+  WorkerPool::Options pool_options;
+  pool_options.workers = options.workers;
+  pool_options.max_queue_jobs = options.max_queue_jobs;
+  pool_options.on_change = [metrics](int64_t depth, int64_t busy) {
+    metrics->SetQueueDepth(static_cast<double>(depth));
+    metrics->SetWorkersBusy(static_cast<double>(busy));
+  };
+  pool_ = std::make_unique<WorkerPool>(std::move(pool_options));
+}
+
+QuantizerService::~QuantizerService() { pool_.reset(); }
+
+grpc::ServerBidiReactor<v1::QuantizeRequest, v1::QuantizeResponse>*
+QuantizerService::Quantize(grpc::CallbackServerContext* context) {
+  return new QuantizeReactor(this, context);
+}
+
+grpc::ServerUnaryReactor* QuantizerService::GetServerInfo(
+    grpc::CallbackServerContext* context, const v1::GetServerInfoRequest*,
+    v1::ServerInfo* info) {
+  const absl::Time start = absl::Now();
+  metrics_->RpcStarted("GetServerInfo", "unary");
+  info->set_version(QUANTD_VERSION);
+  info->set_build(QUANTD_GIT_REV);
+  for (const FormatTraits& f : FormatTable()) {
+    v1::FormatInfo* fi = info->add_formats();
+    fi->set_name(f.name);
+    fi->set_bits(static_cast<uint32_t>(f.bits));
+    fi->add_granularities(v1::GRANULARITY_PER_TENSOR);
+    fi->add_granularities(v1::GRANULARITY_PER_CHANNEL);
+    fi->add_granularities(v1::GRANULARITY_PER_GROUP);
+    fi->set_symmetric(f.symmetric_ok);
+    fi->set_asymmetric(f.asymmetric_ok);
+  }
+  info->add_dtypes(v1::DTYPE_F32);
+  info->add_dtypes(v1::DTYPE_F16);
+  info->add_dtypes(v1::DTYPE_BF16);
+  v1::Limits* limits = info->mutable_limits();
+  limits->set_max_tensor_bytes(static_cast<uint64_t>(options_.limits.max_tensor_bytes));
+  limits->set_max_chunk_bytes(static_cast<uint64_t>(options_.limits.max_chunk_bytes));
+  limits->set_memory_budget_bytes(static_cast<uint64_t>(options_.memory_budget_bytes));
+  limits->set_max_queue_jobs(static_cast<uint64_t>(options_.max_queue_jobs));
+  info->set_workers(static_cast<uint32_t>(pool_->workers()));
+  info->set_kernel_isa(std::string(IsaName(DetectedIsa())));
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  metrics_->RpcHandled("GetServerInfo", "unary", "OK",
+                       absl::ToDoubleSeconds(absl::Now() - start));
+  return reactor;
+}
+
+}  // namespace quantd

@@ -1,0 +1,88 @@
+#include "server/shard_writer.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "server/proto_convert.h"
+
+namespace quantd {
+
+ShardWriter::ShardWriter(TensorOutput output, double queue_seconds,
+                         int64_t max_chunk_bytes)
+    : output_(std::move(output)),
+      queue_seconds_(queue_seconds),
+      max_chunk_bytes_(max_chunk_bytes) {
+  SkipEmptyParts();
+}
+
+const char* ShardWriter::PartData(Part part, int64_t* size) const {
+  const QuantizedTensor& q = output_.quantized;
+  *size = 0;
+  switch (part) {
+    case kCodes:
+      if (!output_.send_packed) return nullptr;
+      *size = static_cast<int64_t>(q.codes.size());
+      return reinterpret_cast<const char*>(q.codes.data());
+    case kScales:
+      if (!output_.send_packed) return nullptr;
+      *size = static_cast<int64_t>(q.scales.size() * sizeof(float));
+      return reinterpret_cast<const char*>(q.scales.data());
+    case kZeroPoints:
+      if (!output_.send_packed) return nullptr;
+      *size = static_cast<int64_t>(q.zero_points.size());
+      return reinterpret_cast<const char*>(q.zero_points.data());
+    case kFakeQuant:
+      *size = static_cast<int64_t>(output_.fake_quant.size() * sizeof(float));
+      return reinterpret_cast<const char*>(output_.fake_quant.data());
+    case kResult:
+      return nullptr;
+  }
+  return nullptr;
+}
+
+void ShardWriter::SkipEmptyParts() {
+  while (part_ < kResult) {
+    int64_t size;
+    PartData(static_cast<Part>(part_), &size);
+    if (offset_ < size) return;
+    ++part_;
+    offset_ = 0;
+  }
+}
+
+bool ShardWriter::Next(v1::QuantizeResponse* response) {
+  response->Clear();
+  if (part_ > kResult) return false;
+  if (part_ == kResult) {
+    v1::TensorResult* r = response->mutable_result();
+    r->set_tensor(output_.name);
+    LayoutToProto(output_.quantized.layout, r->mutable_layout());
+    MetricsToProto(output_.metrics, r->mutable_metrics());
+    r->set_bytes_in(static_cast<uint64_t>(output_.bytes_in));
+    r->set_bytes_out(static_cast<uint64_t>(output_.bytes_out));
+    r->set_queue_seconds(queue_seconds_);
+    r->set_compute_seconds(output_.compute_seconds);
+    r->set_codes_crc32c(output_.codes_crc32c);
+    r->set_scales_crc32c(output_.scales_crc32c);
+    r->set_zero_points_crc32c(output_.zero_points_crc32c);
+    r->set_fake_quant_crc32c(output_.fake_quant_crc32c);
+    ++part_;
+    return true;
+  }
+  int64_t size;
+  const char* data = PartData(static_cast<Part>(part_), &size);
+  const int64_t n = std::min(max_chunk_bytes_, size - offset_);
+  v1::ShardChunk* chunk = response->mutable_shard();
+  chunk->set_tensor(output_.name);
+  static constexpr v1::ShardChunk::Part kWireParts[] = {
+      v1::ShardChunk::PART_CODES, v1::ShardChunk::PART_SCALES,
+      v1::ShardChunk::PART_ZERO_POINTS, v1::ShardChunk::PART_FAKE_QUANT};
+  chunk->set_part(kWireParts[part_]);
+  chunk->set_offset(static_cast<uint64_t>(offset_));
+  chunk->set_data(data + offset_, static_cast<size_t>(n));
+  offset_ += n;
+  SkipEmptyParts();
+  return true;
+}
+
+}  // namespace quantd
