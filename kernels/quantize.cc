@@ -1,0 +1,298 @@
+#include "kernels/quantize.h"
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu.h"
+#include "kernels/internal/isa_kernels.h"
+
+namespace quantd {
+namespace {
+
+// ---------------------------------------------------------------------------
+// The scalar reference: this is the specification of the int<b> formats
+// (proto message Scheme). Written plainly on purpose; every fast path is
+// tested against it byte for byte.
+//
+// For each group (per tensor: all elements; per channel: one row; per group:
+// group_size consecutive elements of a row):
+//   symmetric:  amax = max|x|, qmax = 2^(b-1)-1, scale = amax / qmax (f32),
+//               raised to FLT_MIN if smaller, inv = 1/scale,
+//               q = clamp(round_half_even(x*inv), -(qmax+1), qmax),
+//               stored field = q mod 2^b (two's complement), no zero point.
+//   asymmetric: lo = min(min x, 0), hi = max(max x, 0), qmax = 2^b-1,
+//               scale = (hi-lo)/qmax raised to FLT_MIN, inv = 1/scale,
+//               zp = clamp(round_half_even(-lo*inv), 0, qmax),
+//               q = clamp(round_half_even(x*inv) + zp, 0, qmax).
+// Codes are then packed with PackCodes over the whole tensor.
+// ---------------------------------------------------------------------------
+void QuantizeIntReference(const float* src, QuantizedTensor& dst) {
+  const Layout& layout = dst.layout;
+  const int bits = layout.bits;
+  const int64_t group_size = layout.group_size;
+  const unsigned mask = (1u << bits) - 1;
+  std::vector<uint8_t> codes(static_cast<size_t>(layout.num_elements));
+
+  for (int64_t g = 0; g < layout.num_groups; ++g) {
+    const float* x = src + g * group_size;
+    uint8_t* q_out = codes.data() + g * group_size;
+    if (layout.scheme.symmetric) {
+      const int qmax = (1 << (bits - 1)) - 1;
+      float amax = 0.0f;
+      for (int64_t i = 0; i < group_size; ++i) {
+        amax = std::max(amax, std::fabs(x[i]));
+      }
+      float scale = amax / static_cast<float>(qmax);
+      if (scale < FLT_MIN) scale = FLT_MIN;
+      const float inv = 1.0f / scale;
+      for (int64_t i = 0; i < group_size; ++i) {
+        int q = static_cast<int>(std::nearbyint(x[i] * inv));
+        q = std::clamp(q, -(qmax + 1), qmax);
+        q_out[i] = static_cast<uint8_t>(static_cast<unsigned>(q) & mask);
+      }
+      dst.scales[g] = scale;
+    } else {
+      const int qmax = (1 << bits) - 1;
+      float lo = 0.0f;
+      float hi = 0.0f;
+      for (int64_t i = 0; i < group_size; ++i) {
+        lo = std::min(lo, x[i]);
+        hi = std::max(hi, x[i]);
+      }
+      float scale = (hi - lo) / static_cast<float>(qmax);
+      if (scale < FLT_MIN) scale = FLT_MIN;
+      const float inv = 1.0f / scale;
+      const int zp = std::clamp(static_cast<int>(std::nearbyint(-lo * inv)),
+                                0, qmax);
+      for (int64_t i = 0; i < group_size; ++i) {
+        int q = static_cast<int>(std::nearbyint(x[i] * inv)) + zp;
+        q = std::clamp(q, 0, qmax);
+        q_out[i] = static_cast<uint8_t>(q);
+      }
+      dst.scales[g] = scale;
+      dst.zero_points[g] = static_cast<uint8_t>(zp);
+    }
+  }
+  PackCodes(codes.data(), layout.num_elements, bits, dst.codes.data());
+}
+
+void QuantizeIntFast(const float* src, QuantizedTensor& dst) {
+  // Precondition (QuantizeFn): src is finite, so the index is always -1.
+  (void)internal::SelectedQuantizeInt()(src, dst);
+}
+
+void DequantizeInt(const QuantizedTensor& src, float* dst) {
+  const Layout& layout = src.layout;
+  const int bits = layout.bits;
+  const bool symmetric = layout.scheme.symmetric;
+  const int shift = 8 - bits;
+  constexpr int64_t kChunk = 4096;  // a multiple of 8: chunks start on bytes
+  uint8_t fields[kChunk];
+  for (int64_t e0 = 0; e0 < layout.num_elements; e0 += kChunk) {
+    const int64_t m = std::min(kChunk, layout.num_elements - e0);
+    UnpackCodes(src.codes.data() + e0 / 8 * bits, m, bits, fields);
+    for (int64_t i = 0; i < m; ++i) {
+      const int64_t g = (e0 + i) / layout.group_size;
+      int q;
+      int zp = 0;
+      if (symmetric) {
+        // Sign-extend the b-bit two's complement field.
+        q = static_cast<int8_t>(static_cast<uint8_t>(fields[i] << shift)) >>
+            shift;
+      } else {
+        q = fields[i];
+        zp = src.zero_points[g];
+      }
+      dst[e0 + i] = src.scales[g] * static_cast<float>(q - zp);
+    }
+  }
+}
+
+constexpr FormatTraits kFormats[] = {
+    {"int2", 2, true, true, QuantizeIntReference, QuantizeIntFast,
+     DequantizeInt, "2-bit integer affine, round to nearest"},
+    {"int3", 3, true, true, QuantizeIntReference, QuantizeIntFast,
+     DequantizeInt, "3-bit integer affine, round to nearest"},
+    {"int4", 4, true, true, QuantizeIntReference, QuantizeIntFast,
+     DequantizeInt, "4-bit integer affine, round to nearest"},
+    {"int5", 5, true, true, QuantizeIntReference, QuantizeIntFast,
+     DequantizeInt, "5-bit integer affine, round to nearest"},
+    {"int6", 6, true, true, QuantizeIntReference, QuantizeIntFast,
+     DequantizeInt, "6-bit integer affine, round to nearest"},
+    {"int7", 7, true, true, QuantizeIntReference, QuantizeIntFast,
+     DequantizeInt, "7-bit integer affine, round to nearest"},
+    {"int8", 8, true, true, QuantizeIntReference, QuantizeIntFast,
+     DequantizeInt, "8-bit integer affine, round to nearest"},
+};
+
+// Checks that `dst` is a consistent, fully sized int layout.
+absl::Status ValidateDst(const QuantizedTensor& dst,
+                         const FormatTraits** traits) {
+  const Layout& layout = dst.layout;
+  *traits = FindFormat(layout.scheme.format);
+  if (*traits == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown format \"", layout.scheme.format, "\""));
+  }
+  if (layout.bits != (*traits)->bits) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layout.bits is ", layout.bits, " but format ",
+                     (*traits)->name, " has ", (*traits)->bits));
+  }
+  if (layout.num_elements < 1 || layout.group_size < 1 ||
+      layout.num_groups < 1 ||
+      layout.num_elements / layout.group_size != layout.num_groups ||
+      layout.num_elements % layout.group_size != 0 ||
+      layout.packed_bytes != (layout.num_elements * layout.bits + 7) / 8) {
+    return absl::InvalidArgumentError(
+        "inconsistent layout (build it with MakeLayout)");
+  }
+  const size_t groups = static_cast<size_t>(layout.num_groups);
+  if (dst.codes.size() != static_cast<size_t>(layout.packed_bytes) ||
+      dst.scales.size() != groups ||
+      dst.zero_points.size() != (layout.scheme.symmetric ? 0 : groups)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "destination not sized for the layout (codes ", dst.codes.size(), "/",
+        layout.packed_bytes, ", scales ", dst.scales.size(), "/", groups,
+        ", zero points ", dst.zero_points.size(),
+        "); use AllocateQuantized"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+namespace internal {
+
+int64_t FirstNonFinite(const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(x[i])) return i;
+  }
+  return -1;
+}
+
+int64_t QuantizeIntScalar(const float* src, QuantizedTensor& dst) {
+  const int64_t bad = FirstNonFinite(src, dst.layout.num_elements);
+  if (bad >= 0) return bad;
+  QuantizeIntReference(src, dst);
+  return -1;
+}
+
+CheckedQuantizeFn SelectedQuantizeInt() {
+  static const CheckedQuantizeFn fn = [] {
+    switch (DetectedIsa()) {
+      case Isa::kAvx512:
+        return &QuantizeIntAvx512;
+      case Isa::kAvx2:
+        return &QuantizeIntAvx2;
+      case Isa::kScalar:
+        break;
+    }
+    return &QuantizeIntScalar;
+  }();
+  return fn;
+}
+
+}  // namespace internal
+
+absl::Span<const FormatTraits> FormatTable() { return kFormats; }
+
+const FormatTraits* FindFormat(absl::string_view name) {
+  for (const FormatTraits& f : kFormats) {
+    if (name == f.name) return &f;
+  }
+  return nullptr;
+}
+
+QuantizedTensor AllocateQuantized(const Layout& layout) {
+  QuantizedTensor q;
+  q.layout = layout;
+  q.codes.resize(static_cast<size_t>(layout.packed_bytes));
+  q.scales.resize(static_cast<size_t>(layout.num_groups));
+  if (!layout.scheme.symmetric) {
+    q.zero_points.resize(static_cast<size_t>(layout.num_groups));
+  }
+  return q;
+}
+
+absl::Status Quantize(const float* src, QuantizedTensor& dst) {
+  const FormatTraits* traits = nullptr;
+  absl::Status status = ValidateDst(dst, &traits);
+  if (!status.ok()) return status;
+  const int64_t bad = internal::SelectedQuantizeInt()(src, dst);
+  if (bad >= 0) return internal::NonFiniteError(bad, src[bad]);
+  return absl::OkStatus();
+}
+
+absl::Status QuantizeReference(const float* src, QuantizedTensor& dst) {
+  const FormatTraits* traits = nullptr;
+  absl::Status status = ValidateDst(dst, &traits);
+  if (!status.ok()) return status;
+  const int64_t bad = internal::QuantizeIntScalar(src, dst);
+  if (bad >= 0) return internal::NonFiniteError(bad, src[bad]);
+  return absl::OkStatus();
+}
+
+void Dequantize(const QuantizedTensor& src, float* dst) {
+  const FormatTraits* traits = FindFormat(src.layout.scheme.format);
+  if (traits == nullptr) return;
+  traits->dequantize(src, dst);
+}
+
+// Element i occupies bits [i*bits, (i+1)*bits) of a little-endian bit
+// stream. Any 8 consecutive codes starting at a multiple of 8 fill exactly
+// `bits` whole bytes: the loops below move 8 codes through one uint64.
+void PackCodes(const uint8_t* codes, int64_t n, int bits, uint8_t* dst) {
+  if (bits == 8) {
+    if (n > 0) std::memcpy(dst, codes, static_cast<size_t>(n));
+    return;
+  }
+  const uint64_t mask = (uint64_t{1} << bits) - 1;
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t word = 0;
+    for (int j = 0; j < 8; ++j) word |= (codes[i + j] & mask) << (j * bits);
+    for (int k = 0; k < bits; ++k) *dst++ = static_cast<uint8_t>(word >> (8 * k));
+  }
+  // Tail of fewer than 8 codes: ceil(rest*bits/8) bytes.
+  uint64_t word = 0;
+  const int64_t rest = n - i;
+  for (int64_t j = 0; j < rest; ++j) {
+    word |= (codes[i + j] & mask) << (j * bits);
+  }
+  const int64_t tail_bytes = (rest * bits + 7) / 8;
+  for (int64_t k = 0; k < tail_bytes; ++k) {
+    *dst++ = static_cast<uint8_t>(word >> (8 * k));
+  }
+}
+
+void UnpackCodes(const uint8_t* src, int64_t n, int bits, uint8_t* codes) {
+  if (bits == 8) {
+    if (n > 0) std::memcpy(codes, src, static_cast<size_t>(n));
+    return;
+  }
+  const uint64_t mask = (uint64_t{1} << bits) - 1;
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t word = 0;
+    for (int k = 0; k < bits; ++k) word |= uint64_t{*src++} << (8 * k);
+    for (int j = 0; j < 8; ++j) {
+      codes[i + j] = static_cast<uint8_t>((word >> (j * bits)) & mask);
+    }
+  }
+  const int64_t rest = n - i;
+  const int64_t tail_bytes = (rest * bits + 7) / 8;
+  uint64_t word = 0;
+  for (int64_t k = 0; k < tail_bytes; ++k) word |= uint64_t{src[k]} << (8 * k);
+  for (int64_t j = 0; j < rest; ++j) {
+    codes[i + j] = static_cast<uint8_t>((word >> (j * bits)) & mask);
+  }
+}
+
+}  // namespace quantd

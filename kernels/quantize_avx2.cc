@@ -1,0 +1,272 @@
+// AVX2 (+FMA, F16C, BMI2) kernels. Compiled with -mavx2 -mfma -mf16c -mbmi2;
+// only called when internal::CpuIsa() is at least kAvx2 (see isa_kernels.h).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/convert.h"
+#include "kernels/internal/isa_kernels.h"
+#include "kernels/internal/quantize_driver.h"
+
+namespace quantd::internal {
+namespace {
+
+inline int HorizontalMaxEpi32(__m256i v) {
+  __m128i m = _mm_max_epi32(_mm256_castsi256_si128(v),
+                            _mm256_extracti128_si256(v, 1));
+  m = _mm_max_epi32(m, _mm_shuffle_epi32(m, 0x4E));
+  m = _mm_max_epi32(m, _mm_shuffle_epi32(m, 0xB1));
+  return _mm_cvtsi128_si32(m);
+}
+
+inline float HorizontalMin(__m256 v) {
+  __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_min_ps(m, _mm_shuffle_ps(m, m, 0x4E));
+  m = _mm_min_ps(m, _mm_shuffle_ps(m, m, 0xB1));
+  return _mm_cvtss_f32(m);
+}
+
+inline float HorizontalMax(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_shuffle_ps(m, m, 0x4E));
+  m = _mm_max_ps(m, _mm_shuffle_ps(m, m, 0xB1));
+  return _mm_cvtss_f32(m);
+}
+
+inline uint32_t AbsBits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof(u));
+  return u & 0x7FFFFFFFu;
+}
+
+// Packs 4 vectors of 8 int32 codes (each in [-128, 127]) into 32 bytes in
+// element order (packs_* interleave 128-bit lanes; the permute undoes it).
+inline __m256i PackTo32Bytes(__m256i q0, __m256i q1, __m256i q2, __m256i q3) {
+  const __m256i a = _mm256_packs_epi32(q0, q1);
+  const __m256i b = _mm256_packs_epi32(q2, q3);
+  const __m256i c = _mm256_packs_epi16(a, b);
+  return _mm256_permutevar8x32_epi32(c, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+struct Avx2Ops {
+  // See Avx512Ops::AbsMax: integer max of sign-cleared bits.
+  static bool AbsMax(const float* x, int64_t n, float* amax) {
+    const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF);
+    __m256i m0 = _mm256_setzero_si256(), m1 = m0, m2 = m0, m3 = m0;
+    int64_t i = 0;
+    auto load = [&](int64_t k) {
+      return _mm256_and_si256(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + k)), abs_mask);
+    };
+    for (; i + 32 <= n; i += 32) {
+      m0 = _mm256_max_epi32(m0, load(i));
+      m1 = _mm256_max_epi32(m1, load(i + 8));
+      m2 = _mm256_max_epi32(m2, load(i + 16));
+      m3 = _mm256_max_epi32(m3, load(i + 24));
+    }
+    for (; i + 8 <= n; i += 8) m0 = _mm256_max_epi32(m0, load(i));
+    m0 = _mm256_max_epi32(_mm256_max_epi32(m0, m1), _mm256_max_epi32(m2, m3));
+    uint32_t bits = static_cast<uint32_t>(HorizontalMaxEpi32(m0));
+    for (; i < n; ++i) bits = std::max(bits, AbsBits(x[i]));
+    if (bits >= 0x7F800000u) return false;
+    std::memcpy(amax, &bits, sizeof(float));
+    return true;
+  }
+
+  static bool MinMax(const float* x, int64_t n, float* lo, float* hi) {
+    const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF);
+    __m256 vlo = _mm256_setzero_ps(), vhi = vlo;
+    __m256i vabs = _mm256_setzero_si256();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const __m256 v = _mm256_loadu_ps(x + i);
+      vlo = _mm256_min_ps(vlo, v);
+      vhi = _mm256_max_ps(vhi, v);
+      vabs = _mm256_max_epi32(vabs, _mm256_and_si256(_mm256_castps_si256(v), abs_mask));
+    }
+    uint32_t bits = static_cast<uint32_t>(HorizontalMaxEpi32(vabs));
+    float l = HorizontalMin(vlo), h = HorizontalMax(vhi);
+    for (; i < n; ++i) {
+      bits = std::max(bits, AbsBits(x[i]));
+      l = std::min(l, x[i]);
+      h = std::max(h, x[i]);
+    }
+    if (bits >= 0x7F800000u) return false;
+    *lo = l;
+    *hi = h;
+    return true;
+  }
+
+  static void CodesSym(const float* x, int64_t n, float inv, int bits,
+                       uint8_t* codes) {
+    const int qmax = (1 << (bits - 1)) - 1;
+    const __m256 vinv = _mm256_set1_ps(inv);
+    const __m256i vmin = _mm256_set1_epi32(-(qmax + 1));
+    const __m256i vmax = _mm256_set1_epi32(qmax);
+    const __m256i vmask = _mm256_set1_epi32(bits == 8 ? -1 : (1 << bits) - 1);
+    auto code = [&](int64_t k) {
+      __m256i q = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k), vinv));
+      q = _mm256_min_epi32(_mm256_max_epi32(q, vmin), vmax);
+      return _mm256_and_si256(q, vmask);  // int8: keep the sign for packs
+    };
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + i),
+                          PackTo32Bytes(code(i), code(i + 8), code(i + 16),
+                                        code(i + 24)));
+    }
+    const unsigned mask = (1u << bits) - 1;
+    for (; i < n; ++i) {
+      int q = static_cast<int>(std::nearbyint(x[i] * inv));
+      q = std::clamp(q, -(qmax + 1), qmax);
+      codes[i] = static_cast<uint8_t>(static_cast<unsigned>(q) & mask);
+    }
+  }
+
+  static void CodesAsym(const float* x, int64_t n, float inv, int zp, int bits,
+                        uint8_t* codes) {
+    const int qmax = (1 << bits) - 1;
+    const __m256 vinv = _mm256_set1_ps(inv);
+    const __m256i vzp = _mm256_set1_epi32(zp);
+    const __m256i vmax = _mm256_set1_epi32(qmax);
+    // Codes are in [0, 255]; bias by -128 so the signed packs keep them, and
+    // flip the top bit back afterwards.
+    const __m256i vbias = _mm256_set1_epi32(128);
+    auto code = [&](int64_t k) {
+      __m256i q = _mm256_add_epi32(
+          _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k), vinv)), vzp);
+      q = _mm256_min_epi32(_mm256_max_epi32(q, _mm256_setzero_si256()), vmax);
+      return _mm256_sub_epi32(q, vbias);
+    };
+    const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+      const __m256i p = PackTo32Bytes(code(i), code(i + 8), code(i + 16),
+                                      code(i + 24));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + i),
+                          _mm256_xor_si256(p, flip));
+    }
+    for (; i < n; ++i) {
+      int q = static_cast<int>(std::nearbyint(x[i] * inv)) + zp;
+      codes[i] = static_cast<uint8_t>(std::clamp(q, 0, qmax));
+    }
+  }
+
+  static void Pack(const uint8_t* codes, int64_t n, int bits, uint8_t* dst) {
+    int64_t i = 0;
+    if (bits == 4) {
+      // See Avx512Ops::Pack; packus_epi16 works per 128-bit lane, so pack
+      // two vectors and fix the lane order with a permute.
+      const __m256i lo_byte = _mm256_set1_epi16(0x00FF);
+      for (; i + 64 <= n; i += 64) {
+        const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + i));
+        const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + i + 32));
+        const __m256i p0 = _mm256_and_si256(_mm256_or_si256(w0, _mm256_srli_epi16(w0, 4)), lo_byte);
+        const __m256i p1 = _mm256_and_si256(_mm256_or_si256(w1, _mm256_srli_epi16(w1, 4)), lo_byte);
+        const __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi16(p0, p1), 0xD8);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i / 2), p);
+      }
+    }
+    PackCodesBmi2(codes + i, n - i, bits, dst + i / 8 * bits);
+  }
+};
+
+template <int kBits>
+void PackBmi2Fixed(const uint8_t* codes, int64_t n, uint8_t* dst) {
+  // pext gathers the low kBits of each of 8 bytes into 8*kBits contiguous
+  // bits, LSB first: exactly the stream layout of 8 codes.
+  constexpr uint64_t kMask = 0x0101010101010101ull * ((1u << kBits) - 1);
+  for (int64_t i = 0; i < n; i += 8) {
+    uint64_t word;
+    std::memcpy(&word, codes + i, 8);
+    const uint64_t packed = _pext_u64(word, kMask);
+    std::memcpy(dst + i / 8 * kBits, &packed, kBits);
+  }
+}
+
+}  // namespace
+
+void PackCodesBmi2(const uint8_t* codes, int64_t n, int bits, uint8_t* dst) {
+  switch (bits) {
+    case 2: PackBmi2Fixed<2>(codes, n, dst); break;
+    case 3: PackBmi2Fixed<3>(codes, n, dst); break;
+    case 4: PackBmi2Fixed<4>(codes, n, dst); break;
+    case 5: PackBmi2Fixed<5>(codes, n, dst); break;
+    case 6: PackBmi2Fixed<6>(codes, n, dst); break;
+    case 7: PackBmi2Fixed<7>(codes, n, dst); break;
+    default:
+      if (n > 0) std::memcpy(dst, codes, static_cast<size_t>(n));
+      break;
+  }
+}
+
+int64_t QuantizeIntAvx2(const float* src, QuantizedTensor& dst) {
+  return QuantizeIntDriver<Avx2Ops>(src, dst);
+}
+
+namespace {
+inline int64_t CheckConverted(__m256i vabs, const float* dst, size_t n,
+                              size_t tail_start) {
+  uint32_t bits = static_cast<uint32_t>(HorizontalMaxEpi32(vabs));
+  for (size_t i = tail_start; i < n; ++i) bits = std::max(bits, AbsBits(dst[i]));
+  if (bits < 0x7F800000u) return -1;
+  return FirstNonFinite(dst, static_cast<int64_t>(n));
+}
+
+inline uint16_t LoadU16(const uint16_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+}  // namespace
+
+int64_t ConvertF16Avx2(const uint16_t* src, size_t n, float* dst) {
+  const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF);
+  __m256i vabs = _mm256_setzero_si256();
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_cvtph_ps(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
+    _mm256_storeu_ps(dst + i, v);
+    vabs = _mm256_max_epi32(vabs, _mm256_and_si256(_mm256_castps_si256(v), abs_mask));
+  }
+  const size_t tail = i;
+  for (; i < n; ++i) dst[i] = HalfToFloat(LoadU16(src + i));
+  return CheckConverted(vabs, dst, n, tail);
+}
+
+int64_t ConvertBF16Avx2(const uint16_t* src, size_t n, float* dst) {
+  const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF);
+  __m256i vabs = _mm256_setzero_si256();
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i v = _mm256_slli_epi32(
+        _mm256_cvtepu16_epi32(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))),
+        16);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), v);
+    vabs = _mm256_max_epi32(vabs, _mm256_and_si256(v, abs_mask));
+  }
+  const size_t tail = i;
+  for (; i < n; ++i) dst[i] = BFloat16ToFloat(LoadU16(src + i));
+  return CheckConverted(vabs, dst, n, tail);
+}
+
+int64_t ConvertF32Avx2(const float* src, size_t n, float* dst) {
+  const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF);
+  __m256i vabs = _mm256_setzero_si256();
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), v);
+    vabs = _mm256_max_epi32(vabs, _mm256_and_si256(v, abs_mask));
+  }
+  const size_t tail = i;
+  for (; i < n; ++i) std::memcpy(dst + i, src + i, sizeof(float));
+  return CheckConverted(vabs, dst, n, tail);
+}
+
+}  // namespace quantd::internal
