@@ -1,0 +1,210 @@
+#include "server/assembler.h"
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace quantd {
+namespace {
+
+using Req = v1::QuantizeRequest;
+
+Req Start(const std::string& format = "int8", bool symmetric = true) {
+  Req r;
+  r.mutable_start()->mutable_scheme()->set_format(format);
+  r.mutable_start()->mutable_scheme()->set_symmetric(symmetric);
+  return r;
+}
+
+Req Header(const std::string& name, std::vector<uint64_t> shape,
+           v1::DType dtype = v1::DTYPE_F32) {
+  Req r;
+  r.mutable_header()->set_name(name);
+  r.mutable_header()->set_dtype(dtype);
+  for (uint64_t d : shape) r.mutable_header()->add_shape(d);
+  return r;
+}
+
+Req Chunk(uint64_t offset, size_t bytes) {
+  Req r;
+  r.mutable_chunk()->set_offset(offset);
+  r.mutable_chunk()->set_data(std::string(bytes, '\0'));
+  return r;
+}
+
+Req End() {
+  Req r;
+  r.mutable_end();
+  return r;
+}
+
+// Feeds `requests`; returns the first error, or the Finish() status.
+absl::Status Feed(std::vector<Req> requests, AssemblerLimits limits = {}) {
+  StreamAssembler a(limits);
+  for (Req& r : requests) {
+    absl::StatusOr<StreamAssembler::Event> ev = a.Consume(r);
+    if (!ev.ok()) return ev.status();
+  }
+  return a.Finish();
+}
+
+TEST(AssemblerTest, AcceptsWellFormedStream) {
+  StreamAssembler a({});
+  std::vector<Req> reqs = {Start(), Header("w", {2, 4}), Chunk(0, 16),
+                           Chunk(16, 16), End()};
+  std::vector<StreamAssembler::Event::Kind> kinds;
+  std::unique_ptr<TensorInput> tensor;
+  for (Req& r : reqs) {
+    absl::StatusOr<StreamAssembler::Event> ev = a.Consume(r);
+    ASSERT_TRUE(ev.ok()) << ev.status();
+    kinds.push_back(ev->kind);
+    if (ev->kind == StreamAssembler::Event::kHeader) {
+      EXPECT_EQ(ev->name, "w");
+      EXPECT_GE(ev->working_set_bytes, 32);
+    }
+    if (ev->tensor) tensor = std::move(ev->tensor);
+  }
+  EXPECT_TRUE(a.Finish().ok());
+  ASSERT_NE(tensor, nullptr);
+  EXPECT_EQ(tensor->name, "w");
+  EXPECT_EQ(tensor->bytes, 32);
+  EXPECT_EQ(tensor->layout.rows, 2);
+  EXPECT_EQ(tensor->layout.row_length, 4);
+  EXPECT_EQ(kinds.front(), StreamAssembler::Event::kStart);
+  EXPECT_EQ(kinds.back(), StreamAssembler::Event::kTensor);
+}
+
+TEST(AssemblerTest, CopiesChunkBytesInOrder) {
+  StreamAssembler a({});
+  std::vector<Req> reqs = {Start(), Header("w", {3}), Chunk(0, 4), Chunk(4, 8),
+                           End()};
+  const float values[3] = {1.5f, -2.0f, 3.25f};
+  reqs[2].mutable_chunk()->set_data(reinterpret_cast<const char*>(values), 4);
+  reqs[3].mutable_chunk()->set_data(reinterpret_cast<const char*>(values) + 4, 8);
+  std::unique_ptr<TensorInput> tensor;
+  for (Req& r : reqs) {
+    auto ev = a.Consume(r);
+    ASSERT_TRUE(ev.ok()) << ev.status();
+    if (ev->tensor) tensor = std::move(ev->tensor);
+  }
+  ASSERT_NE(tensor, nullptr);
+  EXPECT_EQ(0, std::memcmp(tensor->storage.data(), values, sizeof(values)));
+}
+
+TEST(AssemblerTest, PerTensorSchemeOverridesDefault) {
+  StreamAssembler a({});
+  Req start = Start("int8");
+  Req header = Header("w", {4, 8});
+  
+  header.mutable_header()->mutable_scheme()->set_format("int4");
+  header.mutable_header()->mutable_scheme()->set_granularity(
+      v1::GRANULARITY_PER_GROUP);
+  header.mutable_header()->mutable_scheme()->set_group_size(4);
+  ASSERT_TRUE(a.Consume(start).ok());
+  ASSERT_TRUE(a.Consume(header).ok());
+  Req chunk = Chunk(0, 128);
+  ASSERT_TRUE(a.Consume(chunk).ok());
+  Req end = End();
+  auto ev = a.Consume(end);
+  ASSERT_TRUE(ev.ok());
+  EXPECT_EQ(ev->tensor->layout.bits, 4);
+  EXPECT_EQ(ev->tensor->layout.group_size, 4);
+  EXPECT_EQ(ev->tensor->layout.num_groups, 8);
+}
+
+struct BadCase {
+  const char* name;
+  std::vector<Req> requests;
+  absl::StatusCode code;
+  const char* message_part;
+};
+
+TEST(AssemblerTest, EveryMalformedInputGetsItsStatus) {
+  AssemblerLimits small;
+  small.max_tensor_bytes = 1024;
+  small.max_chunk_bytes = 64;
+  Req header_with_bad_scheme = Header("w", {4, 6});
+  
+  header_with_bad_scheme.mutable_header()->mutable_scheme()->set_format("int4");
+  header_with_bad_scheme.mutable_header()->mutable_scheme()->set_granularity(
+      v1::GRANULARITY_PER_GROUP);
+  header_with_bad_scheme.mutable_header()->mutable_scheme()->set_group_size(4);
+  Req header_unknown_format = Header("w", {4});
+  
+  header_unknown_format.mutable_header()->mutable_scheme()->set_format("int99");
+  Req empty_request;
+
+  const std::vector<BadCase> cases = {
+      {"data before start", {Header("w", {4})}, absl::StatusCode::kInvalidArgument,
+       "first message"},
+      {"two starts", {Start(), Start()}, absl::StatusCode::kInvalidArgument,
+       "twice"},
+      {"unknown default format", {Start("float7")},
+       absl::StatusCode::kInvalidArgument, "float7"},
+      {"chunk before header", {Start(), Chunk(0, 4)},
+       absl::StatusCode::kInvalidArgument, "no header"},
+      {"end before header", {Start(), End()}, absl::StatusCode::kInvalidArgument,
+       "no header"},
+      {"two headers", {Start(), Header("a", {4}), Header("b", {4})},
+       absl::StatusCode::kInvalidArgument, "tensor a"},
+      {"empty name", {Start(), Header("", {4})},
+       absl::StatusCode::kInvalidArgument, "name is empty"},
+      {"duplicate name",
+       {Start(), Header("a", {1}), Chunk(0, 4), End(), Header("a", {1})},
+       absl::StatusCode::kInvalidArgument, "twice"},
+      {"unknown dtype", {Start(), Header("w", {4}, static_cast<v1::DType>(42))},
+       absl::StatusCode::kInvalidArgument, "dtype"},
+      {"unspecified dtype", {Start(), Header("w", {4}, v1::DTYPE_UNSPECIFIED)},
+       absl::StatusCode::kInvalidArgument, "dtype"},
+      {"zero dimension", {Start(), Header("w", {4, 0})},
+       absl::StatusCode::kInvalidArgument, "dimension"},
+      {"shape product overflows",
+       {Start(), Header("w", {uint64_t{1} << 40, uint64_t{1} << 40})},
+       absl::StatusCode::kInvalidArgument, "tensor w"},
+      {"huge declared size", {Start(), Header("w", {1024, 1024})},
+       absl::StatusCode::kResourceExhausted, "max_tensor_bytes=1024"},
+      {"group does not divide row", {Start(), header_with_bad_scheme},
+       absl::StatusCode::kInvalidArgument, "tensor w"},
+      {"unknown per-tensor format", {Start(), header_unknown_format},
+       absl::StatusCode::kInvalidArgument, "int99"},
+      {"chunk over limit", {Start(), Header("w", {64}), Chunk(0, 65)},
+       absl::StatusCode::kResourceExhausted, "max_chunk_bytes=64"},
+      {"chunk out of order", {Start(), Header("w", {8}), Chunk(16, 16)},
+       absl::StatusCode::kInvalidArgument, "offset 16"},
+      {"overlapping chunk", {Start(), Header("w", {8}), Chunk(0, 16), Chunk(8, 16)},
+       absl::StatusCode::kInvalidArgument, "offset 8"},
+      {"too many bytes", {Start(), Header("w", {2}), Chunk(0, 12)},
+       absl::StatusCode::kInvalidArgument, "holds 8 bytes"},
+      {"too few bytes at end", {Start(), Header("w", {4}), Chunk(0, 12), End()},
+       absl::StatusCode::kInvalidArgument, "need 16"},
+      {"truncated stream", {Start(), Header("w", {4}), Chunk(0, 8)},
+       absl::StatusCode::kInvalidArgument, "truncated"},
+      {"no start at all", {}, absl::StatusCode::kInvalidArgument, "JobStart"},
+      {"empty request", {Start(), empty_request},
+       absl::StatusCode::kInvalidArgument, "no message kind"},
+  };
+  for (const BadCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    absl::Status s = Feed(c.requests, small);
+    EXPECT_EQ(s.code(), c.code) << s;
+    EXPECT_NE(s.message().find(c.message_part), absl::string_view::npos) << s;
+  }
+}
+
+TEST(AssemblerTest, AcceptsF16AndBF16ByteCounts) {
+  for (v1::DType dtype : {v1::DTYPE_F16, v1::DTYPE_BF16}) {
+    SCOPED_TRACE(dtype);
+    EXPECT_TRUE(Feed({Start(), Header("w", {3, 5}, dtype), Chunk(0, 30), End()}).ok());
+    EXPECT_FALSE(Feed({Start(), Header("w", {3, 5}, dtype), Chunk(0, 60), End()}).ok());
+  }
+}
+
+TEST(AssemblerTest, ScalarAndEmptyShapes) {
+  // A 0-D tensor holds one element.
+  EXPECT_TRUE(Feed({Start(), Header("s", {}), Chunk(0, 4), End()}).ok());
+}
+
+}  // namespace
+}  // namespace quantd
