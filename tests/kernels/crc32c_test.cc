@@ -1,0 +1,60 @@
+#include "kernels/crc32c.h"
+
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/internal/crc32c_internal.h"
+
+namespace quantd {
+namespace {
+
+TEST(Crc32cTest, KnownVectors) {
+  struct Case {
+    std::string data;
+    uint32_t crc;
+  };
+  const Case cases[] = {
+      {"", 0x00000000u},
+      {"123456789", 0xE3069283u},
+      {"a", 0xC1D04330u},
+      {std::string(32, '\0'), 0x8A9136AAu},  // RFC 3720 B.4
+      {std::string(32, '\xff'), 0x62A8AB43u},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.data.size());
+    EXPECT_EQ(Crc32c(c.data.data(), c.data.size()), c.crc);
+    EXPECT_EQ(Crc32cReference(0, c.data.data(), c.data.size()), c.crc);
+    EXPECT_EQ(internal::Crc32cTable(0, c.data.data(), c.data.size()), c.crc);
+  }
+  // RFC 3720 B.4: bytes 0..31 ascending.
+  std::vector<uint8_t> ascending(32);
+  for (int i = 0; i < 32; ++i) ascending[i] = static_cast<uint8_t>(i);
+  EXPECT_EQ(Crc32c(ascending.data(), 32), 0x46DD794Eu);
+}
+
+TEST(Crc32cTest, FastMatchesReferenceAtAnyLengthAndAlignment) {
+  const uint32_t seed = 4242;
+  std::mt19937 rng(seed);
+  std::vector<uint8_t> buf(5000);
+  for (auto& b : buf) b = static_cast<uint8_t>(rng());
+  for (int trial = 0; trial < 500; ++trial) {
+    const size_t offset = rng() % 16;
+    const size_t len = rng() % (buf.size() - 16);
+    SCOPED_TRACE(testing::Message() << "seed " << seed << " trial " << trial
+                                    << " offset " << offset << " len " << len);
+    const uint32_t want = Crc32cReference(0, buf.data() + offset, len);
+    ASSERT_EQ(Crc32c(buf.data() + offset, len), want);
+    ASSERT_EQ(internal::Crc32cTable(0, buf.data() + offset, len), want);
+    // Extend == CRC of the concatenation.
+    const size_t split = len == 0 ? 0 : rng() % len;
+    const uint32_t head = Crc32c(buf.data() + offset, split);
+    ASSERT_EQ(Crc32cExtend(head, buf.data() + offset + split, len - split),
+              want);
+  }
+}
+
+}  // namespace
+}  // namespace quantd

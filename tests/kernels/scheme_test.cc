@@ -1,0 +1,149 @@
+#include "kernels/scheme.h"
+
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace quantd {
+namespace {
+
+TEST(DTypeTest, SizesNamesAndParse) {
+  EXPECT_EQ(DTypeSize(DType::kF32), 4);
+  EXPECT_EQ(DTypeSize(DType::kF16), 2);
+  EXPECT_EQ(DTypeSize(DType::kBF16), 2);
+  for (DType d : {DType::kF32, DType::kF16, DType::kBF16}) {
+    auto parsed = ParseDType(DTypeName(d));
+    ASSERT_TRUE(parsed.ok());
+    EXPECT_EQ(*parsed, d);
+  }
+  EXPECT_EQ(ParseDType("F64").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(GranularityName(Granularity::kPerGroup), "group");
+}
+
+TEST(ParseSchemeTest, ValidTexts) {
+  struct Case {
+    const char* text;
+    const char* format;
+    bool symmetric;
+    Granularity granularity;
+    int64_t group_size;
+    const char* canonical;
+  };
+  const Case cases[] = {
+      {"int8", "int8", true, Granularity::kPerChannel, 0, "int8_sym_channel"},
+      {"int4_asym_g128", "int4", false, Granularity::kPerGroup, 128,
+       "int4_asym_g128"},
+      {"int3_tensor_sym", "int3", true, Granularity::kPerTensor, 0,
+       "int3_sym_tensor"},
+      {"int2_g1_asym", "int2", false, Granularity::kPerGroup, 1, "int2_asym_g1"},
+      {"int7_channel", "int7", true, Granularity::kPerChannel, 0,
+       "int7_sym_channel"},
+      {"int5_sym", "int5", true, Granularity::kPerChannel, 0, "int5_sym_channel"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.text);
+    auto s = ParseScheme(c.text);
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(s->format, c.format);
+    EXPECT_EQ(s->symmetric, c.symmetric);
+    EXPECT_EQ(s->granularity, c.granularity);
+    EXPECT_EQ(s->group_size, c.group_size);
+    EXPECT_EQ(SchemeToString(*s), c.canonical);
+    auto again = ParseScheme(SchemeToString(*s));
+    ASSERT_TRUE(again.ok());
+    EXPECT_EQ(*again, *s);
+  }
+}
+
+TEST(ParseSchemeTest, InvalidTexts) {
+  for (const char* text :
+       {"", "int9", "int1", "fp8", "int4_", "int4_g", "int4_g0", "int4_g-3",
+        "int4_gx", "int4_sym_asym", "int4_g8_tensor", "int4_foo", "_int4",
+        "int4_g+8", "INT4"}) {
+    SCOPED_TRACE(text);
+    auto s = ParseScheme(text);
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  }
+  EXPECT_NE(ParseScheme("int9").status().message().find("int9"),
+            std::string::npos);
+}
+
+TEST(MakeLayoutTest, Shapes) {
+  struct Case {
+    const char* scheme;
+    std::vector<int64_t> shape;
+    int64_t rows, row_length, group_size, num_groups, num_elements,
+        packed_bytes;
+  };
+  const Case cases[] = {
+      {"int8", {}, 1, 1, 1, 1, 1, 1},
+      {"int8", {7}, 1, 7, 7, 1, 7, 7},
+      {"int4_tensor", {3, 5}, 3, 5, 15, 1, 15, 8},
+      {"int4_g128", {4096, 11008}, 4096, 11008, 128, 4096 * 86,
+       4096LL * 11008, 4096LL * 11008 / 2},
+      {"int3_asym_g3", {2, 9}, 2, 9, 3, 6, 18, 7},
+      {"int2_channel", {2, 3, 4}, 6, 4, 4, 6, 24, 6},
+      {"int5_g1", {1, 1}, 1, 1, 1, 1, 1, 1},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.scheme);
+    auto layout = MakeLayout(*ParseScheme(c.scheme), c.shape);
+    ASSERT_TRUE(layout.ok()) << layout.status();
+    EXPECT_EQ(layout->shape, c.shape);
+    EXPECT_EQ(layout->rows, c.rows);
+    EXPECT_EQ(layout->row_length, c.row_length);
+    EXPECT_EQ(layout->group_size, c.group_size);
+    EXPECT_EQ(layout->num_groups, c.num_groups);
+    EXPECT_EQ(layout->num_elements, c.num_elements);
+    EXPECT_EQ(layout->packed_bytes, c.packed_bytes);
+  }
+}
+
+TEST(MakeLayoutTest, BitsPerWeight) {
+  auto sym = MakeLayout(*ParseScheme("int4_g128"), {4, 256});
+  ASSERT_TRUE(sym.ok());
+  EXPECT_DOUBLE_EQ(sym->BitsPerWeight(), 4.0 + 32.0 / 128);
+  auto asym = MakeLayout(*ParseScheme("int4_asym_g128"), {4, 256});
+  ASSERT_TRUE(asym.ok());
+  EXPECT_DOUBLE_EQ(asym->BitsPerWeight(), 4.0 + 40.0 / 128);
+  auto odd = MakeLayout(*ParseScheme("int3_tensor"), {3});
+  ASSERT_TRUE(odd.ok());  // 2 bytes of codes + 32-bit scale over 3 weights
+  EXPECT_DOUBLE_EQ(odd->BitsPerWeight(), (16.0 + 32.0) / 3);
+}
+
+TEST(MakeLayoutTest, Errors) {
+  struct Case {
+    Scheme scheme;
+    std::vector<int64_t> shape;
+    const char* needle;
+  };
+  Scheme g5 = *ParseScheme("int4_g5");
+  Scheme g0 = g5;
+  g0.group_size = 0;
+  Scheme unknown;
+  unknown.format = "int12";
+  const int64_t big = std::numeric_limits<int64_t>::max() / 2;
+  const Case cases[] = {
+      {g5, {4, 12}, "does not divide"},
+      {g0, {4, 12}, "group_size 0"},
+      {unknown, {4}, "int12"},
+      {Scheme{}, {4, 0}, "dimension 1"},
+      {Scheme{}, {-1}, "is -1"},
+      {Scheme{}, {big, 4}, "int64"},
+      {Scheme{}, {big / 4, 3}, "overflows"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.needle);
+    auto layout = MakeLayout(c.scheme, c.shape);
+    ASSERT_EQ(layout.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(layout.status().message().find(c.needle), std::string::npos)
+        << layout.status();
+  }
+}
+
+}  // namespace
+}  // namespace quantd
