@@ -8,7 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
-#include "server/proto_convert.h"
+#include "proto/wire_convert.h"
 
 namespace quantd {
 namespace {

@@ -11,6 +11,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu.h"
 #include "kernels/version.h"
@@ -40,9 +41,11 @@ int main(int argc, char** argv) {
       "quantd: quantization as a service.\n"
       "Usage: quantd [--listen=0.0.0.0:50051] [--metrics_listen=0.0.0.0:9090] "
       "[--workers=N] [--memory_budget_bytes=B] [--max_tensor_bytes=B]");
-  absl::SetFlagsUsageConfig({.version_string = [] {
+  absl::FlagsUsageConfig usage_config;
+  usage_config.version_string = [] {
     return std::string("quantd ") + QUANTD_VERSION + " (" + QUANTD_GIT_REV + ")\n";
-  }});
+  };
+  absl::SetFlagsUsageConfig(usage_config);
   absl::ParseCommandLine(argc, argv);
 
   const std::string level = absl::GetFlag(FLAGS_log_level);

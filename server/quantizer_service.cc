@@ -14,7 +14,7 @@
 #include "kernels/quantize.h"
 #include "kernels/version.h"
 #include "server/log.h"
-#include "server/proto_convert.h"
+#include "proto/wire_convert.h"
 #include "server/shard_writer.h"
 #include "server/status_util.h"
 

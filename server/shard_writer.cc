@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <utility>
 
-#include "server/proto_convert.h"
+#include "proto/wire_convert.h"
 
 namespace quantd {
 

@@ -1,4 +1,4 @@
-#include "server/proto_convert.h"
+#include "proto/wire_convert.h"
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"

@@ -1,8 +1,8 @@
 // Conversions between wire messages (quantd.v1) and kernel values. Every
 // function that reads a wire value validates it: unknown enum values and
 // missing fields are INVALID_ARGUMENT.
-#ifndef QUANTD_SERVER_PROTO_CONVERT_H_
-#define QUANTD_SERVER_PROTO_CONVERT_H_
+#ifndef QUANTD_PROTO_WIRE_CONVERT_H_
+#define QUANTD_PROTO_WIRE_CONVERT_H_
 
 #include "absl/status/statusor.h"
 #include "kernels/metrics.h"
@@ -20,4 +20,4 @@ void MetricsToProto(const ErrorMetrics& metrics, v1::Metrics* proto);
 
 }  // namespace quantd
 
-#endif  // QUANTD_SERVER_PROTO_CONVERT_H_
+#endif  // QUANTD_PROTO_WIRE_CONVERT_H_

@@ -1,0 +1,54 @@
+// Test helpers for end-to-end tests: a real QuantdServer on 127.0.0.1 with
+// ephemeral ports, a channel to it, raw stream calls and a tiny HTTP GET.
+#ifndef QUANTD_TESTS_E2E_TEST_SERVER_H_
+#define QUANTD_TESTS_E2E_TEST_SERVER_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "quantd/v1/quantizer.grpc.pb.h"
+#include "server/server.h"
+
+namespace quantd::testing {
+
+// Starts a server on loopback; fails the test if it cannot.
+std::unique_ptr<QuantdServer> StartTestServer(ServiceOptions service = {});
+
+std::shared_ptr<grpc::Channel> ChannelTo(const QuantdServer& server);
+
+struct StreamResult {
+  grpc::Status status;
+  std::vector<v1::QuantizeResponse> responses;
+};
+
+// Writes every request, half-closes, reads every response.
+StreamResult RunRawStream(v1::Quantizer::Stub& stub,
+                          const std::vector<v1::QuantizeRequest>& requests,
+                          int deadline_seconds = 60);
+
+// Requests for one tensor: header, chunks of `chunk_bytes`, end.
+void AppendTensor(std::vector<v1::QuantizeRequest>& requests,
+                  const std::string& name, const std::vector<int64_t>& shape,
+                  const void* data, size_t bytes,
+                  v1::DType dtype = v1::DTYPE_F32, size_t chunk_bytes = 1 << 20,
+                  const v1::Scheme* scheme = nullptr);
+v1::QuantizeRequest StartRequest(const std::string& format, bool symmetric,
+                                 v1::Granularity granularity,
+                                 uint32_t group_size = 0,
+                                 v1::OutputKind output = v1::OUTPUT_KIND_PACKED);
+
+// LLM-like weights: Gaussian with a few outlier channels, seeded.
+std::vector<float> RandomWeights(int64_t n, uint32_t seed);
+
+// GET http://127.0.0.1:port/path; the body, or an error.
+absl::StatusOr<std::string> HttpGet(int port, const std::string& path);
+
+}  // namespace quantd::testing
+
+#endif  // QUANTD_TESTS_E2E_TEST_SERVER_H_
