@@ -1,0 +1,305 @@
+// quantctl: the command-line client of quantd.
+//
+//   quantctl quantize MODEL --scheme int4_asym_g128 --out OUT.safetensors
+//       --server host:port[,host:port...] [--streams N]
+//       [--override 'REGEX=SCHEME']... [--fake-quant] [--report OUT.json]
+//       [--quantize-1d] [--max-attempts N] [--progress auto|bar|lines|none]
+//       [--quiet]
+//   quantctl info --server host:port [--json]
+//
+// Flags are parsed by hand (not absl::flags) because --override repeats and
+// its regexes may contain commas. Exit status: 0 success, 1 failure (any
+// tensor failed, or the run could not start), 2 usage error.
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <google/protobuf/util/json_util.h>
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "client/quantd_client.h"
+#include "client/quantize_model.h"
+#include "kernels/version.h"
+
+namespace quantd {
+namespace {
+
+constexpr char kUsage[] = R"(quantctl: quantize models with quantd servers.
+
+usage:
+  quantctl quantize MODEL --scheme SCHEME --out OUT.safetensors
+                    --server HOST:PORT[,HOST:PORT...] [options]
+  quantctl info --server HOST:PORT [--json]
+  quantctl --version | --help
+
+MODEL is a .safetensors file, a model.safetensors.index.json (sharded), or a
+directory holding either.
+
+quantize options:
+  --scheme TEXT        default scheme, e.g. int8, int4_asym_g128, int3_tensor
+                       (default: int8)
+  --out PATH           output safetensors file (required)
+  --server LIST        comma-separated quantd addresses (required)
+  --streams N          parallel streams per server (default: 2)
+  --override R=S       scheme S (or "skip") for tensors whose name matches
+                       regex R (searched; ECMAScript); repeatable, first
+                       match wins
+  --fake-quant         write dequantized F32 tensors under their own names
+  --quantize-1d        also quantize 1-D float tensors (norms, biases)
+  --report PATH        JSON report (default: OUT.report.json)
+  --max-attempts N     sends of one tensor before it fails (default: 3)
+  --progress MODE      auto, bar, lines or none (default: auto)
+  --quiet              no progress and no per-tensor table
+
+Exit status: 0 success, 1 a tensor failed or the run could not start,
+2 usage error.
+)";
+
+int Usage(absl::string_view error) {
+  std::fprintf(stderr, "quantctl: %.*s\n\n%s", static_cast<int>(error.size()),
+               error.data(), kUsage);
+  return 2;
+}
+
+// Command-line words after the subcommand, split into flags and positionals.
+struct Args {
+  std::vector<std::pair<std::string, std::string>> flags;  // in order
+  std::vector<std::string> positional;
+};
+
+// Flags that take no value.
+bool IsSwitch(absl::string_view name) {
+  return name == "fake-quant" || name == "quiet" || name == "json" ||
+         name == "quantize-1d" || name == "help";
+}
+
+std::optional<Args> ParseArgs(int argc, char** argv, int first,
+                              std::string& error) {
+  Args args;
+  for (int i = first; i < argc; ++i) {
+    absl::string_view word = argv[i];
+    if (word == "--") {
+      for (++i; i < argc; ++i) args.positional.emplace_back(argv[i]);
+      break;
+    }
+    if (!absl::StartsWith(word, "--")) {
+      args.positional.emplace_back(word);
+      continue;
+    }
+    word.remove_prefix(2);
+    std::string name, value;
+    if (size_t eq = word.find('='); eq != absl::string_view::npos) {
+      name = std::string(word.substr(0, eq));
+      value = std::string(word.substr(eq + 1));
+    } else {
+      name = std::string(word);
+      // Accept --flag_name as --flag-name.
+      if (!IsSwitch(name) && !IsSwitch(absl::StrReplaceAll(name, {{"_", "-"}}))) {
+        if (i + 1 >= argc) {
+          error = absl::StrCat("--", name, " needs a value");
+          return std::nullopt;
+        }
+        value = argv[++i];
+      }
+    }
+    name = absl::StrReplaceAll(name, {{"_", "-"}});
+    args.flags.emplace_back(name, value);
+  }
+  return args;
+}
+
+int Info(const Args& args) {
+  std::string server;
+  bool json = false;
+  for (const auto& [name, value] : args.flags) {
+    if (name == "server") {
+      server = value;
+    } else if (name == "json") {
+      json = true;
+    } else {
+      return Usage(absl::StrCat("unknown flag --", name, " for info"));
+    }
+  }
+  if (server.empty()) return Usage("info needs --server HOST:PORT");
+  if (!args.positional.empty()) return Usage("info takes no arguments");
+  QuantdClient client(
+      grpc::CreateChannel(server, grpc::InsecureChannelCredentials()));
+  absl::StatusOr<v1::ServerInfo> info = client.GetServerInfo();
+  if (!info.ok()) {
+    std::fprintf(stderr, "quantctl: server %s: %s\n", server.c_str(),
+                 info.status().ToString().c_str());
+    return 1;
+  }
+  if (json) {
+    std::string out;
+    google::protobuf::util::JsonPrintOptions options;
+    options.add_whitespace = true;
+    options.preserve_proto_field_names = true;
+    (void)google::protobuf::util::MessageToJsonString(*info, &out, options);
+    std::cout << out;
+    return 0;
+  }
+  std::cout << "server:      " << server << "\n"
+            << "version:     " << info->version() << "\n"
+            << "build:       " << info->build() << "\n"
+            << "kernel isa:  " << info->kernel_isa() << "\n"
+            << "workers:     " << info->workers() << "\n"
+            << "limits:      max_tensor_bytes=" << info->limits().max_tensor_bytes()
+            << " max_chunk_bytes=" << info->limits().max_chunk_bytes()
+            << " memory_budget_bytes=" << info->limits().memory_budget_bytes()
+            << " max_queue_jobs=" << info->limits().max_queue_jobs() << "\n";
+  std::vector<std::string> dtypes;
+  for (int d : info->dtypes()) {
+    dtypes.push_back(v1::DType_Name(static_cast<v1::DType>(d)));
+  }
+  std::cout << "dtypes:      " << absl::StrJoin(dtypes, " ") << "\n"
+            << "formats:\n";
+  for (const v1::FormatInfo& f : info->formats()) {
+    std::vector<std::string> granularities;
+    for (int g : f.granularities()) {
+      granularities.push_back(
+          v1::Granularity_Name(static_cast<v1::Granularity>(g)));
+    }
+    std::cout << "  " << f.name() << "  bits=" << f.bits()
+              << (f.symmetric() ? " sym" : "") << (f.asymmetric() ? " asym" : "")
+              << "  " << absl::StrJoin(granularities, ",") << "\n";
+  }
+  return 0;
+}
+
+bool ParseInt(const std::string& name, const std::string& value, int& out,
+              std::string& error) {
+  if (!absl::SimpleAtoi(value, &out) || out < 1) {
+    error = absl::StrCat("--", name, " needs a positive integer, not \"",
+                         value, "\"");
+    return false;
+  }
+  return true;
+}
+
+int Quantize(const Args& args) {
+  QuantizeModelOptions options;
+  bool quiet = false;
+  std::string error;
+  for (const auto& [name, value] : args.flags) {
+    if (name == "scheme") {
+      options.scheme = value;
+    } else if (name == "out") {
+      options.output = value;
+    } else if (name == "server") {
+      for (absl::string_view s : absl::StrSplit(value, ',', absl::SkipEmpty())) {
+        options.servers.emplace_back(s);
+      }
+    } else if (name == "streams") {
+      if (!ParseInt(name, value, options.streams_per_server, error)) {
+        return Usage(error);
+      }
+    } else if (name == "max-attempts") {
+      if (!ParseInt(name, value, options.max_attempts, error)) {
+        return Usage(error);
+      }
+    } else if (name == "override") {
+      options.overrides.push_back(value);
+    } else if (name == "fake-quant") {
+      options.fake_quant = true;
+    } else if (name == "quantize-1d") {
+      options.quantize_1d = true;
+    } else if (name == "report") {
+      options.report = value;
+    } else if (name == "quiet") {
+      quiet = true;
+    } else if (name == "progress") {
+      if (value == "auto") {
+        options.progress = ProgressStyle::kAuto;
+      } else if (value == "bar") {
+        options.progress = ProgressStyle::kBar;
+      } else if (value == "lines") {
+        options.progress = ProgressStyle::kLines;
+      } else if (value == "none") {
+        options.progress = ProgressStyle::kNone;
+      } else {
+        return Usage(absl::StrCat("--progress must be auto, bar, lines or "
+                                  "none, not \"",
+                                  value, "\""));
+      }
+    } else {
+      return Usage(absl::StrCat("unknown flag --", name, " for quantize"));
+    }
+  }
+  if (args.positional.size() != 1) {
+    return Usage("quantize takes exactly one MODEL");
+  }
+  options.model = args.positional.front();
+  if (options.output.empty()) return Usage("quantize needs --out PATH");
+  if (options.servers.empty()) return Usage("quantize needs --server HOST:PORT");
+  if (quiet) options.progress = ProgressStyle::kNone;
+
+  absl::StatusOr<RunSummary> summary = QuantizeModel(options);
+  if (!summary.ok()) {
+    std::fprintf(stderr, "quantctl: %s\n", summary.status().ToString().c_str());
+    return 1;
+  }
+  if (quiet) {
+    std::cout << FormatTotals(*summary);
+  } else {
+    std::cout << FormatSummaryTable(*summary);
+  }
+  for (const TensorSummary& t : summary->tensors) {
+    if (t.action == TensorAction::kFailed) {
+      std::fprintf(stderr, "quantctl: tensor %s failed: %s\n", t.name.c_str(),
+                   t.status.ToString().c_str());
+    }
+  }
+  if (!summary->report.empty()) {
+    std::fprintf(stderr, "quantctl: report written to %s\n",
+                 summary->report.c_str());
+  }
+  if (summary->num_failed > 0) {
+    std::fprintf(stderr,
+                 "quantctl: %lld tensor(s) failed; %s was not written\n",
+                 static_cast<long long>(summary->num_failed),
+                 options.output.c_str());
+    return 1;
+  }
+  return 0;
+}
+
+int Main(int argc, char** argv) {
+  if (argc < 2) return Usage("no command");
+  absl::string_view command = argv[1];
+  if (command == "--help" || command == "-h" || command == "help") {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  if (command == "--version") {
+    std::printf("quantctl %s (%s)\n", QUANTD_VERSION, QUANTD_GIT_REV);
+    return 0;
+  }
+  std::string error;
+  std::optional<Args> args = ParseArgs(argc, argv, 2, error);
+  if (!args) return Usage(error);
+  for (const auto& flag : args->flags) {
+    if (flag.first == "help") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+  }
+  if (command == "quantize") return Quantize(*args);
+  if (command == "info") return Info(*args);
+  return Usage(absl::StrCat("unknown command \"", command, "\""));
+}
+
+}  // namespace
+}  // namespace quantd
+
+int main(int argc, char** argv) { return quantd::Main(argc, argv); }

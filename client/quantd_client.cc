@@ -1,0 +1,329 @@
+#include "client/quantd_client.h"
+
+#include <deque>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "kernels/crc32c.h"
+
+namespace quantd {
+
+absl::Status GrpcToAbslStatus(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      status.error_message());
+}
+
+QuantdClient::QuantdClient(std::shared_ptr<grpc::Channel> channel)
+    : channel_(std::move(channel)), stub_(v1::Quantizer::NewStub(channel_)) {}
+
+absl::StatusOr<v1::ServerInfo> QuantdClient::GetServerInfo(
+    absl::Duration timeout) {
+  grpc::ClientContext context;
+  if (timeout != absl::InfiniteDuration()) {
+    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  }
+  v1::ServerInfo info;
+  grpc::Status status =
+      stub_->GetServerInfo(&context, v1::GetServerInfoRequest(), &info);
+  if (!status.ok()) return GrpcToAbslStatus(status);
+  return info;
+}
+
+namespace {
+
+// A tensor sent on the stream and not yet answered.
+struct Pending {
+  uint64_t num_elements = 0;
+  absl::Time sent;
+  TensorReply reply;  // parts accumulate here
+};
+
+std::vector<uint8_t>* PartBuffer(TensorReply& reply, v1::ShardChunk::Part part) {
+  switch (part) {
+    case v1::ShardChunk::PART_CODES:
+      return &reply.codes;
+    case v1::ShardChunk::PART_SCALES:
+      return &reply.scales;
+    case v1::ShardChunk::PART_ZERO_POINTS:
+      return &reply.zero_points;
+    case v1::ShardChunk::PART_FAKE_QUANT:
+      return &reply.fake_quant;
+    default:
+      return nullptr;
+  }
+}
+
+// Checks an assembled reply against its TensorResult.
+absl::Status VerifyReply(const TensorReply& reply, const v1::TensorResult& r,
+                         v1::OutputKind output, uint64_t num_elements) {
+  auto loss = [&](absl::string_view what) {
+    return absl::DataLossError(
+        absl::StrCat("tensor \"", reply.name, "\": ", what));
+  };
+  auto check = [&](absl::string_view part, const std::vector<uint8_t>& bytes,
+                   uint64_t want_size, uint32_t want_crc) -> absl::Status {
+    if (bytes.size() != want_size) {
+      return loss(absl::StrCat(part, " has ", bytes.size(),
+                               " bytes, the layout says ", want_size));
+    }
+    uint32_t crc = Crc32c(bytes.data(), bytes.size());
+    if (crc != want_crc) {
+      return loss(absl::StrCat(part, " crc32c ", crc,
+                               " differs from the server's ", want_crc));
+    }
+    return absl::OkStatus();
+  };
+  const v1::Layout& layout = r.layout();
+  const bool packed = output != v1::OUTPUT_KIND_FAKE_QUANT;
+  const bool fake = output == v1::OUTPUT_KIND_FAKE_QUANT ||
+                    output == v1::OUTPUT_KIND_BOTH;
+  if (packed) {
+    absl::Status s = check("codes", reply.codes, layout.packed_bytes(),
+                           r.codes_crc32c());
+    if (s.ok()) {
+      s = check("scales", reply.scales, layout.num_scales() * 4,
+                r.scales_crc32c());
+    }
+    if (s.ok()) {
+      s = check("zero points", reply.zero_points,
+                layout.has_zero_points() ? layout.num_scales() : 0,
+                r.zero_points_crc32c());
+    }
+    if (!s.ok()) return s;
+  } else if (!reply.codes.empty() || !reply.scales.empty() ||
+             !reply.zero_points.empty()) {
+    return loss("packed parts sent for a fake-quant job");
+  }
+  if (fake) {
+    return check("fake-quant values", reply.fake_quant, num_elements * 4,
+                 r.fake_quant_crc32c());
+  }
+  if (!reply.fake_quant.empty()) return loss("fake-quant values not asked for");
+  return absl::OkStatus();
+}
+
+// What the sender thread and the receiving thread of one job share.
+struct JobState {
+  bool CanSend() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    return stop || static_cast<int>(pending.size()) < max_in_flight;
+  }
+
+  absl::Mutex mu;
+  int max_in_flight = 1;
+  absl::flat_hash_map<std::string, Pending> pending ABSL_GUARDED_BY(mu);
+  std::vector<std::string> taken ABSL_GUARDED_BY(mu);  // in send order
+  absl::flat_hash_map<std::string, bool> answered ABSL_GUARDED_BY(mu);
+  bool stop ABSL_GUARDED_BY(mu) = false;
+  // Tensors the sender refused before sending them (caller errors).
+  std::vector<std::pair<std::string, absl::Status>> refused
+      ABSL_GUARDED_BY(mu);
+};
+
+}  // namespace
+
+absl::Status QuantdClient::RunJob(const JobConfig& config,
+                                  const TensorSource& source,
+                                  const ResultCallback& on_result,
+                                  std::vector<std::string>* unanswered) {
+  grpc::ClientContext context;
+  if (config.timeout != absl::InfiniteDuration()) {
+    context.set_deadline(absl::ToChronoTime(absl::Now() + config.timeout));
+  }
+  std::unique_ptr<grpc::ClientReaderWriter<v1::QuantizeRequest,
+                                           v1::QuantizeResponse>>
+      stream = stub_->Quantize(&context);
+
+  const int max_in_flight = std::max(config.max_in_flight_tensors, 1);
+  const uint64_t chunk_bytes = std::max<uint64_t>(config.chunk_bytes, 1);
+
+  JobState state;
+  state.max_in_flight = max_in_flight;
+
+  std::thread sender([&] {
+    v1::QuantizeRequest request;
+    v1::JobStart* start = request.mutable_start();
+    SchemeToProto(config.scheme, start->mutable_scheme());
+    start->mutable_options()->set_output(config.output);
+    start->set_client(config.client_name);
+    if (!stream->Write(request)) return;
+    while (true) {
+      {
+        absl::MutexLock lock(&state.mu);
+        state.mu.Await(absl::Condition(&state, &JobState::CanSend));
+        if (state.stop) break;
+      }
+      std::optional<TensorRequest> tensor = source();
+      if (!tensor) break;
+      uint64_t num_elements = 1;
+      for (int64_t d : tensor->shape) {
+        num_elements *= static_cast<uint64_t>(std::max<int64_t>(d, 0));
+      }
+      const uint64_t want_bytes =
+          num_elements * static_cast<uint64_t>(DTypeSize(tensor->dtype));
+      {
+        absl::MutexLock lock(&state.mu);
+        if (state.answered.contains(tensor->name)) {
+          state.refused.emplace_back(tensor->name,
+                               absl::InvalidArgumentError(absl::StrCat(
+                                   "tensor \"", tensor->name,
+                                   "\" sent twice in one job")));
+          continue;
+        }
+        if (tensor->data.size() != want_bytes) {
+          state.refused.emplace_back(
+              tensor->name,
+              absl::InvalidArgumentError(absl::StrCat(
+                  "tensor \"", tensor->name, "\" has ", tensor->data.size(),
+                  " bytes, its shape and dtype need ", want_bytes)));
+          continue;
+        }
+        Pending& p = state.pending[tensor->name];
+        p.num_elements = num_elements;
+        p.sent = absl::Now();
+        p.reply.name = tensor->name;
+        state.taken.push_back(tensor->name);
+        state.answered[tensor->name] = false;
+      }
+      request.Clear();
+      v1::TensorHeader* header = request.mutable_header();
+      header->set_name(tensor->name);
+      header->set_dtype(DTypeToProto(tensor->dtype));
+      for (int64_t d : tensor->shape) {
+        header->add_shape(static_cast<uint64_t>(d));
+      }
+      if (tensor->scheme) {
+        SchemeToProto(*tensor->scheme, header->mutable_scheme());
+      }
+      if (!stream->Write(request)) return;
+      for (uint64_t offset = 0; offset < tensor->data.size();
+           offset += chunk_bytes) {
+        request.Clear();
+        v1::TensorChunk* chunk = request.mutable_chunk();
+        chunk->set_offset(offset);
+        absl::Span<const uint8_t> piece =
+            tensor->data.subspan(offset, chunk_bytes);
+        chunk->set_data(piece.data(), piece.size());
+        if (!stream->Write(request)) return;
+      }
+      request.Clear();
+      request.mutable_end();
+      if (!stream->Write(request)) return;
+    }
+    stream->WritesDone();
+  });
+
+  absl::Status protocol_error;
+  auto fail = [&](absl::Status s) {
+    if (protocol_error.ok()) {
+      protocol_error = std::move(s);
+      context.TryCancel();
+    }
+  };
+  std::string current;  // tensor whose shards are arriving
+  v1::QuantizeResponse response;
+  while (stream->Read(&response)) {
+    if (!protocol_error.ok()) continue;  // draining after cancel
+    if (response.has_shard()) {
+      const v1::ShardChunk& shard = response.shard();
+      if (!current.empty() && shard.tensor() != current) {
+        fail(absl::InternalError(absl::StrCat(
+            "protocol violation: shard of tensor \"", shard.tensor(),
+            "\" interleaved with tensor \"", current, "\"")));
+        continue;
+      }
+      absl::MutexLock lock(&state.mu);
+      auto it = state.pending.find(shard.tensor());
+      if (it == state.pending.end()) {
+        fail(absl::InternalError(absl::StrCat(
+            "protocol violation: shard of tensor \"", shard.tensor(),
+            "\", which is not in flight")));
+        continue;
+      }
+      std::vector<uint8_t>* buffer = PartBuffer(it->second.reply, shard.part());
+      const uint64_t bound = it->second.num_elements * 4 + 64;
+      if (buffer == nullptr || shard.offset() != buffer->size() ||
+          buffer->size() + shard.data().size() > bound) {
+        fail(absl::InternalError(absl::StrCat(
+            "protocol violation: tensor \"", shard.tensor(), "\" part ",
+            v1::ShardChunk::Part_Name(shard.part()), " chunk at offset ",
+            shard.offset(), " (", shard.data().size(),
+            " bytes) is out of order or too large")));
+        continue;
+      }
+      buffer->insert(buffer->end(), shard.data().begin(), shard.data().end());
+      current = shard.tensor();
+    } else if (response.has_result()) {
+      const v1::TensorResult& result = response.result();
+      current.clear();
+      Pending done;
+      {
+        absl::MutexLock lock(&state.mu);
+        auto it = state.pending.find(result.tensor());
+        if (it == state.pending.end()) {
+          fail(absl::InternalError(absl::StrCat(
+              "protocol violation: result for tensor \"", result.tensor(),
+              "\", which is not in flight")));
+          continue;
+        }
+        done = std::move(it->second);
+        state.pending.erase(it);
+        state.answered[result.tensor()] = true;
+      }
+      TensorReply& reply = done.reply;
+      reply.layout = result.layout();
+      reply.metrics = result.metrics();
+      reply.bytes_in = result.bytes_in();
+      reply.bytes_out = result.bytes_out();
+      reply.queue_seconds = result.queue_seconds();
+      reply.compute_seconds = result.compute_seconds();
+      reply.seconds = absl::ToDoubleSeconds(absl::Now() - done.sent);
+      absl::Status verified =
+          VerifyReply(reply, result, config.output, done.num_elements);
+      if (verified.ok()) {
+        on_result(reply.name, std::move(reply));
+      } else {
+        on_result(reply.name, verified);
+      }
+    } else {
+      fail(absl::InternalError("protocol violation: empty response"));
+    }
+  }
+  {
+    absl::MutexLock lock(&state.mu);
+    state.stop = true;
+  }
+  sender.join();
+  absl::Status status = GrpcToAbslStatus(stream->Finish());
+
+  std::vector<std::string> missing;
+  std::vector<std::pair<std::string, absl::Status>> refused_copy;
+  {
+    absl::MutexLock lock(&state.mu);
+    for (const std::string& name : state.taken) {
+      if (!state.answered[name]) missing.push_back(name);
+    }
+    refused_copy = std::move(state.refused);
+  }
+  for (auto& [name, s] : refused_copy) on_result(name, s);
+  if (unanswered != nullptr) {
+    unanswered->insert(unanswered->end(), missing.begin(), missing.end());
+  }
+  if (!protocol_error.ok()) return protocol_error;
+  if (!status.ok()) return status;
+  if (!missing.empty()) {
+    return absl::DataLossError(absl::StrCat(
+        "server finished the stream without answering ", missing.size(),
+        " tensor(s): ", absl::StrJoin(missing, ", ")));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace quantd

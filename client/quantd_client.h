@@ -1,0 +1,142 @@
+// C++ client for the quantd.v1.Quantizer service: server info and streaming
+// quantization jobs over one channel.
+//
+//   auto channel = grpc::CreateChannel("localhost:50051",
+//                                      grpc::InsecureChannelCredentials());
+//   quantd::QuantdClient client(channel);
+//   QUANTD_ASSIGN_OR_RETURN(quantd::v1::ServerInfo info,
+//                           client.GetServerInfo());
+//
+//   quantd::JobConfig job;
+//   job.scheme = *quantd::ParseScheme("int4_asym_g128");
+//   std::vector<quantd::TensorRequest> todo = ...;  // data: spans into mmaps
+//   size_t next = 0;
+//   absl::Status s = client.RunJob(
+//       job,
+//       [&]() -> std::optional<quantd::TensorRequest> {
+//         if (next == todo.size()) return std::nullopt;
+//         return todo[next++];
+//       },
+//       [&](const std::string& name, absl::StatusOr<quantd::TensorReply> r) {
+//         ...  // one call per tensor that got an answer
+//       });
+//
+// Errors: every function returns absl::Status; a gRPC status becomes the
+// absl::Status with the same code and message (GrpcToAbslStatus), once, here.
+#ifndef QUANTD_CLIENT_QUANTD_CLIENT_H_
+#define QUANTD_CLIENT_QUANTD_CLIENT_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "kernels/scheme.h"
+#include "proto/wire_convert.h"
+#include "quantd/v1/quantizer.grpc.pb.h"
+
+namespace quantd {
+
+// Same code, same message.
+absl::Status GrpcToAbslStatus(const grpc::Status& status);
+
+// One tensor to quantize.
+struct TensorRequest {
+  std::string name;
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;
+  // Overrides JobConfig::scheme for this tensor when set.
+  std::optional<Scheme> scheme;
+  // Raw little-endian bytes, product(shape) * DTypeSize(dtype) of them. Not
+  // owned: must stay valid until this tensor's result callback has run (or
+  // RunJob has returned). Sent in chunks; never copied whole.
+  absl::Span<const uint8_t> data;
+};
+
+// A tensor's quantized result, assembled from its ShardChunks and checked
+// against the TensorResult (sizes against the layout, crc32c per part).
+struct TensorReply {
+  std::string name;
+  v1::Layout layout;
+  std::vector<uint8_t> codes;        // layout.packed_bytes (packed output)
+  std::vector<uint8_t> scales;       // f32 LE, layout.num_scales of them
+  std::vector<uint8_t> zero_points;  // layout.num_scales if has_zero_points
+  std::vector<uint8_t> fake_quant;   // f32 LE, one per element (fake quant)
+  v1::Metrics metrics;
+  uint64_t bytes_in = 0;
+  uint64_t bytes_out = 0;
+  double queue_seconds = 0;    // as reported by the server
+  double compute_seconds = 0;  // as reported by the server
+  // Client wall time from sending the header to receiving the result.
+  double seconds = 0;
+};
+
+struct JobConfig {
+  // Default scheme of the job (JobStart.scheme). Default: int8 symmetric
+  // per channel.
+  Scheme scheme;
+  // What the server returns. Default: packed codes, scales, zero points.
+  v1::OutputKind output = v1::OUTPUT_KIND_PACKED;
+  // JobStart.client, for server logs. Default: "quantd-client".
+  std::string client_name = "quantd-client";
+  // Tensors sent but not yet answered, at most. 2 (the default) keeps the
+  // server busy -- tensor k+1 arrives while k is quantized -- without making
+  // it hold more than two tensors of this stream. REQUIRES: >= 1.
+  int max_in_flight_tensors = 2;
+  // Bytes per TensorChunk; at most the server's max_chunk_bytes (1 MiB).
+  uint64_t chunk_bytes = uint64_t{1} << 20;
+  // Deadline for the whole stream. Default: none.
+  absl::Duration timeout = absl::InfiniteDuration();
+};
+
+// Produces the next tensor to send, or nullopt when the job has no more.
+// Called on the job's sender thread, only when fewer than
+// max_in_flight_tensors tensors are unanswered.
+using TensorSource = std::function<std::optional<TensorRequest>()>;
+
+// Called once per tensor that was answered: with the reply, or with the
+// error found checking it (DataLoss for a crc32c or size mismatch, naming
+// the tensor). Called on the thread that called RunJob, one call at a time.
+using ResultCallback =
+    std::function<void(const std::string& name, absl::StatusOr<TensorReply>)>;
+
+// Thread-safety: a QuantdClient may be shared; each call is independent and
+// may run concurrently with others (each RunJob is its own stream).
+class QuantdClient {
+ public:
+  explicit QuantdClient(std::shared_ptr<grpc::Channel> channel);
+
+  // The server's ServerInfo. Unavailable if it cannot be reached within
+  // `timeout`.
+  absl::StatusOr<v1::ServerInfo> GetServerInfo(
+      absl::Duration timeout = absl::Seconds(10));
+
+  // Runs one Quantize stream: sends JobStart, then each tensor from `source`
+  // (header, chunks, end) on a sender thread, while this thread receives and
+  // assembles results and calls `on_result` for each. Returns when the
+  // stream has finished: OK if the server finished with OK and every tensor
+  // sent was answered; otherwise the stream's status (the server's, e.g.
+  // InvalidArgument naming a bad tensor), or DataLoss/Internal for a
+  // protocol violation by the server. Names of tensors taken from `source`
+  // that got no on_result call are appended to `unanswered` when non-null,
+  // in the order they were taken (so a caller can retry them).
+  absl::Status RunJob(const JobConfig& config, const TensorSource& source,
+                      const ResultCallback& on_result,
+                      std::vector<std::string>* unanswered = nullptr);
+
+ private:
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Quantizer::Stub> stub_;
+};
+
+}  // namespace quantd
+
+#endif  // QUANTD_CLIENT_QUANTD_CLIENT_H_

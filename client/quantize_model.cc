@@ -1,0 +1,836 @@
+#include "client/quantize_model.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <deque>
+#include <fstream>
+#include <limits>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "client/overrides.h"
+#include "client/quantd_client.h"
+#include "client/safetensors.h"
+#include "kernels/scheme.h"
+#include "kernels/status_macros.h"
+#include "kernels/version.h"
+
+namespace quantd {
+
+const char* TensorActionName(TensorAction action) {
+  switch (action) {
+    case TensorAction::kQuantized:
+      return "quantized";
+    case TensorAction::kFakeQuantized:
+      return "fake_quantized";
+    case TensorAction::kCopied:
+      return "copied";
+    case TensorAction::kFailed:
+      return "failed";
+  }
+  return "unknown";
+}
+
+namespace {
+
+// Codes after which a tensor is worth sending again (transient, or a fault
+// of the transport or of the server's answer rather than of the tensor).
+bool IsRetryable(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kResourceExhausted:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kDataLoss:
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kUnknown:
+    case absl::StatusCode::kCancelled:
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::string ShapeText(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+// Shape of the scales (and zero points) tensor of a layout.
+std::vector<int64_t> ScalesShape(const Layout& layout) {
+  if (layout.scheme.granularity == Granularity::kPerTensor) return {1};
+  return {layout.rows, layout.num_groups / std::max<int64_t>(layout.rows, 1)};
+}
+
+// A tensor to send, and what the output expects of it.
+struct Item {
+  const SafetensorsTensor* tensor = nullptr;
+  DType dtype = DType::kF32;
+  Scheme scheme;
+  bool has_scheme_override = false;
+  Layout layout;
+  size_t summary = 0;  // index into summaries
+};
+
+// Shows progress on stderr.
+class Progress {
+ public:
+  Progress(ProgressStyle style, int64_t total_tensors, uint64_t total_bytes)
+      : total_tensors_(total_tensors),
+        total_bytes_(total_bytes),
+        start_(absl::Now()),
+        last_print_(start_) {
+    if (style == ProgressStyle::kAuto) {
+      style = ::isatty(STDERR_FILENO) ? ProgressStyle::kBar
+                                      : ProgressStyle::kLines;
+    }
+    style_ = style;
+  }
+
+  void Done(uint64_t bytes, bool failed) {
+    absl::MutexLock lock(&mu_);
+    ++done_tensors_;
+    done_bytes_ += bytes;
+    if (failed) ++failed_;
+    absl::Time now = absl::Now();
+    absl::Duration every =
+        style_ == ProgressStyle::kBar ? absl::Milliseconds(100) : absl::Seconds(5);
+    if (now - last_print_ >= every || done_tensors_ == total_tensors_) {
+      last_print_ = now;
+      Print(now);
+    }
+  }
+
+  void Finish() {
+    absl::MutexLock lock(&mu_);
+    if (style_ == ProgressStyle::kBar && total_tensors_ > 0) {
+      std::fputc('\n', stderr);
+    }
+  }
+
+ private:
+  void Print(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (style_ == ProgressStyle::kNone) return;
+    double seconds = std::max(absl::ToDoubleSeconds(now - start_), 1e-9);
+    double fraction = total_bytes_ == 0
+                          ? 1.0
+                          : static_cast<double>(done_bytes_) /
+                                static_cast<double>(total_bytes_);
+    std::string text = absl::StrFormat(
+        "%d/%d tensors  %.2f/%.2f GB  %.1f MB/s%s", done_tensors_,
+        total_tensors_, static_cast<double>(done_bytes_) / 1e9,
+        static_cast<double>(total_bytes_) / 1e9,
+        static_cast<double>(done_bytes_) / 1e6 / seconds,
+        failed_ > 0 ? absl::StrCat("  ", failed_, " failed") : "");
+    if (style_ == ProgressStyle::kBar) {
+      constexpr int kWidth = 30;
+      int filled = static_cast<int>(fraction * kWidth);
+      std::string bar(static_cast<size_t>(filled), '=');
+      bar.resize(kWidth, ' ');
+      std::fprintf(stderr, "\r[%s] %3d%%  %s\033[K", bar.c_str(),
+                   static_cast<int>(fraction * 100), text.c_str());
+    } else {
+      std::fprintf(stderr, "quantctl: %s\n", text.c_str());
+    }
+    std::fflush(stderr);
+  }
+
+  const int64_t total_tensors_;
+  const uint64_t total_bytes_;
+  const absl::Time start_;
+  ProgressStyle style_;
+  absl::Mutex mu_;
+  absl::Time last_print_ ABSL_GUARDED_BY(mu_);
+  int64_t done_tensors_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t done_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t failed_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// The state all streams of a run share: the work queues and the outcome of
+// every tensor.
+class Run {
+ public:
+  Run(const QuantizeModelOptions& options, std::vector<Item> items,
+      std::vector<TensorSummary>& summaries, SafetensorsWriter& writer,
+      Progress& progress)
+      : options_(options),
+        items_(std::move(items)),
+        summaries_(summaries),
+        writer_(writer),
+        progress_(progress) {
+    for (size_t i = 0; i < items_.size(); ++i) {
+      by_name_[items_[i].tensor->name] = i;
+    }
+    // Largest first (then by name, for a stable order).
+    std::vector<size_t> order(items_.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      size_t sa = items_[a].tensor->data.size();
+      size_t sb = items_[b].tensor->data.size();
+      if (sa != sb) return sa > sb;
+      return items_[a].tensor->name < items_[b].tensor->name;
+    });
+    absl::MutexLock lock(&mu_);
+    normal_.assign(order.begin(), order.end());
+    outstanding_ = static_cast<int64_t>(items_.size());
+  }
+
+  // One stream's loop: runs jobs on `client` until every tensor is settled.
+  void Worker(QuantdClient& client, const std::string& server,
+              uint64_t chunk_bytes, const Scheme& default_scheme) {
+    int consecutive_failures = 0;
+    while (true) {
+      std::optional<size_t> solo;
+      int solo_attempts = 0;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(this, &Run::HasWorkOrDone));
+        if (outstanding_ == 0) return;
+        if (!retry_.empty()) {
+          solo = retry_.front();
+          retry_.pop_front();
+          solo_attempts = attempts_[*solo];
+        } else if (normal_.empty()) {
+          continue;
+        }
+      }
+      if (solo) {
+        // Back off before re-sending: 100 ms, 200 ms, 400 ms, ... (<= 2 s).
+        absl::SleepFor(std::min(
+            absl::Milliseconds(100) * (1 << std::min(solo_attempts, 5)),
+            absl::Seconds(2)));
+      }
+      JobConfig config;
+      config.scheme = default_scheme;
+      config.output = options_.fake_quant ? v1::OUTPUT_KIND_FAKE_QUANT
+                                          : v1::OUTPUT_KIND_PACKED;
+      config.client_name = options_.client_name;
+      config.max_in_flight_tensors = solo ? 1 : options_.max_in_flight_tensors;
+      config.chunk_bytes = chunk_bytes;
+
+      bool solo_taken = false;
+      auto source = [&]() -> std::optional<TensorRequest> {
+        std::optional<size_t> next;
+        {
+          absl::MutexLock lock(&mu_);
+          if (solo) {
+            if (solo_taken) return std::nullopt;
+            solo_taken = true;
+            next = solo;
+          } else {
+            if (normal_.empty()) return std::nullopt;
+            next = normal_.front();
+            normal_.pop_front();
+          }
+          ++attempts_[*next];
+        }
+        const Item& item = items_[*next];
+        TensorRequest request;
+        request.name = item.tensor->name;
+        request.dtype = item.dtype;
+        request.shape = item.tensor->shape;
+        if (item.has_scheme_override) request.scheme = item.scheme;
+        request.data = item.tensor->data;
+        return request;
+      };
+      auto on_result = [&](const std::string& name,
+                           absl::StatusOr<TensorReply> reply) {
+        auto it = by_name_.find(name);
+        if (it == by_name_.end()) return;  // RunJob only reports ours
+        if (reply.ok()) {
+          Accept(it->second, *std::move(reply), server);
+        } else {
+          Reject(it->second, reply.status(), /*alone=*/false);
+        }
+      };
+      std::vector<std::string> unanswered;
+      absl::Status status = client.RunJob(config, source, on_result, &unanswered);
+      if (status.ok()) {
+        consecutive_failures = 0;
+        continue;
+      }
+      if (unanswered.empty()) {
+        // The stream failed before a tensor was in it; charge the next
+        // tensor an attempt so a dead server cannot loop forever.
+        ++consecutive_failures;
+        absl::SleepFor(absl::Milliseconds(100) *
+                       std::min(consecutive_failures, 20));
+        std::optional<size_t> charged;
+        {
+          absl::MutexLock lock(&mu_);
+          if (solo && !solo_taken) {
+            charged = solo;
+          } else if (!retry_.empty()) {
+            charged = retry_.front();
+            retry_.pop_front();
+          } else if (!normal_.empty()) {
+            charged = normal_.front();
+            normal_.pop_front();
+          }
+          if (charged) ++attempts_[*charged];
+        }
+        if (charged) {
+          Reject(*charged,
+                 absl::Status(status.code(),
+                              absl::StrCat(server, ": ", status.message())),
+                 /*alone=*/false);
+        }
+        continue;
+      }
+      consecutive_failures = 0;
+      // Which unanswered tensor does a tensor-specific error name?
+      std::vector<size_t> named;
+      for (const std::string& name : unanswered) {
+        if (absl::StrContains(status.message(), name)) {
+          named.push_back(by_name_.at(name));
+        }
+      }
+      for (const std::string& name : unanswered) {
+        size_t index = by_name_.at(name);
+        bool alone = unanswered.size() == 1;
+        if (!IsRetryable(status.code()) && !alone && named.size() == 1 &&
+            named.front() != index) {
+          // An innocent neighbour of the bad tensor: send it again, free.
+          absl::MutexLock lock(&mu_);
+          --attempts_[index];
+          normal_.push_front(index);
+          continue;
+        }
+        Reject(index, status, alone || (named.size() == 1));
+      }
+    }
+  }
+
+  absl::Status io_status() {
+    absl::MutexLock lock(&mu_);
+    return io_status_;
+  }
+
+ private:
+  bool HasWorkOrDone() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return outstanding_ == 0 || !normal_.empty() || !retry_.empty();
+  }
+
+  // A failed send of item `index`. `alone`: the failure is known to be this
+  // tensor's (it was alone in its stream, or the error names it).
+  void Reject(size_t index, const absl::Status& status, bool alone) {
+    absl::MutexLock lock(&mu_);
+    const int attempts = attempts_[index];
+    if (alone && !IsRetryable(status.code())) {
+      SettleFailed(index, status);
+    } else if (attempts >= options_.max_attempts) {
+      SettleFailed(index, absl::Status(status.code(),
+                                       absl::StrCat(status.message(), " (after ",
+                                                    attempts, " attempts)")));
+    } else {
+      retry_.push_back(index);
+    }
+  }
+
+  void SettleFailed(size_t index, absl::Status status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    TensorSummary& summary = summaries_[items_[index].summary];
+    summary.action = TensorAction::kFailed;
+    summary.status = std::move(status);
+    summary.attempts = attempts_[index];
+    --outstanding_;
+    progress_.Done(summary.bytes_in, /*failed=*/true);
+  }
+
+  // Writes a reply's parts to the output and records its metrics.
+  void Accept(size_t index, TensorReply reply, const std::string& server) {
+    const Item& item = items_[index];
+    const std::string& name = item.tensor->name;
+    absl::Status status;
+    uint64_t bytes_out = 0;
+    if (options_.fake_quant) {
+      status = writer_.Write(name, 0, reply.fake_quant);
+      bytes_out = reply.fake_quant.size();
+    } else {
+      const Layout& want = item.layout;
+      const v1::Layout& got = reply.layout;
+      if (got.packed_bytes() != static_cast<uint64_t>(want.packed_bytes) ||
+          got.num_scales() != static_cast<uint64_t>(want.num_groups) ||
+          got.has_zero_points() != !want.scheme.symmetric ||
+          got.bits() != static_cast<uint32_t>(want.bits)) {
+        absl::MutexLock lock(&mu_);
+        SettleFailed(
+            index,
+            absl::InternalError(absl::StrCat(
+                "tensor \"", name, "\": server layout (", got.bits(),
+                " bits, ", got.packed_bytes(), " packed bytes, ",
+                got.num_scales(), " scales) differs from the client's (",
+                want.bits, " bits, ", want.packed_bytes, " packed bytes, ",
+                want.num_groups, " scales)")));
+        return;
+      }
+      status = writer_.Write(name + ".qweight", 0, reply.codes);
+      if (status.ok()) status = writer_.Write(name + ".scales", 0, reply.scales);
+      if (status.ok() && got.has_zero_points()) {
+        status = writer_.Write(name + ".zero_points", 0, reply.zero_points);
+      }
+      bytes_out = reply.codes.size() + reply.scales.size() +
+                  reply.zero_points.size();
+    }
+    absl::MutexLock lock(&mu_);
+    if (!status.ok()) {
+      if (io_status_.ok()) io_status_ = status;
+      SettleFailed(index, status);
+      return;
+    }
+    TensorSummary& summary = summaries_[item.summary];
+    summary.action = options_.fake_quant ? TensorAction::kFakeQuantized
+                                         : TensorAction::kQuantized;
+    summary.metrics = reply.metrics;
+    summary.bytes_out = bytes_out;
+    summary.seconds = reply.seconds;
+    summary.queue_seconds = reply.queue_seconds;
+    summary.compute_seconds = reply.compute_seconds;
+    summary.server = server;
+    summary.attempts = attempts_[index];
+    --outstanding_;
+    progress_.Done(summary.bytes_in, /*failed=*/false);
+  }
+
+  const QuantizeModelOptions& options_;
+  const std::vector<Item> items_;
+  absl::flat_hash_map<std::string, size_t> by_name_;  // fixed after ctor
+  std::vector<TensorSummary>& summaries_;  // each entry guarded by mu_
+  SafetensorsWriter& writer_;
+  Progress& progress_;
+
+  absl::Mutex mu_;
+  std::deque<size_t> normal_ ABSL_GUARDED_BY(mu_);  // first sends
+  std::deque<size_t> retry_ ABSL_GUARDED_BY(mu_);   // re-sends, one per job
+  absl::flat_hash_map<size_t, int> attempts_ ABSL_GUARDED_BY(mu_);
+  int64_t outstanding_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status io_status_ ABSL_GUARDED_BY(mu_);
+};
+
+std::string LayoutMetadata(const Layout& layout, const std::string& dtype,
+                           bool fake_quant) {
+  OrderedJson j;
+  j["scheme"] = SchemeToString(layout.scheme);
+  j["format"] = layout.scheme.format;
+  j["bits"] = layout.bits;
+  j["symmetric"] = layout.scheme.symmetric;
+  j["granularity"] = std::string(GranularityName(layout.scheme.granularity));
+  j["group_size"] = layout.group_size;
+  j["shape"] = layout.shape;
+  j["num_scales"] = layout.num_groups;
+  j["packed_bytes"] = layout.packed_bytes;
+  j["dtype"] = dtype;
+  j["fake_quant"] = fake_quant;
+  return WriteJson(j);
+}
+
+absl::Status WriteTextFile(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  out.close();
+  if (!out) {
+    return absl::PermissionDeniedError(absl::StrCat("cannot write ", path));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
+  const absl::Time start = absl::Now();
+  if (options.model.empty()) {
+    return absl::InvalidArgumentError("no model given");
+  }
+  if (options.output.empty()) {
+    return absl::InvalidArgumentError("no output file given");
+  }
+  if (options.servers.empty() && options.channels.empty()) {
+    return absl::InvalidArgumentError("no server given");
+  }
+  if (options.streams_per_server < 1 || options.max_in_flight_tensors < 1 ||
+      options.max_attempts < 1) {
+    return absl::InvalidArgumentError(
+        "streams per server, tensors in flight and attempts must be >= 1");
+  }
+  absl::StatusOr<Scheme> parsed_scheme = ParseScheme(options.scheme);
+  if (!parsed_scheme.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "scheme \"", options.scheme, "\": ", parsed_scheme.status().message()));
+  }
+  const Scheme default_scheme = *parsed_scheme;
+  QUANTD_ASSIGN_OR_RETURN(std::vector<SchemeOverride> rules,
+                          ParseOverrides(options.overrides));
+  QUANTD_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsModel> model,
+                          SafetensorsModel::Open(options.model));
+
+  // Servers: one channel and client each, checked with GetServerInfo.
+  RunSummary run;
+  run.model = options.model;
+  run.scheme = SchemeToString(default_scheme);
+  run.fake_quant = options.fake_quant;
+  std::vector<std::shared_ptr<grpc::Channel>> channels = options.channels;
+  std::vector<std::string> addresses;
+  if (channels.empty()) {
+    for (const std::string& address : options.servers) {
+      channels.push_back(
+          grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+      addresses.push_back(address);
+    }
+  } else {
+    for (size_t i = 0; i < channels.size(); ++i) {
+      addresses.push_back(absl::StrCat("channel", i));
+    }
+  }
+  std::vector<std::unique_ptr<QuantdClient>> clients;
+  std::vector<uint64_t> chunk_bytes;
+  for (size_t i = 0; i < channels.size(); ++i) {
+    clients.push_back(std::make_unique<QuantdClient>(channels[i]));
+    absl::StatusOr<v1::ServerInfo> info = clients.back()->GetServerInfo(
+        absl::Seconds(options.connect_timeout_seconds));
+    if (!info.ok()) {
+      return absl::Status(
+          info.status().code(),
+          absl::StrCat("server ", addresses[i], ": ", info.status().message()));
+    }
+    uint64_t chunk = uint64_t{1} << 20;
+    if (info->limits().max_chunk_bytes() > 0) {
+      chunk = std::min(chunk, info->limits().max_chunk_bytes());
+    }
+    chunk_bytes.push_back(chunk);
+    run.servers.push_back({addresses[i], *std::move(info)});
+  }
+
+  // Plan: what happens to each tensor, and the output's entries.
+  std::vector<TensorSummary>& summaries = run.tensors;
+  std::vector<Item> items;
+  std::vector<SafetensorsWriter::Entry> entries;
+  std::map<std::string, std::string> metadata = model->metadata();
+  metadata["quantd.version"] = QUANTD_VERSION;
+  metadata["quantd.format_version"] = kOutputFormatVersion;
+  metadata["quantd.scheme"] = run.scheme;
+  metadata["quantd.fake_quant"] = options.fake_quant ? "true" : "false";
+  std::vector<const SafetensorsTensor*> copies;
+  uint64_t send_bytes = 0;
+  for (const SafetensorsTensor* tensor : model->tensors()) {
+    TensorSummary s;
+    s.name = tensor->name;
+    s.dtype = tensor->dtype;
+    s.shape = tensor->shape;
+    s.num_elements = tensor->num_elements;
+    s.bytes_in = tensor->data.size();
+    const SchemeOverride* rule = FindOverride(rules, tensor->name);
+    absl::StatusOr<DType> dtype = ParseDType(tensor->dtype);
+    if (!dtype.ok()) {
+      s.note = absl::StrCat("dtype ", tensor->dtype, " is not quantizable");
+    } else if (rule != nullptr && !rule->scheme) {
+      s.note = absl::StrCat("skipped by override \"", rule->text, "\"");
+    } else if (tensor->num_elements == 0) {
+      s.note = "empty tensor";
+    } else if (tensor->shape.size() < 2 && rule == nullptr &&
+               !options.quantize_1d) {
+      s.note = tensor->shape.empty() ? "scalar" : "1-D tensor";
+    }
+    if (!s.note.empty()) {
+      s.action = TensorAction::kCopied;
+      s.bytes_out = s.bytes_in;
+      entries.push_back({tensor->name, tensor->dtype, tensor->shape});
+      copies.push_back(tensor);
+      summaries.push_back(std::move(s));
+      continue;
+    }
+    Item item;
+    item.tensor = tensor;
+    item.dtype = *dtype;
+    item.scheme = rule != nullptr ? *rule->scheme : default_scheme;
+    item.has_scheme_override = !(item.scheme == default_scheme);
+    s.scheme = SchemeToString(item.scheme);
+    absl::StatusOr<Layout> layout = MakeLayout(item.scheme, tensor->shape);
+    if (!layout.ok()) {
+      s.action = TensorAction::kFailed;
+      s.status = absl::Status(
+          layout.status().code(),
+          absl::StrCat("tensor \"", tensor->name, "\" ", ShapeText(s.shape),
+                       " with scheme ", s.scheme, ": ",
+                       layout.status().message()));
+      summaries.push_back(std::move(s));
+      continue;
+    }
+    item.layout = *std::move(layout);
+    metadata[absl::StrCat("quantd.", tensor->name)] =
+        LayoutMetadata(item.layout, tensor->dtype, options.fake_quant);
+    if (options.fake_quant) {
+      entries.push_back({tensor->name, "F32", tensor->shape});
+    } else {
+      entries.push_back(
+          {tensor->name + ".qweight", "U8", {item.layout.packed_bytes}});
+      entries.push_back(
+          {tensor->name + ".scales", "F32", ScalesShape(item.layout)});
+      if (!item.scheme.symmetric) {
+        entries.push_back({tensor->name + ".zero_points", "U8",
+                           ScalesShape(item.layout)});
+      }
+    }
+    item.summary = summaries.size();
+    send_bytes += tensor->data.size();
+    items.push_back(std::move(item));
+    summaries.push_back(std::move(s));
+  }
+
+  QUANTD_ASSIGN_OR_RETURN(
+      std::unique_ptr<SafetensorsWriter> writer,
+      SafetensorsWriter::Create(options.output, std::move(entries), metadata));
+
+  Progress progress(options.progress, static_cast<int64_t>(items.size()),
+                    send_bytes);
+  const bool any_items = !items.empty();
+  Run work(options, std::move(items), summaries, *writer, progress);
+  std::vector<std::thread> streams;
+  if (any_items) {
+    for (size_t i = 0; i < clients.size(); ++i) {
+      for (int k = 0; k < options.streams_per_server; ++k) {
+        streams.emplace_back([&, i] {
+          work.Worker(*clients[i], addresses[i], chunk_bytes[i],
+                      default_scheme);
+        });
+      }
+    }
+  }
+  // Tensors passed through are copied while the streams run.
+  absl::Status copy_status;
+  for (const SafetensorsTensor* tensor : copies) {
+    constexpr size_t kPiece = size_t{64} << 20;
+    for (size_t offset = 0; offset < tensor->data.size() && copy_status.ok();
+         offset += kPiece) {
+      copy_status =
+          writer->Write(tensor->name, offset, tensor->data.subspan(offset, kPiece));
+    }
+  }
+  for (std::thread& t : streams) t.join();
+  progress.Finish();
+  QUANTD_RETURN_IF_ERROR(copy_status);
+  QUANTD_RETURN_IF_ERROR(work.io_status());
+
+  // Totals.
+  for (const TensorSummary& s : summaries) {
+    ++run.num_tensors;
+    run.params += s.num_elements;
+    run.input_bytes += s.bytes_in;
+    switch (s.action) {
+      case TensorAction::kQuantized:
+      case TensorAction::kFakeQuantized:
+        ++run.num_quantized;
+        run.quantized_params += s.num_elements;
+        run.output_bytes += s.bytes_out;
+        break;
+      case TensorAction::kCopied:
+        ++run.num_copied;
+        run.output_bytes += s.bytes_out;
+        break;
+      case TensorAction::kFailed:
+        ++run.num_failed;
+        break;
+    }
+  }
+  run.wall_seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  if (run.params > 0) {
+    run.bits_per_weight = 8.0 * static_cast<double>(run.output_bytes) /
+                          static_cast<double>(run.params);
+  }
+  run.bytes_per_second =
+      static_cast<double>(send_bytes) / std::max(run.wall_seconds, 1e-9);
+  if (run.num_failed == 0) {
+    QUANTD_RETURN_IF_ERROR(writer->Finish());
+    run.output = options.output;
+  }
+  writer.reset();  // removes the partial file if not finished
+  if (options.write_report) {
+    run.report = options.report.empty() ? options.output + ".report.json"
+                                        : options.report;
+    QUANTD_RETURN_IF_ERROR(
+        WriteTextFile(run.report, WritePrettyJson(SummaryToJson(run))));
+  }
+  return run;
+}
+
+namespace {
+
+// `format` is a printf conversion of one double, e.g. "%.3f".
+std::string Number(double v, const char* format) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  char buffer[64];
+  std::snprintf(buffer, sizeof(buffer), format, v);
+  return buffer;
+}
+
+std::string Pad(absl::string_view text, size_t width, bool right) {
+  if (text.size() >= width) return std::string(text);
+  std::string fill(width - text.size(), ' ');
+  return right ? absl::StrCat(fill, text) : absl::StrCat(text, fill);
+}
+
+OrderedJson MetricsToJson(const v1::Metrics& m) {
+  OrderedJson j;
+  j["mse"] = m.mse();
+  j["rmse"] = m.rmse();
+  j["max_abs_error"] = m.max_abs_error();
+  j["sqnr_db"] = m.sqnr_db();
+  j["cosine_similarity"] = m.cosine_similarity();
+  j["bits_per_weight"] = m.bits_per_weight();
+  return j;
+}
+
+}  // namespace
+
+std::string FormatTotals(const RunSummary& s) {
+  return absl::StrFormat(
+      "tensors: %d (%d quantized, %d copied, %d failed)  params: %d  "
+      "input: %.3f GB  output: %.3f GB  bpw: %.3f  %.3f GB/s  wall: %.2f s\n",
+      s.num_tensors, s.num_quantized, s.num_copied, s.num_failed, s.params,
+      static_cast<double>(s.input_bytes) / 1e9,
+      static_cast<double>(s.output_bytes) / 1e9, s.bits_per_weight,
+      s.bytes_per_second / 1e9, s.wall_seconds);
+}
+
+std::string FormatSummaryTable(const RunSummary& summary) {
+  const std::vector<std::string> header = {
+      "name", "shape", "scheme", "bpw", "MSE", "max|err|", "SQNR dB",
+      "cosine", "ms"};
+  std::vector<std::vector<std::string>> rows;
+  for (const TensorSummary& t : summary.tensors) {
+    std::vector<std::string> row = {t.name, ShapeText(t.shape)};
+    switch (t.action) {
+      case TensorAction::kQuantized:
+      case TensorAction::kFakeQuantized:
+        row.push_back(t.action == TensorAction::kFakeQuantized
+                          ? absl::StrCat(t.scheme, " (fake)")
+                          : t.scheme);
+        row.push_back(Number(t.metrics.bits_per_weight(), "%.3f"));
+        row.push_back(Number(t.metrics.mse(), "%.3e"));
+        row.push_back(Number(t.metrics.max_abs_error(), "%.3e"));
+        row.push_back(Number(t.metrics.sqnr_db(), "%.2f"));
+        row.push_back(Number(t.metrics.cosine_similarity(), "%.6f"));
+        row.push_back(Number(t.seconds * 1e3, "%.1f"));
+        break;
+      case TensorAction::kCopied:
+        row.push_back(absl::StrCat("copy ", t.dtype));
+        row.push_back(absl::StrCat("(", t.note, ")"));
+        break;
+      case TensorAction::kFailed:
+        row.push_back(t.scheme.empty() ? "-" : t.scheme);
+        row.push_back(absl::StrCat("FAILED: ", t.status.ToString()));
+        break;
+    }
+    rows.push_back(std::move(row));
+  }
+  // Widths over complete rows only (notes and errors run to the end).
+  std::vector<size_t> widths(header.size());
+  for (size_t c = 0; c < header.size(); ++c) widths[c] = header[c].size();
+  for (const auto& row : rows) {
+    if (row.size() != header.size()) {
+      for (size_t c = 0; c < 3; ++c) widths[c] = std::max(widths[c], row[c].size());
+      continue;
+    }
+    for (size_t c = 0; c < row.size(); ++c) {
+      widths[c] = std::max(widths[c], row[c].size());
+    }
+  }
+  auto line = [&](const std::vector<std::string>& row) {
+    std::string out;
+    for (size_t c = 0; c < row.size(); ++c) {
+      if (c > 0) out += "  ";
+      bool last = c + 1 == row.size();
+      out += last && row.size() != header.size()
+                 ? row[c]
+                 : Pad(row[c], widths[c], /*right=*/c >= 3);
+    }
+    while (!out.empty() && out.back() == ' ') out.pop_back();
+    return out + "\n";
+  };
+  std::string out = line(header);
+  for (const auto& row : rows) out += line(row);
+  out += FormatTotals(summary);
+  return out;
+}
+
+OrderedJson SummaryToJson(const RunSummary& s) {
+  OrderedJson j;
+  j["quantd_report_version"] = 1;
+  j["model"] = s.model;
+  j["output"] = s.output;
+  j["scheme"] = s.scheme;
+  j["fake_quant"] = s.fake_quant;
+  OrderedJson servers = OrderedJson::array();
+  for (const ServerSummary& server : s.servers) {
+    OrderedJson e;
+    e["address"] = server.address;
+    e["version"] = server.info.version();
+    e["build"] = server.info.build();
+    e["kernel_isa"] = server.info.kernel_isa();
+    e["workers"] = server.info.workers();
+    e["limits"] = {
+        {"max_tensor_bytes", server.info.limits().max_tensor_bytes()},
+        {"max_chunk_bytes", server.info.limits().max_chunk_bytes()},
+        {"memory_budget_bytes", server.info.limits().memory_budget_bytes()},
+        {"max_queue_jobs", server.info.limits().max_queue_jobs()}};
+    servers.push_back(std::move(e));
+  }
+  j["servers"] = std::move(servers);
+  OrderedJson tensors = OrderedJson::array();
+  for (const TensorSummary& t : s.tensors) {
+    OrderedJson e;
+    e["name"] = t.name;
+    e["dtype"] = t.dtype;
+    e["shape"] = t.shape;
+    e["num_elements"] = t.num_elements;
+    e["action"] = TensorActionName(t.action);
+    e["scheme"] = t.scheme;
+    if (!t.note.empty()) e["note"] = t.note;
+    e["status"] = absl::StatusCodeToString(t.status.code());
+    if (!t.status.ok()) e["error"] = std::string(t.status.message());
+    if (t.action == TensorAction::kQuantized ||
+        t.action == TensorAction::kFakeQuantized) {
+      e["metrics"] = MetricsToJson(t.metrics);
+      e["seconds"] = t.seconds;
+      e["queue_seconds"] = t.queue_seconds;
+      e["compute_seconds"] = t.compute_seconds;
+      e["server"] = t.server;
+    }
+    e["bytes_in"] = t.bytes_in;
+    e["bytes_out"] = t.bytes_out;
+    e["attempts"] = t.attempts;
+    tensors.push_back(std::move(e));
+  }
+  j["tensors"] = std::move(tensors);
+  OrderedJson totals;
+  totals["tensors"] = s.num_tensors;
+  totals["quantized"] = s.num_quantized;
+  totals["copied"] = s.num_copied;
+  totals["failed"] = s.num_failed;
+  totals["params"] = s.params;
+  totals["quantized_params"] = s.quantized_params;
+  totals["input_bytes"] = s.input_bytes;
+  totals["output_bytes"] = s.output_bytes;
+  totals["bits_per_weight"] = s.bits_per_weight;
+  totals["bytes_per_second"] = s.bytes_per_second;
+  totals["wall_seconds"] = s.wall_seconds;
+  j["totals"] = std::move(totals);
+  return j;
+}
+
+}  // namespace quantd

@@ -1,0 +1,171 @@
+// QuantizeModel: a whole `quantctl quantize` run as a library call -- read a
+// safetensors model, stream its tensors through one or more quantd servers
+// on parallel streams, write the quantized safetensors file and a JSON
+// report. quantctl's main only parses flags and calls this; end-to-end
+// tests call it in-process.
+//
+//   QuantizeModelOptions options;
+//   options.model = "/models/minilm";               // file, dir or index
+//   options.output = "/tmp/minilm-int4.safetensors";
+//   options.scheme = "int4_asym_g128";
+//   options.servers = {"localhost:50051"};
+//   QUANTD_ASSIGN_OR_RETURN(RunSummary summary, QuantizeModel(options));
+//   std::cout << FormatSummaryTable(summary);
+//   return summary.num_failed == 0 ? 0 : 1;
+//
+// Which tensors are quantized: float tensors (F32/F16/BF16) with at least
+// two dimensions and no zero dimension, unless an override says otherwise
+// (an override matching a 1-D float tensor quantizes it; "skip" copies a
+// tensor through). Everything else is copied through unchanged, with a note.
+// The output format is described in client/README.md.
+//
+// Thread-safety: QuantizeModel may run concurrently with itself (each call
+// owns its threads, channels and files).
+#ifndef QUANTD_CLIENT_QUANTIZE_MODEL_H_
+#define QUANTD_CLIENT_QUANTIZE_MODEL_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "client/json.h"
+#include "quantd/v1/quantizer.pb.h"
+
+namespace quantd {
+
+// Version of the output layout written into __metadata__ as
+// quantd.format_version.
+inline constexpr char kOutputFormatVersion[] = "1";
+
+enum class ProgressStyle {
+  kAuto,   // a bar if stderr is a terminal, else periodic lines
+  kBar,    // a redrawn one-line bar on stderr
+  kLines,  // a line on stderr every few seconds
+  kNone,
+};
+
+struct QuantizeModelOptions {
+  // A .safetensors file, a model.safetensors.index.json, or a directory
+  // holding either (see SafetensorsModel::Open). Required.
+  std::string model;
+  // The output safetensors file. Required. Written as OUTPUT.partial and
+  // renamed when complete; not written at all if any tensor failed.
+  std::string output;
+  // The JSON report. Default (empty): output + ".report.json".
+  std::string report;
+  bool write_report = true;
+  // Default scheme for every quantized tensor (ParseScheme text).
+  std::string scheme = "int8";
+  // "REGEX=SCHEME" rules, first match wins; SCHEME may be "skip". See
+  // client/overrides.h.
+  std::vector<std::string> overrides;
+  // Server addresses ("host:port"), reached with insecure credentials...
+  std::vector<std::string> servers;
+  // ...or ready channels (tests, TLS). Used instead of `servers` when
+  // non-empty; named "channel0", "channel1", ... in the report.
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  // Parallel streams (jobs) per server; each is a thread. Default: 2.
+  int streams_per_server = 2;
+  // Tensors in flight per stream (see JobConfig). Default: 2.
+  int max_in_flight_tensors = 2;
+  // Write dequantized F32 tensors under their own names instead of packed
+  // codes, scales and zero points.
+  bool fake_quant = false;
+  // Also quantize 1-D float tensors (norms, biases) without an override.
+  bool quantize_1d = false;
+  // Sends of one tensor before it is reported failed (>= 1). A stream that
+  // fails with several tensors in flight re-sends each alone, so one bad
+  // tensor never fails its neighbours. Default: 3.
+  int max_attempts = 3;
+  ProgressStyle progress = ProgressStyle::kAuto;
+  // JobStart.client. Default: "quantctl".
+  std::string client_name = "quantctl";
+  // Deadline for GetServerInfo at start. Default: 10 s.
+  double connect_timeout_seconds = 10;
+};
+
+enum class TensorAction {
+  kQuantized,      // packed codes + scales (+ zero points)
+  kFakeQuantized,  // dequantized F32 under the original name
+  kCopied,         // passed through unchanged (see note)
+  kFailed,         // status says why; the output was not written
+};
+const char* TensorActionName(TensorAction action);  // "quantized", ...
+
+struct TensorSummary {
+  std::string name;
+  std::string dtype;  // input dtype, as in the file
+  std::vector<int64_t> shape;
+  int64_t num_elements = 0;
+  TensorAction action = TensorAction::kCopied;
+  std::string scheme;  // canonical scheme text; empty when copied
+  std::string note;    // why copied, e.g. "1-D tensor", "dtype I64"
+  absl::Status status;  // non-OK iff kFailed
+  v1::Metrics metrics;  // quantized tensors only
+  uint64_t bytes_in = 0;   // input bytes
+  uint64_t bytes_out = 0;  // bytes written to the output for this tensor
+  double seconds = 0;      // client wall time of the successful send
+  double queue_seconds = 0;
+  double compute_seconds = 0;
+  std::string server;  // which server answered
+  int attempts = 0;    // sends (0 for copied tensors)
+};
+
+struct ServerSummary {
+  std::string address;
+  v1::ServerInfo info;
+};
+
+struct RunSummary {
+  std::vector<TensorSummary> tensors;  // in name order
+  std::vector<ServerSummary> servers;
+  int64_t num_tensors = 0;
+  int64_t num_quantized = 0;  // packed or fake-quantized
+  int64_t num_copied = 0;
+  int64_t num_failed = 0;
+  int64_t params = 0;            // elements of all tensors
+  int64_t quantized_params = 0;  // elements of quantized tensors
+  uint64_t input_bytes = 0;      // tensor bytes of the whole input
+  uint64_t output_bytes = 0;     // tensor bytes of the output (no header)
+  // 8 * output_bytes / params: the whole file's bits per weight.
+  double bits_per_weight = 0;
+  // Input bytes of quantized tensors per wall second.
+  double bytes_per_second = 0;
+  double wall_seconds = 0;
+  std::string scheme;  // canonical default scheme
+  bool fake_quant = false;
+  std::string model;
+  std::string output;  // empty if not written (a tensor failed)
+  std::string report;  // empty if not written
+};
+
+// Runs the whole quantization. Returns an error (and writes nothing) for
+// problems before any tensor is sent: InvalidArgument for bad options,
+// schemes or overrides, or a malformed model; NotFound for a missing model;
+// Unavailable (naming the server) if a server does not answer
+// GetServerInfo. Once tensors are sent, per-tensor failures are returned in
+// the summary (num_failed > 0, each failed tensor with its status), never as
+// the call's status; the report is still written. An I/O error writing the
+// output is returned as the call's status.
+absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options);
+
+// The per-tensor table and totals line quantctl prints (columns: name,
+// shape, scheme, bpw, MSE, max|err|, SQNR dB, cosine, ms), one line per
+// tensor, in name order, failed tensors with their status.
+std::string FormatSummaryTable(const RunSummary& summary);
+// Just the totals line.
+std::string FormatTotals(const RunSummary& summary);
+
+// The JSON report: {"quantd_report_version": 1, "model", "output",
+// "scheme", "fake_quant", "servers": [...], "tensors": [...], "totals":
+// {...}}. Non-finite numbers (an error-free tensor's SQNR) are null.
+OrderedJson SummaryToJson(const RunSummary& summary);
+
+}  // namespace quantd
+
+#endif  // QUANTD_CLIENT_QUANTIZE_MODEL_H_
