@@ -4,25 +4,31 @@
 # The one source of truth for dependencies: used by the README commands,
 # .ci/run and the Dockerfile's build stage.
 #
-#   scripts/install-deps.sh            # build + test deps + venv
-#   scripts/install-deps.sh --no-venv  # Debian packages only (container build)
+#   scripts/install-deps.sh               # build + test deps + venv
+#   scripts/install-deps.sh --build-only  # what a build and the C++ tests
+#                                         # need (container build stage)
+#   scripts/install-deps.sh --runtime     # shared libraries the binaries
+#                                         # load (container runtime stage)
 #
 # Idempotent: packages already present and a venv whose requirements hash
 # matches are skipped, so a rerun on the same machine is fast.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${QUANTD_VENV:-$ROOT/.venv}"
+# The venv lives outside the checkout so fresh clones on one machine share it.
+VENV="${QUANTD_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/quantd/venv}"
 WITH_VENV=1
+RUNTIME_ONLY=0
 for arg in "$@"; do
   case "$arg" in
-    --no-venv) WITH_VENV=0 ;;
+    --build-only) WITH_VENV=0 ;;
+    --runtime) WITH_VENV=0; RUNTIME_ONLY=1 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
 
 DEB_PACKAGES=(
-  build-essential cmake ninja-build pkg-config git ca-certificates curl
+  build-essential cmake ninja-build pkg-config git ca-certificates curl ccache
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev
   protobuf-compiler libabsl-dev
   libdnnl-dev ocl-icd-opencl-dev
@@ -54,6 +60,7 @@ if ((WITH_VENV)); then
   want="$(sha256sum "$REQ" | cut -d' ' -f1)"
   if [[ ! -x "$VENV/bin/python" ]]; then
     # Debian's interpreter, not whatever python3 comes first on PATH.
+    mkdir -p "$(dirname "$VENV")"
     /usr/bin/python3 -m venv "$VENV"
   fi
   if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$want" ]]; then
