@@ -287,10 +287,11 @@ absl::Status QuantdClient::RunJob(const JobConfig& config,
       reply.seconds = absl::ToDoubleSeconds(absl::Now() - done.sent);
       absl::Status verified =
           VerifyReply(reply, result, config.output, done.num_elements);
+      const std::string name = reply.name;  // reply is moved below
       if (verified.ok()) {
-        on_result(reply.name, std::move(reply));
+        on_result(name, std::move(reply));
       } else {
-        on_result(reply.name, verified);
+        on_result(name, verified);
       }
     } else {
       fail(absl::InternalError("protocol violation: empty response"));
