@@ -515,6 +515,17 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
     run.servers.push_back({addresses[i], *std::move(info)});
   }
 
+  // The smallest tensor limit of all servers (any tensor may go anywhere).
+  uint64_t max_tensor_bytes = std::numeric_limits<uint64_t>::max();
+  std::string max_tensor_bytes_server;
+  for (const ServerSummary& server : run.servers) {
+    uint64_t limit = server.info.limits().max_tensor_bytes();
+    if (limit > 0 && limit < max_tensor_bytes) {
+      max_tensor_bytes = limit;
+      max_tensor_bytes_server = server.address;
+    }
+  }
+
   // Plan: what happens to each tensor, and the output's entries.
   std::vector<TensorSummary>& summaries = run.tensors;
   std::vector<Item> items;
@@ -571,6 +582,16 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
       continue;
     }
     item.layout = *std::move(layout);
+    if (tensor->data.size() > max_tensor_bytes) {
+      // Known in advance: sending it would only be refused.
+      s.action = TensorAction::kFailed;
+      s.status = absl::ResourceExhaustedError(absl::StrCat(
+          "tensor \"", tensor->name, "\": ", tensor->data.size(),
+          " bytes exceed max_tensor_bytes=", max_tensor_bytes, " of server ",
+          max_tensor_bytes_server));
+      summaries.push_back(std::move(s));
+      continue;
+    }
     metadata[absl::StrCat("quantd.", tensor->name)] =
         LayoutMetadata(item.layout, tensor->dtype, options.fake_quant);
     if (options.fake_quant) {

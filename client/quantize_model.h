@@ -148,7 +148,9 @@ struct RunSummary {
 // problems before any tensor is sent: InvalidArgument for bad options,
 // schemes or overrides, or a malformed model; NotFound for a missing model;
 // Unavailable (naming the server) if a server does not answer
-// GetServerInfo. Once tensors are sent, per-tensor failures are returned in
+// GetServerInfo. A tensor whose scheme does not fit its shape
+// (InvalidArgument) or whose bytes exceed a server's max_tensor_bytes
+// (ResourceExhausted) is failed without being sent. Once tensors are sent, per-tensor failures are returned in
 // the summary (num_failed > 0, each failed tensor with its status), never as
 // the call's status; the report is still written. An I/O error writing the
 // output is returned as the call's status.

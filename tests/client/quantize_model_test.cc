@@ -49,6 +49,7 @@ class FakeQuantizer final : public v1::Quantizer::Service {
     info->set_kernel_isa("scalar");
     info->set_workers(1);
     info->mutable_limits()->set_max_chunk_bytes(max_chunk_bytes);
+    info->mutable_limits()->set_max_tensor_bytes(max_tensor_bytes);
     return grpc::Status::OK;
   }
 
@@ -98,6 +99,7 @@ class FakeQuantizer final : public v1::Quantizer::Service {
 
   int streams() const { return streams_.load(); }
   uint64_t max_chunk_bytes = 1 << 20;
+  uint64_t max_tensor_bytes = 0;  // 0: no limit
 
  private:
   bool FirstTime(const std::string& name) {
@@ -476,6 +478,21 @@ TEST_F(QuantizeModelTest, SchemeThatDoesNotFitFailsTheTensor) {
   EXPECT_NE(summary->tensors[0].status.message().find("\"w\""),
             std::string::npos);
   EXPECT_EQ(service_.streams(), 0);  // nothing was sent
+}
+
+TEST_F(QuantizeModelTest, TensorOverTheServerLimitFailsWithoutBeingSent) {
+  service_.max_tensor_bytes = 1000;
+  std::string model = WriteModel({{"big", "F32", {4, 128}}}, 1);
+  absl::StatusOr<RunSummary> summary =
+      QuantizeModel(Options(model, "big.safetensors"));
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  ASSERT_EQ(summary->num_failed, 1);
+  EXPECT_EQ(summary->tensors[0].status.code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(summary->tensors[0].status.message().find("max_tensor_bytes=1000"),
+            std::string::npos)
+      << summary->tensors[0].status;
+  EXPECT_EQ(service_.streams(), 0);
 }
 
 TEST_F(QuantizeModelTest, SetupErrors) {
