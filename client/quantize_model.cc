@@ -552,8 +552,7 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
       s.note = absl::StrCat("skipped by override \"", rule->text, "\"");
     } else if (tensor->num_elements == 0) {
       s.note = "empty tensor";
-    } else if (tensor->shape.size() < 2 && rule == nullptr &&
-               !options.quantize_1d) {
+    } else if (tensor->shape.size() < 2 && !options.quantize_1d) {
       s.note = tensor->shape.empty() ? "scalar" : "1-D tensor";
     }
     if (!s.note.empty()) {

@@ -14,9 +14,10 @@
 //   return summary.num_failed == 0 ? 0 : 1;
 //
 // Which tensors are quantized: float tensors (F32/F16/BF16) with at least
-// two dimensions and no zero dimension, unless an override says otherwise
-// (an override matching a 1-D float tensor quantizes it; "skip" copies a
-// tensor through). Everything else is copied through unchanged, with a note.
+// two dimensions and no zero dimension (1-D and 0-D ones too with
+// quantize_1d), except those an override marks "skip"; overrides choose the
+// scheme of the tensors quantized but never make a 1-D tensor quantized.
+// Everything else is copied through unchanged, with a note.
 // The output format is described in client/README.md.
 //
 // Thread-safety: QuantizeModel may run concurrently with itself (each call
@@ -76,7 +77,7 @@ struct QuantizeModelOptions {
   // Write dequantized F32 tensors under their own names instead of packed
   // codes, scales and zero points.
   bool fake_quant = false;
-  // Also quantize 1-D float tensors (norms, biases) without an override.
+  // Also quantize 1-D (and 0-D) float tensors: norms, biases.
   bool quantize_1d = false;
   // Sends of one tensor before it is reported failed (>= 1). A stream that
   // fails with several tensors in flight re-sends each alone, so one bad
