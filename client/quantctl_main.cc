@@ -254,6 +254,7 @@ int Quantize(const Args& args) {
   } else {
     std::cout << FormatSummaryTable(*summary);
   }
+  std::cout.flush();  // the table before any message on stderr
   for (const TensorSummary& t : summary->tensors) {
     if (t.action == TensorAction::kFailed) {
       std::fprintf(stderr, "quantctl: tensor %s failed: %s\n", t.name.c_str(),
