@@ -12,6 +12,7 @@
 #include "kernels/convert.h"
 #include "kernels/cpu.h"
 #include "kernels/internal/isa_kernels.h"
+#include "kernels/metrics.h"
 #include "kernels/onednn_int8.h"
 #include "kernels/quantize.h"
 #include "kernels/scheme.h"
@@ -116,6 +117,60 @@ void BM_ConvertF16(benchmark::State& state, bool reference) {
 }
 BENCHMARK_CAPTURE(BM_ConvertF16, reference, true)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_ConvertF16, fast, false)->Unit(benchmark::kMillisecond);
+
+// Dequantization and the round trip's error, GB/s of f32 produced (the same
+// bytes as the input of the rows above). Reference: scalar Dequantize into a
+// full buffer (+ ComputeErrorMetrics for the metrics rows); fast: the
+// dispatched vector path (DequantizeAndMeasure with w_hat == nullptr).
+enum DeqPath { kDeqReference, kDeqFast, kMeasureReference, kMeasureFused };
+
+void BM_Dequantize(benchmark::State& state, const char* scheme_text,
+                   DeqPath path) {
+  const std::vector<float>& w = Weights();
+  auto layout = MakeLayout(*ParseScheme(scheme_text), {kRows, kCols});
+  QuantizedTensor q = AllocateQuantized(*layout);
+  if (absl::Status s = Quantize(w.data(), q); !s.ok()) {
+    state.SkipWithError(s.ToString().c_str());
+    return;
+  }
+  std::vector<float> w_hat(path == kMeasureFused ? 0 : w.size());
+  ErrorMetrics m;
+  for (auto _ : state) {
+    switch (path) {
+      case kDeqReference:
+        DequantizeReference(q, w_hat.data());
+        break;
+      case kDeqFast:
+        Dequantize(q, w_hat.data());
+        break;
+      case kMeasureReference:
+        DequantizeReference(q, w_hat.data());
+        m = ComputeErrorMetrics(w.data(), w_hat.data(), w.size());
+        break;
+      case kMeasureFused:
+        m = DequantizeAndMeasure(q, w.data(), nullptr);
+        break;
+    }
+    benchmark::DoNotOptimize(w_hat.data());
+    benchmark::DoNotOptimize(m);
+    benchmark::ClobberMemory();
+  }
+  SetBytes(state, static_cast<int64_t>(w.size() * sizeof(float)));
+}
+
+#define QUANTD_DEQ_BENCH(name, scheme, path)                  \
+  BENCHMARK_CAPTURE(BM_Dequantize, name, scheme, path)       \
+      ->Unit(benchmark::kMillisecond)
+
+QUANTD_DEQ_BENCH(int8_sym_channel/reference, "int8", kDeqReference);
+QUANTD_DEQ_BENCH(int8_sym_channel/fast, "int8", kDeqFast);
+QUANTD_DEQ_BENCH(int4_asym_g128/reference, "int4_asym_g128", kDeqReference);
+QUANTD_DEQ_BENCH(int4_asym_g128/fast, "int4_asym_g128", kDeqFast);
+QUANTD_DEQ_BENCH(int8_sym_channel/measure_reference, "int8", kMeasureReference);
+QUANTD_DEQ_BENCH(int8_sym_channel/measure_fused, "int8", kMeasureFused);
+QUANTD_DEQ_BENCH(int4_asym_g128/measure_reference, "int4_asym_g128",
+                 kMeasureReference);
+QUANTD_DEQ_BENCH(int4_asym_g128/measure_fused, "int4_asym_g128", kMeasureFused);
 
 }  // namespace
 }  // namespace quantd

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu.h"
 #include "kernels/internal/isa_kernels.h"
+#include "kernels/internal/metrics_internal.h"
 
 namespace quantd {
 namespace {
@@ -87,48 +88,67 @@ void QuantizeIntFast(const float* src, QuantizedTensor& dst) {
   (void)internal::SelectedQuantizeInt()(src, dst);
 }
 
-void DequantizeInt(const QuantizedTensor& src, float* dst) {
+// The reference dequantizer (the specification, with the quantizer above):
+// x = scale * (float)(q - zero_point), q the sign-extended field when
+// symmetric (zero_point 0), the raw field when asymmetric. Writes elements
+// [e0, e0 + m) to dst[0, m); e0 is a multiple of 8 (a byte of the stream).
+void DequantizeIntRange(const QuantizedTensor& src, int64_t e0, int64_t m,
+                        uint8_t* fields, float* dst) {
   const Layout& layout = src.layout;
   const int bits = layout.bits;
   const bool symmetric = layout.scheme.symmetric;
   const int shift = 8 - bits;
-  constexpr int64_t kChunk = 4096;  // a multiple of 8: chunks start on bytes
-  uint8_t fields[kChunk];
-  for (int64_t e0 = 0; e0 < layout.num_elements; e0 += kChunk) {
-    const int64_t m = std::min(kChunk, layout.num_elements - e0);
-    UnpackCodes(src.codes.data() + e0 / 8 * bits, m, bits, fields);
-    for (int64_t i = 0; i < m; ++i) {
-      const int64_t g = (e0 + i) / layout.group_size;
-      int q;
-      int zp = 0;
-      if (symmetric) {
-        // Sign-extend the b-bit two's complement field.
-        q = static_cast<int8_t>(static_cast<uint8_t>(fields[i] << shift)) >>
-            shift;
-      } else {
-        q = fields[i];
-        zp = src.zero_points[g];
-      }
-      dst[e0 + i] = src.scales[g] * static_cast<float>(q - zp);
+  UnpackCodes(src.codes.data() + e0 / 8 * bits, m, bits, fields);
+  for (int64_t i = 0; i < m; ++i) {
+    const int64_t g = (e0 + i) / layout.group_size;
+    int q;
+    int zp = 0;
+    if (symmetric) {
+      // Sign-extend the b-bit two's complement field.
+      q = static_cast<int8_t>(static_cast<uint8_t>(fields[i] << shift)) >>
+          shift;
+    } else {
+      q = fields[i];
+      zp = src.zero_points[g];
     }
+    dst[i] = src.scales[g] * static_cast<float>(q - zp);
   }
+}
+
+// A multiple of 8 (chunks start on bytes) and the metrics block, so the
+// scalar fused path sums exactly like ComputeErrorMetrics.
+constexpr int64_t kDequantizeChunk =
+    static_cast<int64_t>(internal::kMetricsBlock);
+static_assert(kDequantizeChunk % 8 == 0);
+
+void DequantizeIntReference(const QuantizedTensor& src, float* dst) {
+  uint8_t fields[kDequantizeChunk];
+  const int64_t n = src.layout.num_elements;
+  for (int64_t e0 = 0; e0 < n; e0 += kDequantizeChunk) {
+    DequantizeIntRange(src, e0, std::min(kDequantizeChunk, n - e0), fields,
+                       dst + e0);
+  }
+}
+
+void DequantizeIntFast(const QuantizedTensor& src, float* dst) {
+  internal::SelectedDequantizeInt()(src, dst);
 }
 
 constexpr FormatTraits kFormats[] = {
     {"int2", 2, true, true, QuantizeIntReference, QuantizeIntFast,
-     DequantizeInt, "2-bit integer affine, round to nearest"},
+     DequantizeIntFast, "2-bit integer affine, round to nearest"},
     {"int3", 3, true, true, QuantizeIntReference, QuantizeIntFast,
-     DequantizeInt, "3-bit integer affine, round to nearest"},
+     DequantizeIntFast, "3-bit integer affine, round to nearest"},
     {"int4", 4, true, true, QuantizeIntReference, QuantizeIntFast,
-     DequantizeInt, "4-bit integer affine, round to nearest"},
+     DequantizeIntFast, "4-bit integer affine, round to nearest"},
     {"int5", 5, true, true, QuantizeIntReference, QuantizeIntFast,
-     DequantizeInt, "5-bit integer affine, round to nearest"},
+     DequantizeIntFast, "5-bit integer affine, round to nearest"},
     {"int6", 6, true, true, QuantizeIntReference, QuantizeIntFast,
-     DequantizeInt, "6-bit integer affine, round to nearest"},
+     DequantizeIntFast, "6-bit integer affine, round to nearest"},
     {"int7", 7, true, true, QuantizeIntReference, QuantizeIntFast,
-     DequantizeInt, "7-bit integer affine, round to nearest"},
+     DequantizeIntFast, "7-bit integer affine, round to nearest"},
     {"int8", 8, true, true, QuantizeIntReference, QuantizeIntFast,
-     DequantizeInt, "8-bit integer affine, round to nearest"},
+     DequantizeIntFast, "8-bit integer affine, round to nearest"},
 };
 
 // Checks that `dst` is a consistent, fully sized int layout.
@@ -182,6 +202,57 @@ int64_t QuantizeIntScalar(const float* src, QuantizedTensor& dst) {
   if (bad >= 0) return bad;
   QuantizeIntReference(src, dst);
   return -1;
+}
+
+void DequantizeIntScalar(const QuantizedTensor& src, float* dst) {
+  DequantizeIntReference(src, dst);
+}
+
+ErrorMetrics DequantizeAndMeasureScalar(const QuantizedTensor& q,
+                                        const float* src, float* w_hat) {
+  uint8_t fields[kDequantizeChunk];
+  float values[kDequantizeChunk];
+  MetricSums sums;
+  const int64_t n = q.layout.num_elements;
+  for (int64_t e0 = 0; e0 < n; e0 += kDequantizeChunk) {
+    const int64_t m = std::min(kDequantizeChunk, n - e0);
+    float* out = w_hat != nullptr ? w_hat + e0 : values;
+    DequantizeIntRange(q, e0, m, fields, out);
+    AccumulateBlockReference(src + e0, out, static_cast<size_t>(m), sums);
+  }
+  ErrorMetrics metrics = FinishMetrics(sums, static_cast<size_t>(n));
+  metrics.bits_per_weight = q.layout.BitsPerWeight();
+  return metrics;
+}
+
+DequantizeFn SelectedDequantizeInt() {
+  static const DequantizeFn fn = [] {
+    switch (DetectedIsa()) {
+      case Isa::kAvx512:
+        return &DequantizeIntAvx512;
+      case Isa::kAvx2:
+        return &DequantizeIntAvx2;
+      case Isa::kScalar:
+        break;
+    }
+    return &DequantizeIntScalar;
+  }();
+  return fn;
+}
+
+DequantizeAndMeasureFn SelectedDequantizeAndMeasure() {
+  static const DequantizeAndMeasureFn fn = [] {
+    switch (DetectedIsa()) {
+      case Isa::kAvx512:
+        return &DequantizeAndMeasureAvx512;
+      case Isa::kAvx2:
+        return &DequantizeAndMeasureAvx2;
+      case Isa::kScalar:
+        break;
+    }
+    return &DequantizeAndMeasureScalar;
+  }();
+  return fn;
 }
 
 CheckedQuantizeFn SelectedQuantizeInt() {
@@ -243,6 +314,16 @@ void Dequantize(const QuantizedTensor& src, float* dst) {
   const FormatTraits* traits = FindFormat(src.layout.scheme.format);
   if (traits == nullptr) return;
   traits->dequantize(src, dst);
+}
+
+void DequantizeReference(const QuantizedTensor& src, float* dst) {
+  if (FindFormat(src.layout.scheme.format) == nullptr) return;
+  DequantizeIntReference(src, dst);
+}
+
+ErrorMetrics DequantizeAndMeasure(const QuantizedTensor& q, const float* src,
+                                  float* w_hat) {
+  return internal::SelectedDequantizeAndMeasure()(q, src, w_hat);
 }
 
 // Element i occupies bits [i*bits, (i+1)*bits) of a little-endian bit

@@ -6,6 +6,8 @@
 //   QUANTD_RETURN_IF_ERROR(Quantize(weights.data(), layout, q));
 //   std::vector<float> w_hat(layout.num_elements);
 //   Dequantize(q, w_hat.data());
+//   // Or, without materializing w_hat, the round trip's error in one pass:
+//   ErrorMetrics m = DequantizeAndMeasure(q, weights.data(), nullptr);
 //
 // Thread-safety: all functions are reentrant; they share no mutable state.
 #ifndef QUANTD_KERNELS_QUANTIZE_H_
@@ -48,7 +50,7 @@ struct FormatTraits {
   bool asymmetric_ok;
   QuantizeFn reference;   // scalar, the specification
   QuantizeFn fast;        // chosen once from DetectedIsa(); may equal reference
-  DequantizeFn dequantize;
+  DequantizeFn dequantize;  // fast path; bit-identical to DequantizeReference
   const char* description;
 };
 
@@ -65,8 +67,42 @@ absl::Status Quantize(const float* src, QuantizedTensor& dst);
 // Same contract, scalar reference path.
 absl::Status QuantizeReference(const float* src, QuantizedTensor& dst);
 
-// x = scale * (q - zero_point) into `dst` (layout.num_elements floats).
+// x = scale * (float)(q - zero_point) into `dst` (layout.num_elements
+// floats), q the sign-extended field when symmetric (zero_point 0), the raw
+// field when asymmetric: one exact int->float conversion and one f32
+// multiply per element. Uses the fast path DetectedIsa() selects; the result
+// is bit-identical to DequantizeReference on every ISA.
+// REQUIRES: `src` is sized for its layout (AllocateQuantized); does nothing
+// if the format is unknown.
 void Dequantize(const QuantizedTensor& src, float* dst);
+// Same contract, scalar reference path (the specification).
+void DequantizeReference(const QuantizedTensor& src, float* dst);
+
+// Dequantizes `q` and measures the error against `src` (the
+// q.layout.num_elements values that were quantized) in one pass: chunks of
+// 4096 elements are dequantized into L1 and accumulated at once, so memory
+// is read once and, when `w_hat` is nullptr, no n-float buffer exists at all.
+// If `w_hat` is not null it receives exactly what Dequantize writes.
+// Returns the metrics as defined in metrics.h with bits_per_weight =
+// q.layout.BitsPerWeight().
+//
+// Determinism: single-threaded and a fixed summation order per ISA, so the
+// result is identical on every run for a given DetectedIsa(). The scalar
+// path equals ComputeErrorMetrics(src, w_hat, n) exactly. The vector paths
+// compute the same per-element double terms (w - w_hat)^2, w^2, w_hat^2,
+// w*w_hat and |w - w_hat|, but add them in double lanes (per 4096-element
+// block, then block sums in order), so:
+//   - max_abs_error and bits_per_weight are identical on every ISA;
+//   - each sum differs from the reference's by at most a relative
+//     (4700 + n/2048) * 2^-53 (worst-case rounding of both orders; for n up
+//     to 2^24 that is < 1.5e-12, in practice ~1e-15), hence mse by that
+//     relative bound, rmse by half of it, sqnr_db by at most 9x it in dB
+//     absolute, and cosine_similarity by at most 3x it absolute.
+// tests/kernels/dequantize_test.cc checks relative 1e-12 on every path.
+// REQUIRES: `q` is a valid int layout sized by AllocateQuantized (as
+// Quantize checks); `src` and `w_hat` hold q.layout.num_elements floats.
+ErrorMetrics DequantizeAndMeasure(const QuantizedTensor& q, const float* src,
+                                  float* w_hat);
 
 // Packs `n` codes (each already in [0, 2^bits), i.e. two's complement
 // truncated to `bits`) densely, LSB first, starting at bit 0 of `dst`.

@@ -8,7 +8,9 @@
 #include <cstring>
 
 #include "kernels/convert.h"
+#include "kernels/internal/dequantize_driver.h"
 #include "kernels/internal/isa_kernels.h"
+#include "kernels/internal/metrics_internal.h"
 #include "kernels/internal/quantize_driver.h"
 
 namespace quantd::internal {
@@ -203,6 +205,33 @@ void PackCodesBmi2(const uint8_t* codes, int64_t n, int bits, uint8_t* dst) {
   }
 }
 
+template <int kBits>
+void UnpackBmi2Fixed(const uint8_t* packed, int64_t n, uint8_t* codes) {
+  // pdep spreads 8*kBits contiguous bits, LSB first, over the low kBits of
+  // each of 8 bytes: the inverse of PackBmi2Fixed.
+  constexpr uint64_t kMask = 0x0101010101010101ull * ((1u << kBits) - 1);
+  for (int64_t i = 0; i < n; i += 8) {
+    uint64_t word = 0;
+    std::memcpy(&word, packed + i / 8 * kBits, kBits);
+    const uint64_t spread = _pdep_u64(word, kMask);
+    std::memcpy(codes + i, &spread, 8);
+  }
+}
+
+void UnpackCodesBmi2(const uint8_t* src, int64_t n, int bits, uint8_t* codes) {
+  switch (bits) {
+    case 2: UnpackBmi2Fixed<2>(src, n, codes); break;
+    case 3: UnpackBmi2Fixed<3>(src, n, codes); break;
+    case 4: UnpackBmi2Fixed<4>(src, n, codes); break;
+    case 5: UnpackBmi2Fixed<5>(src, n, codes); break;
+    case 6: UnpackBmi2Fixed<6>(src, n, codes); break;
+    case 7: UnpackBmi2Fixed<7>(src, n, codes); break;
+    default:
+      if (n > 0) std::memcpy(codes, src, static_cast<size_t>(n));
+      break;
+  }
+}
+
 int64_t QuantizeIntAvx2(const float* src, QuantizedTensor& dst) {
   return QuantizeIntDriver<Avx2Ops>(src, dst);
 }
@@ -267,6 +296,206 @@ int64_t ConvertF32Avx2(const float* src, size_t n, float* dst) {
   const size_t tail = i;
   for (; i < n; ++i) std::memcpy(dst + i, src + i, sizeof(float));
   return CheckConverted(vabs, dst, n, tail);
+}
+
+// ---------------------------------------------------------------------------
+// Dequantization (see internal/dequantize_driver.h).
+// ---------------------------------------------------------------------------
+namespace {
+
+// Lanes [0, r) set, for maskload/maskstore.
+inline __m256i TailMask8(int64_t r) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(r)),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// The first r (< 8) code bytes, zero padded, without reading past them.
+inline __m128i LoadTailBytes(const uint8_t* p, int64_t r) {
+  uint64_t word = 0;
+  std::memcpy(&word, p, static_cast<size_t>(r));
+  return _mm_cvtsi64_si128(static_cast<long long>(word));
+}
+
+struct Avx2DequantizeOps {
+  static constexpr int64_t kLanes = 8;
+
+  static void Unpack(const uint8_t* packed, int64_t n, int bits,
+                     uint8_t* codes) {
+    int64_t i = 0;
+    if (bits == 4) {
+      // See Avx512DequantizeOps::Unpack.
+      const __m256i nibbles = _mm256_set1_epi16(0x0F0F);
+      for (; i + 32 <= n; i += 32) {
+        const __m256i w = _mm256_cvtepu8_epi16(
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(packed + i / 2)));
+        _mm256_storeu_si256(
+            reinterpret_cast<__m256i*>(codes + i),
+            _mm256_and_si256(_mm256_or_si256(w, _mm256_slli_epi16(w, 4)), nibbles));
+      }
+    }
+    UnpackCodesBmi2(packed + i / 8 * bits, n - i, bits, codes + i);
+  }
+
+  // scale * (float)(q - zero_point) of the low 8 code bytes.
+  template <bool kSymmetric>
+  static __m256 Values(__m128i bytes, __m128i shift, __m256i zero_point,
+                       __m256 scale) {
+    __m256i q = _mm256_cvtepu8_epi32(bytes);
+    if (kSymmetric) q = _mm256_sra_epi32(_mm256_sll_epi32(q, shift), shift);
+    q = _mm256_sub_epi32(q, zero_point);
+    return _mm256_mul_ps(scale, _mm256_cvtepi32_ps(q));
+  }
+
+  static __m128i Load8(const uint8_t* p) {
+    return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  }
+
+  template <bool kSymmetric, typename Sink>
+  static void Run(const uint8_t* codes, int64_t begin, int64_t end,
+                  float scale, int zero_point, int bits, Sink& sink) {
+    const __m128i shift = _mm_cvtsi32_si128(32 - bits);
+    const __m256 vscale = _mm256_set1_ps(scale);
+    const __m256i vzp = _mm256_set1_epi32(zero_point);
+    int64_t i = begin;
+    for (; i + 8 <= end; i += 8) {
+      sink.Put(i, Values<kSymmetric>(Load8(codes + i), shift, vzp, vscale));
+    }
+    if (i < end) {
+      sink.PutTail(i,
+                   Values<kSymmetric>(LoadTailBytes(codes + i, end - i), shift,
+                                      vzp, vscale),
+                   end - i);
+    }
+  }
+
+  template <bool kSymmetric, typename Sink>
+  static void RunPerElement(const uint8_t* codes, int64_t n,
+                            const float* scales, const int32_t* zero_points,
+                            int bits, Sink& sink) {
+    const __m128i shift = _mm_cvtsi32_si128(32 - bits);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      sink.Put(i, Values<kSymmetric>(
+                      Load8(codes + i), shift,
+                      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(zero_points + i)),
+                      _mm256_loadu_ps(scales + i)));
+    }
+    if (i < n) {
+      const __m256i m = TailMask8(n - i);
+      sink.PutTail(i,
+                   Values<kSymmetric>(LoadTailBytes(codes + i, n - i), shift,
+                                      _mm256_maskload_epi32(zero_points + i, m),
+                                      _mm256_maskload_ps(scales + i, m)),
+                   n - i);
+    }
+  }
+};
+
+class Avx2StoreSink {
+ public:
+  explicit Avx2StoreSink(float* dst) : dst_(dst) {}
+  void BeginChunk(int64_t first) { out_ = dst_ + first; }
+  void Put(int64_t i, __m256 v) { _mm256_storeu_ps(out_ + i, v); }
+  void PutTail(int64_t i, __m256 v, int64_t r) {
+    _mm256_maskstore_ps(out_ + i, TailMask8(r), v);
+  }
+  void EndChunk(int64_t) {}
+
+ private:
+  float* dst_;
+  float* out_ = nullptr;
+};
+
+inline double ReduceAddPd(__m256d v) {
+  __m128d m = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(m, _mm_unpackhi_pd(m, m)));
+}
+
+inline double ReduceMaxPd(__m256d v) {
+  __m128d m = _mm_max_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+  return _mm_cvtsd_f64(_mm_max_sd(m, _mm_unpackhi_pd(m, m)));
+}
+
+// See AccumulateChunkAvx512: two sets of 4 double lanes (low and high half
+// of each 8-float vector), FMA only for the exact float*float products.
+void AccumulateChunkAvx2(const float* x_ptr, const float* y_ptr, int64_t n,
+                         MetricSums& sums) {
+  const __m256d zero = _mm256_setzero_pd();
+  const __m256d abs_mask =
+      _mm256_castsi256_pd(_mm256_set1_epi64x(0x7FFFFFFFFFFFFFFF));
+  __m256d err2[2] = {zero, zero}, w2[2] = {zero, zero};
+  __m256d what2[2] = {zero, zero}, dot[2] = {zero, zero};
+  __m256d max_abs[2] = {zero, zero};
+  auto half = [&](int k, __m128 xs, __m128 ys) {
+    const __m256d x = _mm256_cvtps_pd(xs);
+    const __m256d y = _mm256_cvtps_pd(ys);
+    const __m256d d = _mm256_sub_pd(x, y);
+    err2[k] = _mm256_add_pd(err2[k], _mm256_mul_pd(d, d));
+    w2[k] = _mm256_fmadd_pd(x, x, w2[k]);
+    what2[k] = _mm256_fmadd_pd(y, y, what2[k]);
+    dot[k] = _mm256_fmadd_pd(x, y, dot[k]);
+    max_abs[k] = _mm256_max_pd(max_abs[k], _mm256_and_pd(d, abs_mask));
+  };
+  auto accumulate = [&](__m256 x, __m256 y) {
+    half(0, _mm256_castps256_ps128(x), _mm256_castps256_ps128(y));
+    half(1, _mm256_extractf128_ps(x, 1), _mm256_extractf128_ps(y, 1));
+  };
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    accumulate(_mm256_loadu_ps(x_ptr + i), _mm256_loadu_ps(y_ptr + i));
+  }
+  if (i < n) {  // lanes past the end count as 0 - 0
+    const __m256i m = TailMask8(n - i);
+    accumulate(_mm256_maskload_ps(x_ptr + i, m), _mm256_maskload_ps(y_ptr + i, m));
+  }
+  sums.err2 += ReduceAddPd(_mm256_add_pd(err2[0], err2[1]));
+  sums.w2 += ReduceAddPd(_mm256_add_pd(w2[0], w2[1]));
+  sums.what2 += ReduceAddPd(_mm256_add_pd(what2[0], what2[1]));
+  sums.dot += ReduceAddPd(_mm256_add_pd(dot[0], dot[1]));
+  sums.max_abs = std::max(sums.max_abs,
+                          ReduceMaxPd(_mm256_max_pd(max_abs[0], max_abs[1])));
+}
+
+// See Avx512MeasureSink.
+class Avx2MeasureSink {
+ public:
+  Avx2MeasureSink(const float* src, float* w_hat) : src_(src), w_hat_(w_hat) {}
+
+  void BeginChunk(int64_t first) {
+    first_ = first;
+    out_ = w_hat_ != nullptr ? w_hat_ + first : buffer_;
+  }
+  void Put(int64_t i, __m256 v) { _mm256_storeu_ps(out_ + i, v); }
+  void PutTail(int64_t i, __m256 v, int64_t r) {
+    _mm256_maskstore_ps(out_ + i, TailMask8(r), v);
+  }
+  void EndChunk(int64_t n) { AccumulateChunkAvx2(src_ + first_, out_, n, sums_); }
+  const MetricSums& sums() const { return sums_; }
+
+ private:
+  const float* src_;
+  float* w_hat_;
+  int64_t first_ = 0;
+  float* out_ = nullptr;
+  MetricSums sums_;
+  alignas(32) float buffer_[kDequantizeChunk];
+};
+
+}  // namespace
+
+void DequantizeIntAvx2(const QuantizedTensor& src, float* dst) {
+  Avx2StoreSink sink(dst);
+  DequantizeIntDriver<Avx2DequantizeOps>(src, sink);
+}
+
+ErrorMetrics DequantizeAndMeasureAvx2(const QuantizedTensor& q,
+                                      const float* src, float* w_hat) {
+  Avx2MeasureSink sink(src, w_hat);
+  DequantizeIntDriver<Avx2DequantizeOps>(q, sink);
+  ErrorMetrics m =
+      FinishMetrics(sink.sums(), static_cast<size_t>(q.layout.num_elements));
+  m.bits_per_weight = q.layout.BitsPerWeight();
+  return m;
 }
 
 }  // namespace quantd::internal

@@ -120,7 +120,8 @@ absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnHeader(
   Event ev;
   ev.kind = Event::kHeader;
   ev.name = name;
-  ev.working_set_bytes = TensorWorkingSetBytes(tensor->layout, tensor->dtype);
+  ev.working_set_bytes = TensorWorkingSetBytes(tensor->layout, tensor->dtype,
+                                               tensor->output);
   open_ = std::move(tensor);
   return ev;
 }

@@ -22,11 +22,12 @@ absl::Status Cancelled(const std::string& name) {
 
 }  // namespace
 
-int64_t TensorWorkingSetBytes(const Layout& layout, DType dtype) {
+int64_t TensorWorkingSetBytes(const Layout& layout, DType dtype,
+                              OutputKind output) {
   const int64_t n = layout.num_elements;
   int64_t bytes = n * DTypeSize(dtype);  // received
   if (dtype != DType::kF32) bytes += 4 * n;  // f32 copy
-  bytes += 4 * n;                             // dequantized values
+  if (output != OutputKind::kPacked) bytes += 4 * n;  // fake-quant values
   bytes += layout.packed_bytes + layout.num_groups * 5;
   return bytes;
 }
@@ -59,10 +60,11 @@ absl::StatusOr<TensorOutput> RunQuantizeJob(TensorInput& input,
   }
   if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
 
-  std::vector<float> w_hat(n);
-  Dequantize(out.quantized, w_hat.data());
-  out.metrics = ComputeErrorMetrics(src, w_hat.data(), n);
-  out.metrics.bits_per_weight = layout.BitsPerWeight();
+  // One pass: the dequantized values exist in full only when they are sent.
+  std::vector<float> w_hat;
+  if (input.output != OutputKind::kPacked) w_hat.resize(n);
+  out.metrics = DequantizeAndMeasure(out.quantized, src,
+                                     w_hat.empty() ? nullptr : w_hat.data());
   // The input is no longer needed: give its memory back before sending.
   std::vector<float>().swap(input.storage);
   std::vector<float>().swap(f32);

@@ -45,9 +45,11 @@ struct TensorOutput {
 };
 
 // Bytes a tensor holds from header to last response: received bytes, an f32
-// copy when the input is F16/BF16, the dequantized values, codes, scales and
-// zero points. What MemoryBudget reserves per tensor.
-int64_t TensorWorkingSetBytes(const Layout& layout, DType dtype);
+// copy when the input is F16/BF16, the dequantized (fake-quant) values when
+// `output` asks for them, codes, scales and zero points. What MemoryBudget
+// reserves per tensor.
+int64_t TensorWorkingSetBytes(const Layout& layout, DType dtype,
+                              OutputKind output);
 
 // Runs the job. `cancelled` is checked between steps: if set, CANCELLED.
 // INVALID_ARGUMENT "tensor <name>: element <i> is NaN" for non-finite input.

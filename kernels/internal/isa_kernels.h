@@ -39,6 +39,26 @@ int64_t QuantizeIntAvx512(const float* src, QuantizedTensor& dst);
 // The fast path DetectedIsa() selects (one of the three above).
 CheckedQuantizeFn SelectedQuantizeInt();
 
+// Dequantizers, any int2..int8 layout; all bit-identical to
+// DequantizeReference. The scalar one is the reference itself.
+void DequantizeIntScalar(const QuantizedTensor& src, float* dst);
+void DequantizeIntAvx2(const QuantizedTensor& src, float* dst);
+void DequantizeIntAvx512(const QuantizedTensor& src, float* dst);
+// The fast path DetectedIsa() selects (one of the three above).
+DequantizeFn SelectedDequantizeInt();
+
+// DequantizeAndMeasure per ISA (contract in quantize.h). The scalar one sums
+// in ComputeErrorMetrics' order, so it equals it exactly.
+using DequantizeAndMeasureFn = ErrorMetrics (*)(const QuantizedTensor& q,
+                                                const float* src, float* w_hat);
+ErrorMetrics DequantizeAndMeasureScalar(const QuantizedTensor& q,
+                                        const float* src, float* w_hat);
+ErrorMetrics DequantizeAndMeasureAvx2(const QuantizedTensor& q,
+                                      const float* src, float* w_hat);
+ErrorMetrics DequantizeAndMeasureAvx512(const QuantizedTensor& q,
+                                        const float* src, float* w_hat);
+DequantizeAndMeasureFn SelectedDequantizeAndMeasure();
+
 // Vector range pass for int8 symmetric per channel: scales[r] of each of
 // `rows` rows of `row_length` values, plus inv_scales[r] = 1 / scales[r].
 // Returns -1 or the index of the first non-finite element. (Used by the
@@ -57,6 +77,9 @@ int64_t ConvertF32Avx512(const float* src, size_t n, float* dst);
 // Packs n codes (n a multiple of 8) with BMI2 pext / vector shifts.
 // REQUIRES: CpuIsa() >= kAvx2.
 void PackCodesBmi2(const uint8_t* codes, int64_t n, int bits, uint8_t* dst);
+// Inverse: unpacks n codes (n a multiple of 8) with BMI2 pdep, one byte per
+// code (raw fields). REQUIRES: CpuIsa() >= kAvx2.
+void UnpackCodesBmi2(const uint8_t* src, int64_t n, int bits, uint8_t* codes);
 
 }  // namespace quantd::internal
 
