@@ -12,6 +12,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu.h"
 #include "kernels/version.h"
@@ -38,12 +39,16 @@ ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "quantd: quantization as a service.\n"
+      "quantization as a service.\n"
       "Usage: quantd [--listen=0.0.0.0:50051] [--metrics_listen=0.0.0.0:9090] "
       "[--workers=N] [--memory_budget_bytes=B] [--max_tensor_bytes=B]");
   absl::FlagsUsageConfig usage_config;
   usage_config.version_string = [] {
     return std::string("quantd ") + QUANTD_VERSION + " (" + QUANTD_GIT_REV + ")\n";
+  };
+  // --help lists this file's flags (absl's default looks for quantd.cc).
+  usage_config.contains_help_flags = [](absl::string_view path) {
+    return absl::EndsWith(path, "server/main.cc");
   };
   absl::SetFlagsUsageConfig(usage_config);
   absl::ParseCommandLine(argc, argv);
