@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds with sanitizers into build-<name>/ and runs the whole suite there
+# (the Python tests then drive the instrumented binaries too).
+#   scripts/sanitize.sh               # AddressSanitizer + UndefinedBehaviorSanitizer
+#   scripts/sanitize.sh thread        # ThreadSanitizer
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+SAN="${1:-address;undefined}"
+NAME="$(echo "$SAN" | tr ';' '-')"
+"$QUANTD_ROOT/scripts/install-deps.sh"
+QUANTD_BUILD="$QUANTD_ROOT/build-$NAME" "$QUANTD_ROOT/scripts/build.sh" \
+  -DQUANTD_SANITIZE="$SAN" -DQUANTD_BUILD_BENCH=OFF
+cd "$QUANTD_ROOT/build-$NAME"
+ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}" \
+UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}" \
+  exec ctest --output-on-failure -j"$QUANTD_JOBS" --timeout 1800
