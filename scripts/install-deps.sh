@@ -9,6 +9,8 @@
 #                                         # need (container build stage)
 #   scripts/install-deps.sh --runtime     # shared libraries the binaries
 #                                         # load (container runtime stage)
+#   scripts/install-deps.sh --image-tools # also buildah, podman and
+#                                         # debootstrap (deploy/check-image)
 #
 # Idempotent: packages already present and a venv whose requirements hash
 # matches are skipped, so a rerun on the same machine is fast.
@@ -19,10 +21,12 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${QUANTD_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/quantd/venv}"
 WITH_VENV=1
 RUNTIME_ONLY=0
+IMAGE_TOOLS=0
 for arg in "$@"; do
   case "$arg" in
     --build-only) WITH_VENV=0 ;;
     --runtime) WITH_VENV=0; RUNTIME_ONLY=1 ;;
+    --image-tools) IMAGE_TOOLS=1 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -38,6 +42,20 @@ DEB_PACKAGES=(
   python3 python3-venv python3-dev
   nlohmann-json3-dev
 )
+# What `quantd` and `quantctl` load at run time (readelf -d: NEEDED).
+RUNTIME_PACKAGES=(
+  libabsl20220623 libc-ares2 libcivetweb1 libgrpc++1.51 libgrpc29
+  libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libprotobuf32 libre2-9
+  libssl3 libstdc++6 zlib1g
+)
+# Building and running the container image without a Docker engine.
+IMAGE_TOOL_PACKAGES=(buildah podman debootstrap crun fuse-overlayfs uidmap)
+if ((RUNTIME_ONLY)); then
+  DEB_PACKAGES=("${RUNTIME_PACKAGES[@]}")
+fi
+if ((IMAGE_TOOLS)); then
+  DEB_PACKAGES+=("${IMAGE_TOOL_PACKAGES[@]}")
+fi
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
