@@ -1,0 +1,211 @@
+// ggml's block quantization formats (llama.cpp's GGUF tensor types), byte
+// for byte: one struct per block with its exact layout, a scalar reference
+// quantizer per format that reproduces ggml's own quantizer (the one
+// llama-quantize calls) bit for bit, vector fast paths tested against it,
+// and the dequantizers.
+//
+//   const GgmlFormatTraits* q4_0 = FindGgmlFormat("Q4_0");
+//   QUANTD_ASSIGN_OR_RETURN(int64_t row_bytes,
+//                           GgmlRowBytes(*q4_0, row_length));
+//   std::vector<uint8_t> bytes(rows * row_bytes);
+//   QUANTD_RETURN_IF_ERROR(GgmlQuantize(*q4_0, w.data(), rows, row_length,
+//                                       /*importance=*/nullptr, bytes.data()));
+//   std::vector<float> w_hat(rows * row_length);
+//   QUANTD_RETURN_IF_ERROR(GgmlDequantize(*q4_0, bytes.data(), rows,
+//                                         row_length, w_hat.data()));
+//
+// The bytes are what ggml writes into a GGUF tensor of that type: the blocks
+// of each row in order, rows in order, no padding. A row's length must be a
+// multiple of the format's block size.
+//
+// What "bit-exact with ggml" means here, format by format (the scalar
+// reference in ggml_formats.cc is the specification; each function there
+// says which ggml routine it follows):
+//   - Arithmetic is f32 in ggml's order of operations, never contracted into
+//     FMA (ggml's reference quantizers live in ggml-base, which is built
+//     without FMA code generation; this library uses -ffp-contract=off).
+//   - Scales are computed and used in f32; only the stored copy is f16
+//     (round to nearest even, overflow to +-Inf, as ggml's FP32_TO_FP16).
+//     A block whose f16 scale overflows (e.g. Q8_0 with max|x| > ~8.3e6) is
+//     stored with an infinite scale, as ggml does; its codes are still the
+//     f32 ones.
+//   - Rounding per format: Q8_0 rounds half away from zero (roundf);
+//     Q4_0/Q4_1/Q5_0/Q5_1 add 8.5 / 0.5 / 16.5 / 0.5 and truncate toward zero;
+//     IQ4_NL and MXFP4 pick the nearest table value (IQ4_NL: a tie goes to the
+//     upper value, compared exactly on doubled values; MXFP4: the first of
+//     equally near entries in table order).
+//   - ggml converts float to an integer code with a C cast; where that cast
+//     is out of range (only when a block's maximum is so small, below about
+//     2^-121, that 1/scale overflows f32 to Inf) ggml on x86-64 gets the low
+//     byte of the CPU's "integer indefinite" 0x80000000, i.e. code 0. The
+//     reference defines exactly that, without undefined behaviour.
+//
+// Importance matrices (llama.cpp's --imatrix): IQ4_NL accepts per-column
+// weights like ggml's quantize_iq4_nl. The Q4_0/Q4_1/Q5_0/Q5_1 imatrix
+// paths of ggml are not implemented here (Unimplemented); Q8_0 and MXFP4
+// ignore an importance matrix in ggml, and so do they here.
+//
+// Thread-safety: all functions are reentrant; they share no mutable state.
+#ifndef QUANTD_KERNELS_GGML_FORMATS_H_
+#define QUANTD_KERNELS_GGML_FORMATS_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+
+namespace quantd {
+
+// Elements per block of the 32-element formats.
+inline constexpr int kGgmlBlock32 = 32;
+
+// ggml's enum ggml_type values (as stored in GGUF tensor infos).
+enum class GgmlType : int {
+  kQ4_0 = 2,
+  kQ4_1 = 3,
+  kQ5_0 = 6,
+  kQ5_1 = 7,
+  kQ8_0 = 8,
+  kIq4Nl = 20,
+  kMxfp4 = 39,
+};
+
+// Block layouts (little-endian; `uint16_t` scale fields hold IEEE f16 bits).
+// Element j of a block is code j; for the nibble formats byte qs[j] holds
+// element j in its low nibble and element j + 16 in its high nibble.
+
+// x = d * q, q in [-127, 127].
+struct GgmlBlockQ8_0 {
+  uint16_t d;
+  int8_t qs[32];
+};
+static_assert(sizeof(GgmlBlockQ8_0) == 34, "block_q8_0 is 34 bytes");
+
+// x = d * (q - 8), q in [0, 15].
+struct GgmlBlockQ4_0 {
+  uint16_t d;
+  uint8_t qs[16];
+};
+static_assert(sizeof(GgmlBlockQ4_0) == 18, "block_q4_0 is 18 bytes");
+
+// x = d * q + m, q in [0, 15].
+struct GgmlBlockQ4_1 {
+  uint16_t d;
+  uint16_t m;
+  uint8_t qs[16];
+};
+static_assert(sizeof(GgmlBlockQ4_1) == 20, "block_q4_1 is 20 bytes");
+
+// x = d * (q - 16), q in [0, 31]; bit 4 of q for element j is bit j of the
+// little-endian uint32 qh.
+struct GgmlBlockQ5_0 {
+  uint16_t d;
+  uint8_t qh[4];
+  uint8_t qs[16];
+};
+static_assert(sizeof(GgmlBlockQ5_0) == 22, "block_q5_0 is 22 bytes");
+
+// x = d * q + m, q in [0, 31]; qh as in Q5_0.
+struct GgmlBlockQ5_1 {
+  uint16_t d;
+  uint16_t m;
+  uint8_t qh[4];
+  uint8_t qs[16];
+};
+static_assert(sizeof(GgmlBlockQ5_1) == 24, "block_q5_1 is 24 bytes");
+
+// x = d * kGgmlIq4NlValues[q], q in [0, 15].
+struct GgmlBlockIq4Nl {
+  uint16_t d;
+  uint8_t qs[16];
+};
+static_assert(sizeof(GgmlBlockIq4Nl) == 18, "block_iq4_nl is 18 bytes");
+
+// x = GgmlE8m0ToFloatHalf(e) * kGgmlMxfp4Values[q]: OCP MX FP4 (E2M1) with a
+// shared E8M0 exponent; the table holds the E2M1 values doubled, hence the
+// "half" scale.
+struct GgmlBlockMxfp4 {
+  uint8_t e;
+  uint8_t qs[16];
+};
+static_assert(sizeof(GgmlBlockMxfp4) == 17, "block_mxfp4 is 17 bytes");
+
+// ggml's kvalues_iq4nl and kvalues_mxfp4.
+inline constexpr int8_t kGgmlIq4NlValues[16] = {
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+inline constexpr int8_t kGgmlMxfp4Values[16] = {0,  1,  2,  3,  4,  6,  8,  12,
+                                                0, -1, -2, -3, -4, -6, -8, -12};
+
+// 2^(e - 128) as f32 (exact for every e, subnormal for e < 2): ggml's
+// GGML_E8M0_TO_FP32_HALF.
+float GgmlE8m0ToFloatHalf(uint8_t e);
+
+// Quantizes `num_blocks` consecutive blocks of `src` into `dst`
+// (num_blocks * block_bytes bytes). `importance` is nullptr or one weight per
+// element of src (the imatrix entries of those columns); formats without an
+// importance path ignore it. Inputs are finite (callers check).
+using GgmlQuantizeFn = void (*)(const float* src, int64_t num_blocks,
+                                const float* importance, uint8_t* dst);
+// Writes num_blocks * block_size floats.
+using GgmlDequantizeFn = void (*)(const uint8_t* src, int64_t num_blocks,
+                                  float* dst);
+
+// One entry of the ggml format table (like ggml's type_traits).
+struct GgmlFormatTraits {
+  GgmlType type;
+  const char* name;  // ggml's type name, upper case: "Q4_0", "IQ4_NL"
+  int block_size;    // elements per block
+  int block_bytes;   // sizeof the block struct
+  GgmlQuantizeFn reference;  // scalar, the specification
+  GgmlQuantizeFn fast;       // chosen once from DetectedIsa(); bit-identical
+  GgmlDequantizeFn dequantize;  // ggml's dequantize_row_*, bit for bit
+  // Whether `importance` changes the result (ggml's quant_weights path).
+  bool uses_importance;
+  const char* description;
+};
+
+// All formats, in ggml type order. This is a table of its own, apart from
+// FormatTable() in quantize.h: a block format carries its scales inside the
+// block bytes, which the int formats' QuantizedTensor (codes + f32 scales +
+// zero points per Layout group) does not describe.
+absl::Span<const GgmlFormatTraits> GgmlFormatTable();
+// By name, case-insensitive ("q8_0", "IQ4_NL"); nullptr if unknown.
+const GgmlFormatTraits* FindGgmlFormat(absl::string_view name);
+// By ggml type; nullptr if not in the table.
+const GgmlFormatTraits* FindGgmlFormat(GgmlType type);
+
+// Bytes of one row of `row_length` elements. InvalidArgument naming the row
+// length and the block size if row_length < 1 or not a multiple of it.
+absl::StatusOr<int64_t> GgmlRowBytes(const GgmlFormatTraits& format,
+                                     int64_t row_length);
+
+// Quantizes a row-major f32 tensor of `rows` x `row_length` into ggml's
+// byte layout at `dst` (rows * GgmlRowBytes bytes) with the format's fast
+// path. `importance` is nullptr or `row_length` weights shared by all rows
+// (an imatrix entry for the tensor).
+// InvalidArgument: row_length not a multiple of the block size (the message
+// names both) or < 1, rows < 0, or an element NaN / infinite (the message
+// names its index). Unimplemented: `importance` given for a format whose
+// ggml importance path is not implemented here (Q4_0, Q4_1, Q5_0, Q5_1).
+absl::Status GgmlQuantize(const GgmlFormatTraits& format, const float* src,
+                          int64_t rows, int64_t row_length,
+                          const float* importance, uint8_t* dst);
+// Same contract, scalar reference path.
+absl::Status GgmlQuantizeReference(const GgmlFormatTraits& format,
+                                   const float* src, int64_t rows,
+                                   int64_t row_length, const float* importance,
+                                   uint8_t* dst);
+
+// Dequantizes rows * row_length elements from ggml's byte layout `src` into
+// `dst`, bit-identical to ggml's dequantize_row_* (one f32 multiply, plus
+// one f32 add of the minimum for Q4_1/Q5_1). InvalidArgument as for
+// GgmlRowBytes, or rows < 0.
+absl::Status GgmlDequantize(const GgmlFormatTraits& format,
+                            const uint8_t* src, int64_t rows,
+                            int64_t row_length, float* dst);
+
+}  // namespace quantd
+
+#endif  // QUANTD_KERNELS_GGML_FORMATS_H_
