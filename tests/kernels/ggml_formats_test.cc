@@ -1,0 +1,438 @@
+#include "kernels/ggml_formats.h"
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "kernels/convert.h"
+#include "kernels/cpu.h"
+#include "kernels/internal/ggml_kernels.h"
+#include "kernels/internal/isa_kernels.h"
+
+namespace quantd {
+namespace {
+
+using Bytes = std::vector<uint8_t>;
+
+// Gaussian values with a few large outliers, like LLM weights.
+std::vector<float> RandomWeights(size_t n, uint32_t seed, float spread) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, spread);
+  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
+  std::vector<float> x(n);
+  for (float& v : x) {
+    v = normal(rng);
+    if (uniform(rng) < 0.01f) v *= 40.0f;
+  }
+  return x;
+}
+
+// Blocks of 32 that exercise the reference's corner cases: ties between
+// codes, signed zeros, subnormals (1/scale overflowing), values at and
+// beyond the f16 range, constant and all-zero blocks.
+std::vector<float> HardBlocks() {
+  std::vector<float> x;
+  auto block = [&x](auto fill) {
+    for (int j = 0; j < 32; ++j) x.push_back(fill(j));
+  };
+  block([](int) { return 0.0f; });
+  block([](int) { return -0.0f; });
+  block([](int j) { return j == 0 ? -0.0f : 0.0f; });
+  block([](int j) { return j == 3 ? -0.0f : 1.0f; });
+  block([](int j) { return j % 2 ? -0.0f : -2.0f; });
+  block([](int) { return 0.7f; });
+  block([](int) { return -3.0f; });
+  block([](int j) { return j == 0 ? 127.0f : static_cast<float>(j - 15) + 0.5f; });
+  block([](int j) { return j == 0 ? -8.0f : static_cast<float>(j - 16) * 0.5f; });
+  block([](int j) { return j == 0 ? 15.0f : static_cast<float>(j) * 0.5f; });
+  block([](int j) { return j == 0 ? -16.0f : static_cast<float>(j - 16) * 0.5f; });
+  block([](int j) { return static_cast<float>(j - 16) * 1e-45f; });
+  block([](int j) { return static_cast<float>(j - 16) * 1e-39f; });
+  block([](int j) { return static_cast<float>(j - 16) * 1e-37f; });
+  block([](int j) { return j == 5 ? std::numeric_limits<float>::denorm_min() : 0.0f; });
+  block([](int j) { return static_cast<float>(j - 16) / 16.0f * 65504.0f; });
+  block([](int j) { return j == 9 ? -65504.0f : 1.0f; });
+  block([](int j) { return static_cast<float>(j - 16) * 1e6f; });
+  block([](int j) { return static_cast<float>(j - 16) * 2e37f; });
+  block([](int j) { return j % 2 ? std::numeric_limits<float>::max()
+                                 : -std::numeric_limits<float>::max(); });
+  block([](int j) { return std::ldexp(1.0f, j - 10); });
+  block([](int j) { return std::nextafter(std::ldexp(1.0f, j - 10), 0.0f); });
+  block([](int j) { return j == 31 ? 5.0f : -5.0f; });
+  return x;
+}
+
+struct Path {
+  const char* name;
+  Isa isa;
+  GgmlQuantizeFn fn;
+};
+
+std::vector<Path> VectorPaths(GgmlType type) {
+  using namespace internal;  // NOLINT
+  switch (type) {
+    case GgmlType::kQ8_0:
+      return {{"avx2", Isa::kAvx2, GgmlQuantizeQ8_0Avx2},
+              {"avx512", Isa::kAvx512, GgmlQuantizeQ8_0Avx512}};
+    case GgmlType::kQ4_0:
+      return {{"avx2", Isa::kAvx2, GgmlQuantizeQ4_0Avx2},
+              {"avx512", Isa::kAvx512, GgmlQuantizeQ4_0Avx512}};
+    case GgmlType::kQ4_1:
+      return {{"avx2", Isa::kAvx2, GgmlQuantizeQ4_1Avx2},
+              {"avx512", Isa::kAvx512, GgmlQuantizeQ4_1Avx512}};
+    case GgmlType::kQ5_0:
+      return {{"avx2", Isa::kAvx2, GgmlQuantizeQ5_0Avx2},
+              {"avx512", Isa::kAvx512, GgmlQuantizeQ5_0Avx512}};
+    default:
+      return {};
+  }
+}
+
+Bytes QuantizeRef(const GgmlFormatTraits& f, const std::vector<float>& x,
+                  int64_t row_length, const float* importance = nullptr) {
+  const int64_t rows = static_cast<int64_t>(x.size()) / row_length;
+  Bytes out(static_cast<size_t>(rows * *GgmlRowBytes(f, row_length)));
+  EXPECT_TRUE(GgmlQuantizeReference(f, x.data(), rows, row_length, importance,
+                                    out.data())
+                  .ok());
+  return out;
+}
+
+Bytes Quantize1(GgmlType type, const std::vector<float>& block) {
+  return QuantizeRef(*FindGgmlFormat(type), block, 32);
+}
+
+uint16_t HalfAt(const Bytes& b, size_t offset) {
+  uint16_t h;
+  std::memcpy(&h, b.data() + offset, 2);
+  return h;
+}
+
+TEST(GgmlFormatTableTest, LayoutsAndNamesMatchGgml) {
+  struct Want {
+    const char* name;
+    GgmlType type;
+    int bytes;
+  };
+  const Want wants[] = {{"Q4_0", GgmlType::kQ4_0, 18},  {"Q4_1", GgmlType::kQ4_1, 20},
+                        {"Q5_0", GgmlType::kQ5_0, 22},  {"Q5_1", GgmlType::kQ5_1, 24},
+                        {"Q8_0", GgmlType::kQ8_0, 34},  {"IQ4_NL", GgmlType::kIq4Nl, 18},
+                        {"MXFP4", GgmlType::kMxfp4, 17}};
+  ASSERT_EQ(GgmlFormatTable().size(), std::size(wants));
+  for (const Want& w : wants) {
+    SCOPED_TRACE(w.name);
+    const GgmlFormatTraits* f = FindGgmlFormat(w.name);
+    ASSERT_NE(f, nullptr);
+    EXPECT_EQ(f, FindGgmlFormat(w.type));
+    EXPECT_EQ(f, FindGgmlFormat(absl::AsciiStrToLower(w.name)));
+    EXPECT_EQ(f->block_size, 32);
+    EXPECT_EQ(f->block_bytes, w.bytes);
+    EXPECT_NE(f->reference, nullptr);
+    EXPECT_NE(f->fast, nullptr);
+    EXPECT_NE(f->dequantize, nullptr);
+  }
+  EXPECT_EQ(FindGgmlFormat("Q4_K"), nullptr);
+  EXPECT_EQ(static_cast<int>(GgmlType::kQ8_0), 8);
+  EXPECT_EQ(static_cast<int>(GgmlType::kIq4Nl), 20);
+  EXPECT_EQ(static_cast<int>(GgmlType::kMxfp4), 39);
+}
+
+TEST(GgmlFormatTableTest, RowLengthNotAMultipleOfTheBlockIsInvalidArgument) {
+  const GgmlFormatTraits& f = *FindGgmlFormat("Q8_0");
+  EXPECT_EQ(*GgmlRowBytes(f, 4096), 128 * 34);
+  for (int64_t bad : {int64_t{0}, int64_t{-32}, int64_t{33}, int64_t{4100}}) {
+    SCOPED_TRACE(bad);
+    absl::StatusOr<int64_t> s = GgmlRowBytes(f, bad);
+    ASSERT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(s.status().message().find(absl::StrCat("row length ", bad)),
+              std::string::npos);
+    EXPECT_NE(s.status().message().find("block size 32"), std::string::npos);
+  }
+  std::vector<float> x(40, 1.0f);
+  Bytes out(64);
+  EXPECT_EQ(GgmlQuantize(f, x.data(), 1, 40, nullptr, out.data()).code(),
+            absl::StatusCode::kInvalidArgument);
+  std::vector<float> y(40);
+  EXPECT_EQ(GgmlDequantize(f, out.data(), 1, 40, y.data()).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(GgmlFormatTableTest, NonFiniteInputIsInvalidArgumentNamingTheIndex) {
+  for (const GgmlFormatTraits& f : GgmlFormatTable()) {
+    for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
+      SCOPED_TRACE(absl::StrCat(f.name, " ", bad));
+      std::vector<float> x(64, 0.5f);
+      x[37] = bad;
+      Bytes out(static_cast<size_t>(2 * f.block_bytes));
+      absl::Status s = GgmlQuantize(f, x.data(), 1, 64, nullptr, out.data());
+      ASSERT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_NE(s.message().find("element 37"), std::string::npos) << s;
+    }
+  }
+}
+
+TEST(GgmlFormatTableTest, ImportanceIsUnimplementedOnlyWhereGgmlUsesIt) {
+  std::vector<float> x = RandomWeights(64, 5, 1.0f);
+  std::vector<float> w(64, 1.0f);
+  for (const GgmlFormatTraits& f : GgmlFormatTable()) {
+    SCOPED_TRACE(f.name);
+    Bytes out(static_cast<size_t>(2 * f.block_bytes));
+    absl::Status s = GgmlQuantize(f, x.data(), 1, 64, w.data(), out.data());
+    const bool unimplemented =
+        f.type == GgmlType::kQ4_0 || f.type == GgmlType::kQ4_1 ||
+        f.type == GgmlType::kQ5_0 || f.type == GgmlType::kQ5_1;
+    EXPECT_EQ(s.code(), unimplemented ? absl::StatusCode::kUnimplemented
+                                      : absl::StatusCode::kOk);
+  }
+}
+
+TEST(GgmlQuantizeTest, EveryFastPathMatchesReferenceBitExact) {
+  const uint32_t seed = 20250301;
+  const std::vector<float> hard = HardBlocks();
+  for (const GgmlFormatTraits& f : GgmlFormatTable()) {
+    std::vector<Path> paths = VectorPaths(f.type);
+    paths.push_back({"dispatched", Isa::kScalar, f.fast});
+    for (const Path& path : paths) {
+      if (internal::CpuIsa() < path.isa) continue;
+      int cases = 0;
+      for (int64_t blocks : {1, 2, 3, 7, 32, 67, 256}) {
+        for (float spread : {1e-3f, 0.02f, 1.0f, 300.0f}) {
+          const uint32_t s = seed + static_cast<uint32_t>(cases++);
+          SCOPED_TRACE(absl::StrCat(f.name, " ", path.name, " blocks ", blocks,
+                                    " spread ", spread, " seed ", s));
+          std::vector<float> x = RandomWeights(static_cast<size_t>(blocks * 32), s, spread);
+          Bytes want(static_cast<size_t>(blocks * f.block_bytes));
+          Bytes got(want.size(), 0xAA);
+          f.reference(x.data(), blocks, nullptr, want.data());
+          path.fn(x.data(), blocks, nullptr, got.data());
+          ASSERT_EQ(got, want);
+        }
+      }
+      SCOPED_TRACE(absl::StrCat(f.name, " ", path.name, " hard blocks"));
+      const int64_t blocks = static_cast<int64_t>(hard.size()) / 32;
+      Bytes want(static_cast<size_t>(blocks * f.block_bytes));
+      Bytes got(want.size(), 0xAA);
+      f.reference(hard.data(), blocks, nullptr, want.data());
+      path.fn(hard.data(), blocks, nullptr, got.data());
+      for (int64_t b = 0; b < blocks; ++b) {
+        SCOPED_TRACE(absl::StrCat("hard block ", b));
+        const auto first = want.begin() + b * f.block_bytes;
+        ASSERT_EQ(Bytes(got.begin() + b * f.block_bytes,
+                        got.begin() + (b + 1) * f.block_bytes),
+                  Bytes(first, first + f.block_bytes));
+      }
+    }
+  }
+}
+
+TEST(GgmlQuantizeTest, DispatchedTensorEqualsReferenceTensor) {
+  const std::vector<float> x = RandomWeights(7 * 512, 77, 0.05f);
+  for (const GgmlFormatTraits& f : GgmlFormatTable()) {
+    SCOPED_TRACE(f.name);
+    Bytes fast(static_cast<size_t>(7 * *GgmlRowBytes(f, 512)));
+    ASSERT_TRUE(GgmlQuantize(f, x.data(), 7, 512, nullptr, fast.data()).ok());
+    EXPECT_EQ(fast, QuantizeRef(f, x, 512));
+  }
+}
+
+// Hand-computed blocks: each pins one rule of ggml's reference.
+
+TEST(GgmlKnownBytesTest, Q8_0RoundsHalfAwayFromZero) {
+  std::vector<float> x(32, 0.0f);
+  const float in[] = {127.0f, -0.5f, 0.5f, 1.5f, -1.5f, 2.5f, 126.5f, -126.5f};
+  std::copy(std::begin(in), std::end(in), x.begin());
+  const Bytes b = Quantize1(GgmlType::kQ8_0, x);
+  EXPECT_EQ(HalfAt(b, 0), 0x3C00);  // d = 127 / 127 = 1
+  const int8_t want[] = {127, -1, 1, 2, -2, 3, 127, -127};
+  for (int j = 0; j < 8; ++j) EXPECT_EQ(static_cast<int8_t>(b[2 + j]), want[j]) << j;
+  for (int j = 8; j < 32; ++j) EXPECT_EQ(b[2 + j], 0) << j;
+}
+
+TEST(GgmlKnownBytesTest, Q8_0ScaleBeyondF16IsInfiniteCodesStillF32) {
+  std::vector<float> x(32, 0.0f);
+  x[0] = 1e7f;  // d = 78740.16 > 65504: stored as +Inf
+  x[1] = -5e6f;
+  const Bytes b = Quantize1(GgmlType::kQ8_0, x);
+  EXPECT_EQ(HalfAt(b, 0), 0x7C00);
+  EXPECT_EQ(static_cast<int8_t>(b[2]), 127);
+  EXPECT_EQ(static_cast<int8_t>(b[3]), -64);  // roundf(-63.5) = -64
+  x.assign(32, 0.0f);
+  x[0] = 65504.0f * 127.0f;  // d = 65504 exactly: the largest finite f16
+  EXPECT_EQ(HalfAt(Quantize1(GgmlType::kQ8_0, x), 0), 0x7BFF);
+}
+
+TEST(GgmlKnownBytesTest, SubnormalMaximumGivesCodeZeroAsX86Does) {
+  // max|x| = 16e-39: d = max/127 is a subnormal and 1/d overflows to +Inf, so
+  // x * (1/d) is +-Inf (or NaN for 0) and ggml's float->int8 cast yields the
+  // low byte of 0x80000000 on x86-64.
+  std::vector<float> x(32);
+  for (int j = 0; j < 32; ++j) x[j] = static_cast<float>(j - 16) * 1e-39f;
+  const Bytes q8 = Quantize1(GgmlType::kQ8_0, x);
+  EXPECT_EQ(HalfAt(q8, 0), 0x0000);
+  for (int j = 0; j < 32; ++j) EXPECT_EQ(q8[2 + j], 0) << j;
+  const Bytes q4 = Quantize1(GgmlType::kQ4_0, x);
+  EXPECT_EQ(HalfAt(q4, 0), 0x0000);  // d = -16e-39 / -8 rounds to +0 in f16
+  for (int j = 0; j < 16; ++j) EXPECT_EQ(q4[2 + j], 0) << j;
+}
+
+TEST(GgmlKnownBytesTest, Q4_0ScaleIsSignedMaxOverMinusEightTruncatedCodes) {
+  std::vector<float> x(32, 0.0f);
+  const float in[] = {-8.0f, 7.0f, 7.5f, -0.5f, 0.5f, -7.6f, 0.49f};
+  std::copy(std::begin(in), std::end(in), x.begin());
+  x[16] = 1.0f;
+  x[17] = -1.0f;
+  const Bytes b = Quantize1(GgmlType::kQ4_0, x);
+  EXPECT_EQ(HalfAt(b, 0), 0x3C00);  // d = -8 / -8 = 1, id = 1
+  // code = min(15, trunc(x + 8.5)); byte j = code(j) | code(j + 16) << 4.
+  const uint8_t lo[] = {0, 15, 15, 8, 9, 0, 8};
+  EXPECT_EQ(b[2], lo[0] | (9 << 4));
+  EXPECT_EQ(b[3], lo[1] | (7 << 4));
+  for (int j = 2; j < 7; ++j) EXPECT_EQ(b[2 + j], lo[j] | (8 << 4)) << j;
+  // A positive maximum gives a negative scale.
+  x.assign(32, 0.0f);
+  x[0] = 8.0f;
+  x[1] = -8.0f;
+  const Bytes p = Quantize1(GgmlType::kQ4_0, x);
+  EXPECT_EQ(HalfAt(p, 0), 0xBC00);  // d = -1
+  EXPECT_EQ(p[2], 0x80);            // 8 -> trunc(0.5) = 0; x[16] = 0 -> 8
+  EXPECT_EQ(p[3], 0x8F);            // -8 -> trunc(16.5) = 16 -> 15
+}
+
+TEST(GgmlKnownBytesTest, SignedZerosFollowGgmlsComparisons) {
+  // All zeros, the first one -0: ggml's max stays its initial +0, so
+  // d = +0 / -8 = -0 (f16 0x8000). gguf's numpy Q4_0 takes the element
+  // itself (-0) and stores +0: one of the documented differences.
+  std::vector<float> x(32, 0.0f);
+  x[0] = -0.0f;
+  const Bytes q4 = Quantize1(GgmlType::kQ4_0, x);
+  EXPECT_EQ(HalfAt(q4, 0), 0x8000);
+  for (int j = 0; j < 16; ++j) EXPECT_EQ(q4[2 + j], 0x88);
+  const Bytes q5 = Quantize1(GgmlType::kQ5_0, x);
+  EXPECT_EQ(HalfAt(q5, 0), 0x8000);
+  // Q4_1: `if (v < min)` keeps the first of -0 and +0 as the minimum.
+  const Bytes q41 = Quantize1(GgmlType::kQ4_1, x);
+  EXPECT_EQ(HalfAt(q41, 0), 0x0000);  // d = (0 - -0) / 15 = +0
+  EXPECT_EQ(HalfAt(q41, 2), 0x8000);  // m = -0
+  x[0] = 0.0f;
+  x[1] = -0.0f;
+  EXPECT_EQ(HalfAt(Quantize1(GgmlType::kQ4_1, x), 2), 0x0000);
+}
+
+TEST(GgmlKnownBytesTest, Q5_1HasNoClampAndSplitsTheFifthBit) {
+  std::vector<float> x(32);
+  for (int j = 0; j < 32; ++j) x[j] = static_cast<float>(j % 32);
+  x[31] = 31.0f;
+  const Bytes b = Quantize1(GgmlType::kQ5_1, x);
+  EXPECT_EQ(HalfAt(b, 0), 0x3C00);  // d = 31 / 31
+  EXPECT_EQ(HalfAt(b, 2), 0x0000);  // m = 0
+  uint32_t qh;
+  std::memcpy(&qh, b.data() + 4, 4);
+  EXPECT_EQ(qh, 0xFFFF0000u);  // codes 16..31 have bit 4
+  for (int j = 0; j < 16; ++j) EXPECT_EQ(b[8 + j], j | (j << 4)) << j;
+}
+
+TEST(GgmlKnownBytesTest, Mxfp4ExponentAndNearestTableEntry) {
+  std::vector<float> x(32, 0.0f);
+  const float in[] = {1.0f, 0.5f, -0.75f, 0.1875f, -0.0f, -1.0f};
+  std::copy(std::begin(in), std::end(in), x.begin());
+  const Bytes b = Quantize1(GgmlType::kMxfp4, x);
+  // e = floor(log2 1) - 2 + 127 = 125; the half scale 2^(125-128) = 0.125.
+  EXPECT_EQ(b[0], 125);
+  EXPECT_EQ(GgmlE8m0ToFloatHalf(125), 0.125f);
+  // 1 = 8 * 0.125 (index 6), 0.5 -> 4 (4), -0.75 -> -6 (13), 0.1875 is a tie
+  // of 1 and 2 -> first entry (1), -0 -> 0 (index 0), -1 -> -8 (14).
+  const uint8_t want[] = {6, 4, 13, 1, 0, 14};
+  for (int j = 0; j < 6; ++j) EXPECT_EQ(b[1 + j], want[j]) << j;
+  // A subnormal maximum: floor(log2 2^-130) - 2 + 127 = -5, cast to uint8
+  // on x86-64 -> 251.
+  x.assign(32, 0.0f);
+  x[3] = std::ldexp(1.0f, -130);
+  EXPECT_EQ(Quantize1(GgmlType::kMxfp4, x)[0], 251);
+  EXPECT_EQ(GgmlE8m0ToFloatHalf(0), std::ldexp(1.0f, -128));
+  EXPECT_EQ(GgmlE8m0ToFloatHalf(1), std::ldexp(1.0f, -127));
+  EXPECT_EQ(GgmlE8m0ToFloatHalf(254), std::ldexp(1.0f, 126));
+}
+
+TEST(GgmlKnownBytesTest, Iq4NlAllZeroAndExactTableBlocks) {
+  // All zero (and below ggml's 1e-15 group epsilon): scale 0, and the codes
+  // of 0 * x = 0 are index 8 (value 1 is nearer than -10).
+  for (float v : {0.0f, 1e-16f}) {
+    const Bytes z = Quantize1(GgmlType::kIq4Nl, std::vector<float>(32, v));
+    EXPECT_EQ(HalfAt(z, 0), 0x0000);
+    for (int j = 0; j < 16; ++j) EXPECT_EQ(z[2 + j], 0x88) << j;
+  }
+  // x = table * 2^-6: the scale search reaches the exact fit, d = 2^-6.
+  std::vector<float> x(32);
+  for (int j = 0; j < 32; ++j) {
+    x[j] = std::ldexp(static_cast<float>(kGgmlIq4NlValues[j % 16]), -6);
+  }
+  const Bytes b = Quantize1(GgmlType::kIq4Nl, x);
+  EXPECT_EQ(HalfAt(b, 0), 0x2400);
+  for (int j = 0; j < 16; ++j) EXPECT_EQ(b[2 + j], j | (j << 4)) << j;
+}
+
+TEST(GgmlKnownBytesTest, Iq4NlImportanceChangesTheScaleSearch) {
+  const GgmlFormatTraits& f = *FindGgmlFormat("IQ4_NL");
+  const std::vector<float> x = RandomWeights(32 * 64, 11, 1.0f);
+  std::vector<float> ones(32 * 64, 1.0f);
+  std::vector<float> skewed(32 * 64);
+  for (size_t j = 0; j < skewed.size(); ++j) skewed[j] = (j % 7 == 0) ? 100.0f : 0.01f;
+  const Bytes plain = QuantizeRef(f, x, 32 * 64);
+  const Bytes skew = QuantizeRef(f, x, 32 * 64, skewed.data());
+  EXPECT_NE(plain, skew);
+  // Importance-weighted error on the favoured elements is not worse.
+  std::vector<float> a(x.size()), b(x.size());
+  ASSERT_TRUE(GgmlDequantize(f, plain.data(), 1, 32 * 64, a.data()).ok());
+  ASSERT_TRUE(GgmlDequantize(f, skew.data(), 1, 32 * 64, b.data()).ok());
+  double err_plain = 0, err_skew = 0;
+  for (size_t j = 0; j < x.size(); ++j) {
+    err_plain += skewed[j] * (x[j] - a[j]) * (x[j] - a[j]);
+    err_skew += skewed[j] * (x[j] - b[j]) * (x[j] - b[j]);
+  }
+  EXPECT_LT(err_skew, err_plain);
+  // The tensor API passes the same row weights to every row.
+  Bytes two_rows(2 * plain.size());
+  std::vector<float> xx(x);
+  xx.insert(xx.end(), x.begin(), x.end());
+  ASSERT_TRUE(GgmlQuantize(f, xx.data(), 2, 32 * 64, skewed.data(), two_rows.data()).ok());
+  EXPECT_EQ(Bytes(two_rows.begin() + static_cast<long>(skew.size()), two_rows.end()), skew);
+}
+
+TEST(GgmlDequantizeTest, KnownValuesAndRoundTripBounds) {
+  // Q4_1: x = q * d + m.
+  Bytes q41(20, 0);
+  const uint16_t d = FloatToHalf(0.5f), m = FloatToHalf(-2.0f);
+  std::memcpy(q41.data(), &d, 2);
+  std::memcpy(q41.data() + 2, &m, 2);
+  q41[4] = 0x3F;  // element 0: code 15, element 16: code 3
+  std::vector<float> y(32);
+  ASSERT_TRUE(GgmlDequantize(*FindGgmlFormat("Q4_1"), q41.data(), 1, 32, y.data()).ok());
+  EXPECT_EQ(y[0], 5.5f);
+  EXPECT_EQ(y[16], -0.5f);
+  EXPECT_EQ(y[1], -2.0f);
+
+  const std::vector<float> x = RandomWeights(32 * 40, 3, 1.0f);
+  for (const GgmlFormatTraits& f : GgmlFormatTable()) {
+    SCOPED_TRACE(f.name);
+    const Bytes b = QuantizeRef(f, x, 32 * 40);
+    std::vector<float> w(x.size());
+    ASSERT_TRUE(GgmlDequantize(f, b.data(), 1, 32 * 40, w.data()).ok());
+    double err = 0, energy = 0;
+    for (size_t j = 0; j < x.size(); ++j) {
+      err += (x[j] - w[j]) * (x[j] - w[j]);
+      energy += x[j] * x[j];
+    }
+    // Relative MSE of a sane quantizer on Gaussian data with 40x outliers.
+    EXPECT_LT(err / energy, f.type == GgmlType::kQ8_0 ? 5e-4 : 5e-2);
+  }
+}
+
+}  // namespace
+}  // namespace quantd
