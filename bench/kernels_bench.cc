@@ -11,6 +11,7 @@
 #include "benchmark/benchmark.h"
 #include "kernels/convert.h"
 #include "kernels/cpu.h"
+#include "kernels/ggml_formats.h"
 #include "kernels/internal/isa_kernels.h"
 #include "kernels/metrics.h"
 #include "kernels/onednn_int8.h"
@@ -98,6 +99,38 @@ QUANTD_BENCH(int4_asym_g128/avx2, "int4_asym_g128", kAvx2);
 QUANTD_BENCH(int3_asym_g64/reference, "int3_asym_g64", kReference);
 QUANTD_BENCH(int3_asym_g64/fast, "int3_asym_g64", kFast);
 QUANTD_BENCH(int3_asym_g64/avx2, "int3_asym_g64", kAvx2);
+
+// ggml block formats (GgmlQuantize over the whole 4096 x 4096 tensor,
+// including the finiteness check), GB/s of f32 input: the scalar reference
+// against the dispatched fast path (equal to the reference where a format
+// has no vector path yet).
+void BM_GgmlQuantize(benchmark::State& state, const char* type, bool reference) {
+  const std::vector<float>& w = Weights();
+  const GgmlFormatTraits* f = FindGgmlFormat(type);
+  std::vector<uint8_t> dst(static_cast<size_t>(kRows * *GgmlRowBytes(*f, kCols)));
+  for (auto _ : state) {
+    absl::Status s =
+        reference ? GgmlQuantizeReference(*f, w.data(), kRows, kCols, nullptr, dst.data())
+                  : GgmlQuantize(*f, w.data(), kRows, kCols, nullptr, dst.data());
+    if (!s.ok()) state.SkipWithError(s.ToString().c_str());
+    benchmark::DoNotOptimize(dst.data());
+  }
+  SetBytes(state, static_cast<int64_t>(w.size() * sizeof(float)));
+}
+
+#define QUANTD_GGML_BENCH(type)                                          \
+  BENCHMARK_CAPTURE(BM_GgmlQuantize, type/reference, #type, true)        \
+      ->Unit(benchmark::kMillisecond);                                   \
+  BENCHMARK_CAPTURE(BM_GgmlQuantize, type/fast, #type, false)            \
+      ->Unit(benchmark::kMillisecond)
+
+QUANTD_GGML_BENCH(Q8_0);
+QUANTD_GGML_BENCH(Q4_0);
+QUANTD_GGML_BENCH(Q4_1);
+QUANTD_GGML_BENCH(Q5_0);
+QUANTD_GGML_BENCH(Q5_1);
+QUANTD_GGML_BENCH(IQ4_NL);
+QUANTD_GGML_BENCH(MXFP4);
 
 void BM_ConvertF16(benchmark::State& state, bool reference) {
   const size_t n = static_cast<size_t>(kRows * kCols);
