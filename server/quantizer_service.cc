@@ -1,5 +1,6 @@
 #include "server/quantizer_service.h"
 
+#include <algorithm>
 #include <deque>
 #include <optional>
 #include <string>
@@ -7,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -24,6 +26,18 @@ namespace {
 constexpr char kQuantizeMethod[] = "Quantize";
 constexpr char kBidiStream[] = "bidi_stream";
 
+// True iff a == b; the time taken depends only on the lengths.
+bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
+  const size_t n = std::max(a.size(), b.size());
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < n; ++i) {
+    const auto x = static_cast<unsigned char>(i < a.size() ? a[i] : 0);
+    const auto y = static_cast<unsigned char>(i < b.size() ? b[i] : 0);
+    diff = static_cast<unsigned char>(diff | (x ^ y));
+  }
+  return diff == 0;
+}
+
 std::string OutcomeLabel(const absl::Status& status) {
   if (status.ok()) return "ok";
   return absl::AsciiStrToLower(absl::StatusCodeToString(status.code()));
@@ -32,7 +46,8 @@ std::string OutcomeLabel(const absl::Status& status) {
 // One Quantize stream. Owns itself: deleted when gRPC is done with it
 // (OnDone) and no job of its stream is still running.
 class QuantizeReactor final
-    : public grpc::ServerBidiReactor<v1::QuantizeRequest, v1::QuantizeResponse> {
+    : public grpc::ServerBidiReactor<v1::QuantizeRequest, v1::QuantizeResponse>,
+      public StreamHandle {
  public:
   QuantizeReactor(QuantizerService* service, grpc::CallbackServerContext* ctx)
       : service_(service),
@@ -42,16 +57,24 @@ class QuantizeReactor final
     service_->metrics().RpcStarted(kQuantizeMethod, kBidiStream);
     service_->metrics().SetStreamsActive(
         static_cast<double>(++active_streams_));
-    if (service_->draining()) {
+    absl::Status refused = service_->Authorize(*ctx);
+    if (refused.ok() && service_->draining()) {
+      refused = absl::UnavailableError(
+          "server is draining; retry on another replica");
+    }
+    if (!refused.ok()) {
       absl::MutexLock lock(&mu_);
       finished_ = true;
-      final_status_ = absl::UnavailableError(
-          "server is draining; retry on another replica");
+      final_status_ = refused;
       Finish(ToGrpcStatus(final_status_));
       return;
     }
+    service_->Register(this);
+    registered_ = true;
     StartRead(&request_);
   }
+
+  void Abort(const absl::Status& status) override { Fail(status); }
 
   void OnReadDone(bool ok) override {
     if (!ok) {
@@ -90,7 +113,12 @@ class QuantizeReactor final
     }
     {
       absl::MutexLock lock(&mu_);
-      if (finished_) return;
+      if (finished_ || pending_error_.has_value()) return;
+      if (pending_tensors_ >= service_->options().max_pending_tensors_per_stream) {
+        // Backpressure: read on once a tensor's responses are written.
+        read_paused_ = true;
+        return;
+      }
     }
     StartRead(&request_);
   }
@@ -132,6 +160,7 @@ class QuantizeReactor final
          {"tensors", tensors_done_},
          {"seconds", seconds}});
     cancelled_->store(true);
+    if (registered_) service_->Unregister(this);
     bool delete_now;
     {
       absl::MutexLock lock(&mu_);
@@ -154,6 +183,7 @@ class QuantizeReactor final
     {
       absl::MutexLock lock(&mu_);
       ++jobs_in_flight_;
+      ++pending_tensors_;
     }
     auto reservation = std::make_shared<MemoryBudget::Reservation>(
         std::move(open_reservation_));
@@ -165,6 +195,7 @@ class QuantizeReactor final
     if (!s.ok()) {
       absl::MutexLock lock(&mu_);
       --jobs_in_flight_;
+      --pending_tensors_;
     }
     return s;
   }
@@ -269,6 +300,12 @@ class QuantizeReactor final
         return;
       }
       current_.reset();  // releases the tensor's reservation
+      --pending_tensors_;
+      if (read_paused_ && !reads_done_ &&
+          pending_tensors_ < service_->options().max_pending_tensors_per_stream) {
+        read_paused_ = false;
+        StartRead(&request_);
+      }
     }
     if (reads_done_ && jobs_in_flight_ == 0) {
       finished_ = true;
@@ -301,6 +338,11 @@ class QuantizeReactor final
   bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
+  // Tensors submitted whose responses are not all written yet.
+  int64_t pending_tensors_ ABSL_GUARDED_BY(mu_) = 0;
+  // No read in flight because of backpressure.
+  bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
+  bool registered_ = false;  // set in the constructor only
 };
 
 }  // namespace
@@ -312,6 +354,7 @@ QuantizerService::QuantizerService(const ServiceOptions& options,
       budget_(options.memory_budget_bytes, [metrics](int64_t reserved) {
         metrics->SetMemoryReserved(static_cast<double>(reserved));
       }) {
+  metrics->SetMemoryBudget(static_cast<double>(options.memory_budget_bytes));
   WorkerPool::Options pool_options;
   pool_options.workers = options.workers;
   pool_options.max_queue_jobs = options.max_queue_jobs;
@@ -324,6 +367,63 @@ QuantizerService::QuantizerService(const ServiceOptions& options,
 
 QuantizerService::~QuantizerService() { pool_.reset(); }
 
+void QuantizerService::Register(StreamHandle* stream) {
+  absl::MutexLock lock(&streams_mu_);
+  streams_.insert(stream);
+}
+
+void QuantizerService::Unregister(StreamHandle* stream) {
+  absl::MutexLock lock(&streams_mu_);
+  streams_.erase(stream);
+}
+
+int64_t QuantizerService::active_streams() const {
+  absl::MutexLock lock(&streams_mu_);
+  return static_cast<int64_t>(streams_.size());
+}
+
+bool QuantizerService::WaitForStreams(absl::Time deadline) {
+  absl::MutexLock lock(&streams_mu_);
+  auto none = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(streams_mu_) {
+    return streams_.empty();
+  };
+  return streams_mu_.AwaitWithDeadline(absl::Condition(&none), deadline);
+}
+
+void QuantizerService::AbortAll(const absl::Status& status) {
+  // A stream unregisters only in OnDone, which never runs while Abort is
+  // being called on it from here (Abort takes no service lock).
+  absl::MutexLock lock(&streams_mu_);
+  for (StreamHandle* stream : streams_) stream->Abort(status);
+}
+
+absl::Status QuantizerService::Authorize(
+    const grpc::CallbackServerContext& context) const {
+  if (options_.auth_tokens.empty()) return absl::OkStatus();
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find("authorization");
+  if (it == metadata.end()) {
+    return absl::UnauthenticatedError(
+        "missing \"authorization: Bearer <token>\" metadata");
+  }
+  const absl::string_view value(it->second.data(), it->second.size());
+  constexpr absl::string_view kBearer = "Bearer ";
+  if (value.size() <= kBearer.size() ||
+      !absl::EqualsIgnoreCase(value.substr(0, kBearer.size()), kBearer)) {
+    return absl::UnauthenticatedError(
+        "authorization metadata is not \"Bearer <token>\"");
+  }
+  const absl::string_view token = value.substr(kBearer.size());
+  // Every token is compared in full, whatever matches, so the time taken
+  // does not depend on where a guess differs.
+  bool accepted = false;
+  for (const std::string& t : options_.auth_tokens) {
+    accepted |= ConstantTimeEquals(token, t);
+  }
+  if (!accepted) return absl::PermissionDeniedError("token not accepted");
+  return absl::OkStatus();
+}
+
 grpc::ServerBidiReactor<v1::QuantizeRequest, v1::QuantizeResponse>*
 QuantizerService::Quantize(grpc::CallbackServerContext* context) {
   return new QuantizeReactor(this, context);
@@ -334,6 +434,15 @@ grpc::ServerUnaryReactor* QuantizerService::GetServerInfo(
     v1::ServerInfo* info) {
   const absl::Time start = absl::Now();
   metrics_->RpcStarted("GetServerInfo", "unary");
+  if (absl::Status auth = Authorize(*context); !auth.ok()) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(ToGrpcStatus(auth));
+    metrics_->RpcHandled(
+        "GetServerInfo", "unary",
+        GrpcCodeName(static_cast<grpc::StatusCode>(auth.code())),
+        absl::ToDoubleSeconds(absl::Now() - start));
+    return reactor;
+  }
   info->set_version(QUANTD_VERSION);
   info->set_build(QUANTD_GIT_REV);
   for (const FormatTraits& f : FormatTable()) {

@@ -32,19 +32,44 @@ class Exposer;
 
 namespace quantd {
 
+struct TlsOptions {
+  // PEM files. TLS is on when cert_file and key_file are set; with
+  // client_ca_file, clients must present a certificate signed by it (mTLS).
+  std::string cert_file;
+  std::string key_file;
+  std::string client_ca_file;
+  // How often the files are checked for changes; a rotated certificate is
+  // served from the next check on. Default: 60 s.
+  int reload_seconds = 60;
+};
+
 struct ServerOptions {
   std::string listen = "0.0.0.0:50051";
   // Empty: no metrics endpoint.
   std::string metrics_listen = "0.0.0.0:9090";
   ServiceOptions service;
-  // Largest gRPC message accepted: a chunk plus framing. Default: 4 MiB.
-  int max_receive_message_bytes = 4 << 20;
+  TlsOptions tls;
+  // Largest gRPC message accepted or sent: a chunk plus framing.
+  // Default: 4 MiB.
+  int max_message_bytes = 4 << 20;
+  // Concurrent streams per HTTP/2 connection. Default: 64.
+  int max_concurrent_streams = 64;
+  // Server pings an idle connection after this long, and drops it if the
+  // ping is not answered in keepalive_timeout_seconds. Defaults: 60 s, 20 s.
+  int keepalive_time_seconds = 60;
+  int keepalive_timeout_seconds = 20;
+  // Connections are closed (GOAWAY) after this age, so clients re-resolve
+  // and spread over new replicas; 0 means never. Running streams get
+  // max_connection_age_grace_seconds to finish. Defaults: 0, 30 s.
+  int max_connection_age_seconds = 0;
+  int max_connection_age_grace_seconds = 30;
 };
 
 class QuantdServer {
  public:
   // Binds both listeners and starts serving. UNAVAILABLE if a port cannot be
-  // bound.
+  // bound; INVALID_ARGUMENT for an incomplete TLS configuration or
+  // unreadable PEM files.
   static absl::StatusOr<std::unique_ptr<QuantdServer>> Start(
       const ServerOptions& options);
   ~QuantdServer();
@@ -54,8 +79,10 @@ class QuantdServer {
   QuantizerService& service() { return *service_; }
   ServerMetrics& metrics() { return *metrics_; }
 
-  // Readiness -> NOT_SERVING, refuse new streams, let running streams finish
-  // until `drain` has passed, then cancel them. Idempotent.
+  // Readiness -> NOT_SERVING and new streams refused with UNAVAILABLE;
+  // running streams may finish until `drain` has passed; those still
+  // running then end with UNAVAILABLE (their jobs stop between steps).
+  // Then the server stops. Idempotent.
   void Shutdown(absl::Duration drain);
   // Blocks until Shutdown has completed.
   void Wait();

@@ -149,6 +149,12 @@ ServerMetrics::ServerMetrics()
                                 "tensors in flight.")
                           .Register(r)
                           .Add({});
+  memory_budget_ = &BuildGauge()
+                        .Name("quantd_memory_budget_bytes")
+                        .Help("The memory budget for tensors in flight "
+                              "(--memory_budget_bytes).")
+                        .Register(r)
+                        .Add({});
   received_bytes_ = &BuildCounter()
                          .Name("quantd_received_bytes_total")
                          .Help("Tensor bytes received.")

@@ -40,6 +40,8 @@ class ServerMetrics {
   void SetQueueDepth(double v) { queue_depth_->Set(v); }
   void SetWorkersBusy(double v) { workers_busy_->Set(v); }
   void SetMemoryReserved(double v) { memory_reserved_->Set(v); }
+  // The configured --memory_budget_bytes; set once at start.
+  void SetMemoryBudget(double v) { memory_budget_->Set(v); }
   void AddReceivedBytes(double v) { received_bytes_->Increment(v); }
   void AddSentBytes(double v) { sent_bytes_->Increment(v); }
   void SetStreamsActive(double v) { streams_active_->Set(v); }
@@ -57,6 +59,7 @@ class ServerMetrics {
   prometheus::Gauge* queue_depth_;
   prometheus::Gauge* workers_busy_;
   prometheus::Gauge* memory_reserved_;
+  prometheus::Gauge* memory_budget_;
   prometheus::Counter* received_bytes_;
   prometheus::Counter* sent_bytes_;
   prometheus::Gauge* streams_active_;
