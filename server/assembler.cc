@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/crc32c.h"
 #include "kernels/status_macros.h"
 #include "proto/wire_convert.h"
 
@@ -107,6 +108,9 @@ absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnHeader(
   }
   expected_bytes_ = layout->num_elements * elem;
   received_bytes_ = 0;
+  expected_crc32c_.reset();
+  if (header.has_crc32c()) expected_crc32c_ = header.crc32c();
+  running_crc32c_ = 0;
 
   auto tensor = std::make_unique<TensorInput>();
   tensor->name = name;
@@ -151,6 +155,19 @@ absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnChunk(
     // Allocated on the first chunk, after the reactor reserved the budget.
     open_->storage.resize(static_cast<size_t>((expected_bytes_ + 3) / 4));
   }
+  if (chunk.has_crc32c()) {
+    const uint32_t actual = Crc32c(chunk.data().data(), chunk.data().size());
+    if (actual != chunk.crc32c()) {
+      return absl::DataLossError(absl::StrCat(
+          "tensor ", open_name_, ": chunk at offset ", chunk.offset(),
+          " has crc32c ", absl::Hex(actual, absl::kZeroPad8), " but was sent with ",
+          absl::Hex(chunk.crc32c(), absl::kZeroPad8), " (corrupted in transit)"));
+    }
+  }
+  if (expected_crc32c_.has_value()) {
+    running_crc32c_ =
+        Crc32cExtend(running_crc32c_, chunk.data().data(), chunk.data().size());
+  }
   std::memcpy(reinterpret_cast<char*>(open_->storage.data()) + received_bytes_,
               chunk.data().data(), static_cast<size_t>(size));
   received_bytes_ += size;
@@ -164,6 +181,12 @@ absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnEnd() {
                absl::StrCat("TensorEnd after ", received_bytes_,
                             " bytes; the shape and dtype need ",
                             expected_bytes_));
+  }
+  if (expected_crc32c_.has_value() && *expected_crc32c_ != running_crc32c_) {
+    return absl::DataLossError(absl::StrCat(
+        "tensor ", open_name_, ": crc32c of the whole tensor is ",
+        absl::Hex(running_crc32c_, absl::kZeroPad8), " but the header says ",
+        absl::Hex(*expected_crc32c_, absl::kZeroPad8)));
   }
   if (open_->storage.empty()) {
     open_->storage.resize(static_cast<size_t>((expected_bytes_ + 3) / 4));

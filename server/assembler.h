@@ -18,6 +18,8 @@
 //     a tensor.
 //   RESOURCE_EXHAUSTED: tensor larger than max_tensor_bytes, chunk larger
 //     than max_chunk_bytes (the message names the limit and its value).
+//   DATA_LOSS: a chunk whose crc32c does not match its data, or a tensor
+//     whose bytes do not match the header's crc32c.
 // After an error the assembler must not be used again.
 // Thread-compatible (one stream's reads are serialized).
 #ifndef QUANTD_SERVER_ASSEMBLER_H_
@@ -25,6 +27,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/container/flat_hash_set.h"
@@ -80,6 +83,8 @@ class StreamAssembler {
   std::unique_ptr<TensorInput> open_;
   int64_t expected_bytes_ = 0;
   int64_t received_bytes_ = 0;
+  std::optional<uint32_t> expected_crc32c_;  // from the header, if sent
+  uint32_t running_crc32c_ = 0;              // over the chunks so far
 };
 
 }  // namespace quantd

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "kernels/crc32c.h"
 #include "proto/wire_convert.h"
 
 namespace quantd {
@@ -80,6 +81,7 @@ bool ShardWriter::Next(v1::QuantizeResponse* response) {
   chunk->set_part(kWireParts[part_]);
   chunk->set_offset(static_cast<uint64_t>(offset_));
   chunk->set_data(data + offset_, static_cast<size_t>(n));
+  chunk->set_crc32c(Crc32c(data + offset_, static_cast<size_t>(n)));
   offset_ += n;
   SkipEmptyParts();
   return true;

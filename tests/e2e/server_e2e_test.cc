@@ -353,6 +353,21 @@ TEST_F(ServerE2eTest, EveryBadInputGetsItsStatusAndServerKeepsServing) {
     AppendTensor(r, "w.b", {4, 8}, good.data(), 128);
     cases.push_back({"two headers", r, grpc::StatusCode::INVALID_ARGUMENT, "w.b"});
   }
+  {
+    std::vector<v1::QuantizeRequest> r = {start()};
+    AppendTensor(r, "w.crc", {4, 8}, good.data(), 128, v1::DTYPE_F32, 64);
+    r[2].mutable_chunk()->set_crc32c(Crc32c(r[2].chunk().data().data(), 64));
+    r[3].mutable_chunk()->set_crc32c(Crc32c(r[3].chunk().data().data(), 64) ^ 4);
+    cases.push_back({"corrupted chunk", r, grpc::StatusCode::DATA_LOSS,
+                     "tensor w.crc: chunk at offset 64"});
+  }
+  {
+    std::vector<v1::QuantizeRequest> r = {start()};
+    AppendTensor(r, "w.crc2", {4, 8}, good.data(), 128);
+    r[1].mutable_header()->set_crc32c(Crc32c(good.data(), 128) + 1);
+    cases.push_back({"whole-tensor checksum", r, grpc::StatusCode::DATA_LOSS,
+                     "tensor w.crc2: crc32c of the whole tensor"});
+  }
   for (const BadInput& c : cases) {
     SCOPED_TRACE(c.name);
     testing::StreamResult r = RunRawStream(*stub_, c.requests);

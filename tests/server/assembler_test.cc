@@ -1,10 +1,12 @@
 #include "server/assembler.h"
 
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/crc32c.h"
 
 namespace quantd {
 namespace {
@@ -191,6 +193,35 @@ TEST(AssemblerTest, EveryMalformedInputGetsItsStatus) {
     EXPECT_EQ(s.code(), c.code) << s;
     EXPECT_NE(s.message().find(c.message_part), absl::string_view::npos) << s;
   }
+}
+
+TEST(AssemblerTest, ChecksumsOfChunksAndWholeTensor) {
+  std::string data(64, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 13);
+  const uint32_t crc_a = Crc32c(data.data(), 32);
+  const uint32_t crc_b = Crc32c(data.data() + 32, 32);
+  const uint32_t whole = Crc32c(data.data(), data.size());
+  auto stream = [&](uint32_t chunk_a, uint32_t chunk_b, std::optional<uint32_t> total) {
+    std::vector<Req> reqs = {Start(), Header("w", {16}), Chunk(0, 32), Chunk(32, 32), End()};
+    if (total.has_value()) reqs[1].mutable_header()->set_crc32c(*total);
+    reqs[2].mutable_chunk()->set_data(data.substr(0, 32));
+    reqs[2].mutable_chunk()->set_crc32c(chunk_a);
+    reqs[3].mutable_chunk()->set_data(data.substr(32));
+    reqs[3].mutable_chunk()->set_crc32c(chunk_b);
+    return Feed(reqs);
+  };
+  EXPECT_TRUE(stream(crc_a, crc_b, whole).ok());
+  EXPECT_TRUE(stream(crc_a, crc_b, std::nullopt).ok());
+  absl::Status bad_chunk = stream(crc_a, crc_b ^ 1, whole);
+  EXPECT_EQ(bad_chunk.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(bad_chunk.message().find("tensor w: chunk at offset 32"),
+            absl::string_view::npos) << bad_chunk;
+  absl::Status bad_total = stream(crc_a, crc_b, whole ^ 0x80000000u);
+  EXPECT_EQ(bad_total.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(bad_total.message().find("whole tensor"), absl::string_view::npos);
+  // A chunk without a checksum is accepted as sent.
+  std::vector<Req> plain = {Start(), Header("w", {8}), Chunk(0, 32), End()};
+  EXPECT_TRUE(Feed(plain).ok());
 }
 
 TEST(AssemblerTest, AcceptsF16AndBF16ByteCounts) {

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/crc32c.h"
 #include "kernels/quantize.h"
 
 namespace quantd {
@@ -57,6 +58,7 @@ Collected Drain(ShardWriter& writer, int64_t max_chunk) {
                            ? &c.zero_points
                            : &c.fake_quant;
     EXPECT_EQ(s.offset(), dst->size());
+    EXPECT_EQ(s.crc32c(), Crc32c(s.data().data(), s.data().size()));
     dst->append(s.data());
   }
   return c;
