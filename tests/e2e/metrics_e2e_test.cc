@@ -67,7 +67,8 @@ TEST(MetricsE2eTest, ScrapeShowsEveryMetricAndCountersMove) {
         "grpc_server_handling_seconds", "quantd_jobs_total",
         "quantd_job_duration_seconds", "quantd_queue_wait_seconds",
         "quantd_queue_depth", "quantd_workers_busy",
-        "quantd_memory_reserved_bytes", "quantd_received_bytes_total",
+        "quantd_memory_reserved_bytes", "quantd_memory_budget_bytes",
+        "quantd_received_bytes_total",
         "quantd_sent_bytes_total", "quantd_quantization_sqnr_db",
         "quantd_build_info", "process_cpu_seconds_total",
         "process_resident_memory_bytes", "process_open_fds",
@@ -80,6 +81,8 @@ TEST(MetricsE2eTest, ScrapeShowsEveryMetricAndCountersMove) {
   EXPECT_EQ(Sample(text, "quantd_jobs_total{outcome=\"ok\",scheme=\"int4\"}"), 1);
   EXPECT_EQ(Sample(text, "quantd_jobs_total{outcome=\"invalid_argument\",scheme=\"int4\"}"), 1);
   EXPECT_EQ(Sample(text, "quantd_memory_reserved_bytes"), 0);
+  EXPECT_EQ(Sample(text, "quantd_memory_budget_bytes"),
+            static_cast<double>(ServiceOptions{}.memory_budget_bytes));
   EXPECT_EQ(Sample(text, "quantd_quantization_sqnr_db_count{scheme=\"int4\"}"), 1);
   EXPECT_NE(text.find("grpc_code=\"OK\""), std::string::npos);
   EXPECT_NE(text.find("grpc_code=\"INVALID_ARGUMENT\""), std::string::npos);
