@@ -49,7 +49,10 @@ quantize options:
   --scheme TEXT        default scheme, e.g. int8, int4_asym_g128, int3_tensor
                        (default: int8)
   --out PATH           output safetensors file (required)
-  --server LIST        comma-separated quantd addresses (required)
+  --server LIST        comma-separated quantd addresses (required), or one
+                       gRPC target naming replicas, balanced round-robin:
+                       dns:///HOST:PORT (every address HOST resolves to,
+                       e.g. a headless Service) or ipv4:A:PORT,B:PORT
   --streams N          parallel streams per server (default: 2)
   --override R=S       scheme S (or "skip") for tensors whose name matches
                        regex R (searched; ECMAScript); repeatable, first
@@ -197,8 +200,15 @@ int Quantize(const Args& args) {
     } else if (name == "out") {
       options.output = value;
     } else if (name == "server") {
-      for (absl::string_view s : absl::StrSplit(value, ',', absl::SkipEmpty())) {
-        options.servers.emplace_back(s);
+      if (absl::StartsWith(value, "dns:") || absl::StartsWith(value, "ipv4:") ||
+          absl::StartsWith(value, "ipv6:")) {
+        // One balanced target; ipv4:/ipv6: lists keep their commas.
+        options.servers.emplace_back(value);
+      } else {
+        for (absl::string_view s :
+             absl::StrSplit(value, ',', absl::SkipEmpty())) {
+          options.servers.emplace_back(s);
+        }
       }
     } else if (name == "streams") {
       if (!ParseInt(name, value, options.streams_per_server, error)) {

@@ -25,7 +25,7 @@ QuantdClient::QuantdClient(std::shared_ptr<grpc::Channel> channel)
     : channel_(std::move(channel)), stub_(v1::Quantizer::NewStub(channel_)) {}
 
 absl::StatusOr<v1::ServerInfo> QuantdClient::GetServerInfo(
-    absl::Duration timeout) {
+    absl::Duration timeout, std::string* peer) {
   grpc::ClientContext context;
   if (timeout != absl::InfiniteDuration()) {
     context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
@@ -34,6 +34,7 @@ absl::StatusOr<v1::ServerInfo> QuantdClient::GetServerInfo(
   grpc::Status status =
       stub_->GetServerInfo(&context, v1::GetServerInfoRequest(), &info);
   if (!status.ok()) return GrpcToAbslStatus(status);
+  if (peer != nullptr) *peer = context.peer();
   return info;
 }
 

@@ -115,9 +115,11 @@ class QuantdClient {
   explicit QuantdClient(std::shared_ptr<grpc::Channel> channel);
 
   // The server's ServerInfo. Unavailable if it cannot be reached within
-  // `timeout`.
+  // `timeout`. When `peer` is non-null it is set to the address of the
+  // server that answered (gRPC's peer URI, e.g. "ipv4:10.0.0.7:50051"),
+  // which tells the replicas of a load-balanced channel apart.
   absl::StatusOr<v1::ServerInfo> GetServerInfo(
-      absl::Duration timeout = absl::Seconds(10));
+      absl::Duration timeout = absl::Seconds(10), std::string* peer = nullptr);
 
   // Runs one Quantize stream: sends JobStart, then each tensor from `source`
   // (header, chunks, end) on a sender thread, while this thread receives and

@@ -1,5 +1,7 @@
 #include "client/quantize_model.h"
 
+#include <netdb.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,11 +18,14 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -48,6 +53,52 @@ const char* TensorActionName(TensorAction action) {
 }
 
 namespace {
+
+// For a gRPC target URI that names replicas ("dns:///host:port",
+// "dns://authority/host:port", "ipv4:a:p,b:p", "ipv6:[a]:p,[b]:p"): how many
+// addresses it stands for now (at least 1; a name that does not resolve
+// counts 1 and gRPC reports the error). 0 for a plain "host:port".
+int BalancedAddressCount(absl::string_view target) {
+  for (absl::string_view scheme : {"ipv4:", "ipv6:"}) {
+    if (absl::ConsumePrefix(&target, scheme)) {
+      return static_cast<int>(
+          std::vector<absl::string_view>(
+              absl::StrSplit(target, ',', absl::SkipEmpty()))
+              .size());
+    }
+  }
+  if (!absl::ConsumePrefix(&target, "dns:")) return 0;
+  if (absl::ConsumePrefix(&target, "//")) {
+    const size_t slash = target.find('/');  // skip the DNS server authority
+    target = slash == absl::string_view::npos ? "" : target.substr(slash + 1);
+  }
+  std::string host(target);
+  std::string port = "443";  // gRPC's default port for dns: targets
+  if (absl::ConsumePrefix(&target, "[")) {
+    const size_t close = target.find(']');
+    if (close == absl::string_view::npos) return 1;
+    host = std::string(target.substr(0, close));
+    if (absl::StartsWith(target.substr(close + 1), ":")) {
+      port = std::string(target.substr(close + 2));
+    }
+  } else if (const size_t colon = target.rfind(':');
+             colon != absl::string_view::npos) {
+    host = std::string(target.substr(0, colon));
+    port = std::string(target.substr(colon + 1));
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0) return 1;
+  absl::flat_hash_set<std::string> distinct;
+  for (const addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    distinct.insert(std::string(reinterpret_cast<const char*>(a->ai_addr),
+                                a->ai_addrlen));
+  }
+  freeaddrinfo(found);
+  return std::max(static_cast<int>(distinct.size()), 1);
+}
 
 // Codes after which a tensor is worth sending again (transient, or a fault
 // of the transport or of the server's answer rather than of the tensor).
@@ -485,11 +536,17 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
   run.fake_quant = options.fake_quant;
   std::vector<std::shared_ptr<grpc::Channel>> channels = options.channels;
   std::vector<std::string> addresses;
+  // Per channel: how many replicas it balances over (1 but for URI targets).
+  std::vector<int> replicas(channels.size(), 1);
   if (channels.empty()) {
     for (const std::string& address : options.servers) {
-      channels.push_back(
-          grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+      const int count = BalancedAddressCount(address);
+      grpc::ChannelArguments args;
+      if (count > 0) args.SetLoadBalancingPolicyName("round_robin");
+      channels.push_back(grpc::CreateCustomChannel(
+          address, grpc::InsecureChannelCredentials(), args));
       addresses.push_back(address);
+      replicas.push_back(std::max(count, 1));
     }
   } else {
     for (size_t i = 0; i < channels.size(); ++i) {
@@ -500,12 +557,28 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
   std::vector<uint64_t> chunk_bytes;
   for (size_t i = 0; i < channels.size(); ++i) {
     clients.push_back(std::make_unique<QuantdClient>(channels[i]));
+    std::string peer;
     absl::StatusOr<v1::ServerInfo> info = clients.back()->GetServerInfo(
-        absl::Seconds(options.connect_timeout_seconds));
+        absl::Seconds(options.connect_timeout_seconds), &peer);
     if (!info.ok()) {
       return absl::Status(
           info.status().code(),
           absl::StrCat("server ", addresses[i], ": ", info.status().message()));
+    }
+    if (replicas[i] > 1) {
+      // round_robin gives a new stream to the next *connected* replica, and
+      // streams live for the whole run: wait (bounded) until every replica
+      // has answered once, so the streams start spread over all of them.
+      absl::flat_hash_set<std::string> answered = {peer};
+      const absl::Time deadline = absl::Now() + absl::Seconds(2);
+      while (static_cast<int>(answered.size()) < replicas[i] &&
+             absl::Now() < deadline) {
+        if (clients.back()->GetServerInfo(absl::Seconds(1), &peer).ok()) {
+          answered.insert(peer);
+        } else {
+          absl::SleepFor(absl::Milliseconds(20));
+        }
+      }
     }
     uint64_t chunk = uint64_t{1} << 20;
     if (info->limits().max_chunk_bytes() > 0) {
@@ -622,7 +695,7 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
   std::vector<std::thread> streams;
   if (any_items) {
     for (size_t i = 0; i < clients.size(); ++i) {
-      for (int k = 0; k < options.streams_per_server; ++k) {
+      for (int k = 0; k < options.streams_per_server * replicas[i]; ++k) {
         streams.emplace_back([&, i] {
           work.Worker(*clients[i], addresses[i], chunk_bytes[i],
                       default_scheme);

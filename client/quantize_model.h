@@ -65,7 +65,12 @@ struct QuantizeModelOptions {
   // "REGEX=SCHEME" rules, first match wins; SCHEME may be "skip". See
   // client/overrides.h.
   std::vector<std::string> overrides;
-  // Server addresses ("host:port"), reached with insecure credentials...
+  // Server addresses, reached with insecure credentials: "host:port" (one
+  // channel to one server), or a gRPC target URI naming several replicas,
+  // "dns:///quantd.ns.svc:50051" (every address the name resolves to, e.g.
+  // a headless Service) or "ipv4:10.0.0.1:50051,10.0.0.2:50051". A URI
+  // target gets one channel with the round_robin load-balancing policy and
+  // streams_per_server streams per resolved address, spread over them...
   std::vector<std::string> servers;
   // ...or ready channels (tests, TLS). Used instead of `servers` when
   // non-empty; named "channel0", "channel1", ... in the report.
