@@ -117,7 +117,7 @@ absl::StatusOr<std::unique_ptr<QuantdServer>> QuantdServer::Start(
     try {
       s->exposer_ = std::make_unique<prometheus::Exposer>(options.metrics_listen);
     } catch (const std::exception& e) {
-      s->server_->Shutdown();
+      s->Shutdown(absl::ZeroDuration());
       return absl::UnavailableError(absl::StrCat(
           "cannot listen on --metrics_listen=", options.metrics_listen, ": ",
           e.what()));
@@ -146,7 +146,7 @@ QuantdServer::~QuantdServer() {
 }
 
 void QuantdServer::Shutdown(absl::Duration drain) {
-  if (shut_down_) return;
+  if (shut_down_ || server_ == nullptr) return;  // stopped, or never started
   shut_down_ = true;
   Log(LogLevel::kInfo, "draining",
       {{"drain_seconds", absl::ToDoubleSeconds(drain)},
