@@ -12,6 +12,7 @@
 // tensor failed, or the run could not start), 2 usage error.
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -20,6 +21,7 @@
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -63,6 +65,13 @@ quantize options:
   --max-attempts N     sends of one tensor before it fails (default: 3)
   --progress MODE      auto, bar, lines or none (default: auto)
   --quiet              no progress and no per-tensor table
+
+security options (quantize and info):
+  --tls-ca PATH        PEM CA of the servers' certificates: use TLS
+  --tls-cert PATH      PEM client certificate, with --tls-key (mutual TLS)
+  --tls-key PATH       PEM key of --tls-cert
+  --token-file PATH    file whose first line is the bearer token for servers
+                       run with --auth_token_file (or set QUANTD_TOKEN)
 
 Exit status: 0 success, 1 a tensor failed or the run could not start,
 2 usage error.
@@ -121,11 +130,54 @@ std::optional<Args> ParseArgs(int argc, char** argv, int first,
   return args;
 }
 
+// TLS files and bearer token, shared by every command.
+struct Security {
+  std::string ca_file, cert_file, key_file, token;
+};
+
+// Consumes the security flags; false if `name` is not one of them. Sets
+// `error` when a value is bad.
+bool ParseSecurityFlag(const std::string& name, const std::string& value,
+                       Security& security, std::string& error) {
+  if (name == "tls-ca") {
+    security.ca_file = value;
+  } else if (name == "tls-cert") {
+    security.cert_file = value;
+  } else if (name == "tls-key") {
+    security.key_file = value;
+  } else if (name == "token-file") {
+    std::ifstream f(value);
+    std::string line;
+    if (!f.good() || !std::getline(f, line) ||
+        absl::StripAsciiWhitespace(line).empty()) {
+      error = absl::StrCat("--token-file ", value,
+                           " cannot be read or has no token on its first line");
+    }
+    security.token = std::string(absl::StripAsciiWhitespace(line));
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// The token from QUANTD_TOKEN when no --token-file was given.
+void TokenFromEnvironment(Security& security) {
+  if (security.token.empty()) {
+    if (const char* env = std::getenv("QUANTD_TOKEN"); env != nullptr) {
+      security.token = std::string(absl::StripAsciiWhitespace(env));
+    }
+  }
+}
+
 int Info(const Args& args) {
   std::string server;
   bool json = false;
+  Security security;
+  std::string error;
   for (const auto& [name, value] : args.flags) {
-    if (name == "server") {
+    if (ParseSecurityFlag(name, value, security, error)) {
+      if (!error.empty()) return Usage(error);
+    } else if (name == "server") {
       server = value;
     } else if (name == "json") {
       json = true;
@@ -135,8 +187,12 @@ int Info(const Args& args) {
   }
   if (server.empty()) return Usage("info needs --server HOST:PORT");
   if (!args.positional.empty()) return Usage("info takes no arguments");
-  QuantdClient client(
-      grpc::CreateChannel(server, grpc::InsecureChannelCredentials()));
+  TokenFromEnvironment(security);
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      MakeChannelCredentials(security.ca_file, security.cert_file,
+                             security.key_file);
+  if (!credentials.ok()) return Usage(credentials.status().message());
+  QuantdClient client(grpc::CreateChannel(server, *credentials), security.token);
   absl::StatusOr<v1::ServerInfo> info = client.GetServerInfo();
   if (!info.ok()) {
     std::fprintf(stderr, "quantctl: server %s: %s\n", server.c_str(),
@@ -194,8 +250,11 @@ int Quantize(const Args& args) {
   QuantizeModelOptions options;
   bool quiet = false;
   std::string error;
+  Security security;
   for (const auto& [name, value] : args.flags) {
-    if (name == "scheme") {
+    if (ParseSecurityFlag(name, value, security, error)) {
+      if (!error.empty()) return Usage(error);
+    } else if (name == "scheme") {
       options.scheme = value;
     } else if (name == "out") {
       options.output = value;
@@ -246,6 +305,11 @@ int Quantize(const Args& args) {
       return Usage(absl::StrCat("unknown flag --", name, " for quantize"));
     }
   }
+  TokenFromEnvironment(security);
+  options.tls_ca_file = security.ca_file;
+  options.tls_cert_file = security.cert_file;
+  options.tls_key_file = security.key_file;
+  options.auth_token = security.token;
   if (args.positional.size() != 1) {
     return Usage("quantize takes exactly one MODEL");
   }

@@ -1,5 +1,7 @@
 #include "client/quantd_client.h"
 
+#include <fstream>
+
 #include <deque>
 #include <string>
 #include <thread>
@@ -12,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "kernels/crc32c.h"
+#include "kernels/status_macros.h"
 
 namespace quantd {
 
@@ -21,12 +24,59 @@ absl::Status GrpcToAbslStatus(const grpc::Status& status) {
                       status.error_message());
 }
 
-QuantdClient::QuantdClient(std::shared_ptr<grpc::Channel> channel)
-    : channel_(std::move(channel)), stub_(v1::Quantizer::NewStub(channel_)) {}
+QuantdClient::QuantdClient(std::shared_ptr<grpc::Channel> channel,
+                           std::string auth_token)
+    : channel_(std::move(channel)),
+      stub_(v1::Quantizer::NewStub(channel_)),
+      auth_token_(std::move(auth_token)) {}
+
+void QuantdClient::Authorize(grpc::ClientContext& context) const {
+  if (!auth_token_.empty()) {
+    context.AddMetadata("authorization", "Bearer " + auth_token_);
+  }
+}
+
+namespace {
+
+absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f.good()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " ", path, " cannot be read"));
+  }
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(
+    const std::string& ca_file, const std::string& cert_file,
+    const std::string& key_file) {
+  if (cert_file.empty() != key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "a client certificate needs both its certificate and its key file");
+  }
+  if (ca_file.empty()) {
+    if (!cert_file.empty()) {
+      return absl::InvalidArgumentError(
+          "a client certificate needs TLS: give the CA file too");
+    }
+    return grpc::InsecureChannelCredentials();
+  }
+  grpc::SslCredentialsOptions ssl;
+  QUANTD_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPem(ca_file, "CA file"));
+  if (!cert_file.empty()) {
+    QUANTD_ASSIGN_OR_RETURN(ssl.pem_cert_chain,
+                            ReadPem(cert_file, "certificate file"));
+    QUANTD_ASSIGN_OR_RETURN(ssl.pem_private_key, ReadPem(key_file, "key file"));
+  }
+  return grpc::SslCredentials(ssl);
+}
 
 absl::StatusOr<v1::ServerInfo> QuantdClient::GetServerInfo(
     absl::Duration timeout, std::string* peer) {
   grpc::ClientContext context;
+  Authorize(context);
   if (timeout != absl::InfiniteDuration()) {
     context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
   }
@@ -135,6 +185,7 @@ absl::Status QuantdClient::RunJob(const JobConfig& config,
                                   const ResultCallback& on_result,
                                   std::vector<std::string>* unanswered) {
   grpc::ClientContext context;
+  Authorize(context);
   if (config.timeout != absl::InfiniteDuration()) {
     context.set_deadline(absl::ToChronoTime(absl::Now() + config.timeout));
   }
@@ -204,6 +255,9 @@ absl::Status QuantdClient::RunJob(const JobConfig& config,
         SchemeToProto(*tensor->scheme, header->mutable_scheme());
       }
       if (!stream->Write(request)) return;
+      // Each chunk carries its CRC-32C; the end carries the whole tensor's,
+      // folded from the chunks' so the data is read once.
+      uint32_t tensor_crc = 0;
       for (uint64_t offset = 0; offset < tensor->data.size();
            offset += chunk_bytes) {
         request.Clear();
@@ -212,10 +266,13 @@ absl::Status QuantdClient::RunJob(const JobConfig& config,
         absl::Span<const uint8_t> piece =
             tensor->data.subspan(offset, chunk_bytes);
         chunk->set_data(piece.data(), piece.size());
+        const uint32_t crc = Crc32c(piece.data(), piece.size());
+        chunk->set_crc32c(crc);
+        tensor_crc = Crc32cCombine(tensor_crc, crc, piece.size());
         if (!stream->Write(request)) return;
       }
       request.Clear();
-      request.mutable_end();
+      request.mutable_end()->set_crc32c(tensor_crc);
       if (!stream->Write(request)) return;
     }
     stream->WritesDone();
@@ -257,6 +314,13 @@ absl::Status QuantdClient::RunJob(const JobConfig& config,
             v1::ShardChunk::Part_Name(shard.part()), " chunk at offset ",
             shard.offset(), " (", shard.data().size(),
             " bytes) is out of order or too large")));
+        continue;
+      }
+      if (Crc32c(shard.data().data(), shard.data().size()) != shard.crc32c()) {
+        fail(absl::DataLossError(absl::StrCat(
+            "tensor \"", shard.tensor(), "\" part ",
+            v1::ShardChunk::Part_Name(shard.part()), " chunk at offset ",
+            shard.offset(), ": crc32c mismatch (corrupted in transit)")));
         continue;
       }
       buffer->insert(buffer->end(), shard.data().begin(), shard.data().end());

@@ -112,7 +112,10 @@ using ResultCallback =
 // may run concurrently with others (each RunJob is its own stream).
 class QuantdClient {
  public:
-  explicit QuantdClient(std::shared_ptr<grpc::Channel> channel);
+  // `auth_token`, when not empty, is sent as "authorization: Bearer
+  // <token>" on every call (servers started with --auth_token_file).
+  explicit QuantdClient(std::shared_ptr<grpc::Channel> channel,
+                        std::string auth_token = "");
 
   // The server's ServerInfo. Unavailable if it cannot be reached within
   // `timeout`. When `peer` is non-null it is set to the address of the
@@ -135,9 +138,20 @@ class QuantdClient {
                       std::vector<std::string>* unanswered = nullptr);
 
  private:
+  void Authorize(grpc::ClientContext& context) const;
+
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Quantizer::Stub> stub_;
+  std::string auth_token_;
 };
+
+// Channel credentials from PEM files: TLS when `ca_file` is set (the CA
+// that signed the servers' certificates), mutual TLS when `cert_file` and
+// `key_file` are set too; insecure when all are empty. InvalidArgument if a
+// file cannot be read or only one of cert/key is given.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(
+    const std::string& ca_file, const std::string& cert_file,
+    const std::string& key_file);
 
 }  // namespace quantd
 

@@ -539,12 +539,16 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
   // Per channel: how many replicas it balances over (1 but for URI targets).
   std::vector<int> replicas(channels.size(), 1);
   if (channels.empty()) {
+    QUANTD_ASSIGN_OR_RETURN(
+        std::shared_ptr<grpc::ChannelCredentials> credentials,
+        MakeChannelCredentials(options.tls_ca_file, options.tls_cert_file,
+                               options.tls_key_file));
     for (const std::string& address : options.servers) {
       const int count = BalancedAddressCount(address);
       grpc::ChannelArguments args;
       if (count > 0) args.SetLoadBalancingPolicyName("round_robin");
       channels.push_back(grpc::CreateCustomChannel(
-          address, grpc::InsecureChannelCredentials(), args));
+          address, credentials, args));
       addresses.push_back(address);
       replicas.push_back(std::max(count, 1));
     }
@@ -556,7 +560,8 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
   std::vector<std::unique_ptr<QuantdClient>> clients;
   std::vector<uint64_t> chunk_bytes;
   for (size_t i = 0; i < channels.size(); ++i) {
-    clients.push_back(std::make_unique<QuantdClient>(channels[i]));
+    clients.push_back(
+        std::make_unique<QuantdClient>(channels[i], options.auth_token));
     std::string peer;
     absl::StatusOr<v1::ServerInfo> info = clients.back()->GetServerInfo(
         absl::Seconds(options.connect_timeout_seconds), &peer);

@@ -65,7 +65,7 @@ struct QuantizeModelOptions {
   // "REGEX=SCHEME" rules, first match wins; SCHEME may be "skip". See
   // client/overrides.h.
   std::vector<std::string> overrides;
-  // Server addresses, reached with insecure credentials: "host:port" (one
+  // Server addresses (insecure, or TLS with tls_ca_file): "host:port" (one
   // channel to one server), or a gRPC target URI naming several replicas,
   // "dns:///quantd.ns.svc:50051" (every address the name resolves to, e.g.
   // a headless Service) or "ipv4:10.0.0.1:50051,10.0.0.2:50051". A URI
@@ -93,6 +93,14 @@ struct QuantizeModelOptions {
   std::string client_name = "quantctl";
   // Deadline for GetServerInfo at start. Default: 10 s.
   double connect_timeout_seconds = 10;
+  // TLS for `servers`: the PEM CA that signed the servers' certificates;
+  // with tls_cert_file and tls_key_file also a client certificate (mutual
+  // TLS). Empty: insecure channels.
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // Bearer token sent on every call (servers run with --auth_token_file).
+  std::string auth_token;
 };
 
 enum class TensorAction {

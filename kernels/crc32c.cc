@@ -103,4 +103,51 @@ uint32_t Crc32cTable(uint32_t crc, const void* data, size_t size) {
 }
 }  // namespace internal
 
+namespace {
+
+// CRC arithmetic over GF(2): appending a zero bit to the message multiplies
+// the (reflected) register by x modulo the polynomial, a linear map that a
+// 32x32 bit matrix represents (column i = image of bit i). Appending 2^k
+// zero bytes is that matrix raised to 8*2^k, built by repeated squaring.
+using Gf2Matrix = std::array<uint32_t, 32>;
+
+uint32_t Apply(const Gf2Matrix& m, uint32_t v) {
+  uint32_t out = 0;
+  for (int i = 0; v != 0; ++i, v >>= 1) {
+    if (v & 1u) out ^= m[static_cast<size_t>(i)];
+  }
+  return out;
+}
+
+Gf2Matrix Square(const Gf2Matrix& m) {
+  Gf2Matrix out{};
+  for (size_t i = 0; i < 32; ++i) out[i] = Apply(m, m[i]);
+  return out;
+}
+
+}  // namespace
+
+uint32_t Crc32cCombine(uint32_t crc_a, uint32_t crc_b, uint64_t size_b) {
+  if (size_b == 0) return crc_a;
+  // One zero bit: shift right, folding the polynomial in when bit 0 was set.
+  Gf2Matrix odd{};
+  odd[0] = 0x82F63B78u;
+  for (size_t i = 1; i < 32; ++i) odd[i] = 1u << (i - 1);
+  Gf2Matrix even = Square(odd);  // two zero bits
+  odd = Square(even);            // four zero bits
+  // The pre- and post-conditioning (xor 0xFFFFFFFF) cancel out: shifting
+  // crc_a over |B| zero bytes and adding crc_b gives the concatenation's CRC.
+  uint32_t crc = crc_a;
+  do {
+    even = Square(odd);  // first pass: one zero byte
+    if (size_b & 1u) crc = Apply(even, crc);
+    size_b >>= 1;
+    if (size_b == 0) break;
+    odd = Square(even);
+    if (size_b & 1u) crc = Apply(odd, crc);
+    size_b >>= 1;
+  } while (size_b != 0);
+  return crc ^ crc_b;
+}
+
 }  // namespace quantd

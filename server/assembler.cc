@@ -34,7 +34,7 @@ absl::StatusOr<StreamAssembler::Event> StreamAssembler::Consume(
     case v1::QuantizeRequest::kChunk:
       return OnChunk(*request.mutable_chunk());
     case v1::QuantizeRequest::kEnd:
-      return OnEnd();
+      return OnEnd(request.end());
     default:
       return Bad(open_name_, "empty QuantizeRequest (no message kind set)");
   }
@@ -108,8 +108,6 @@ absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnHeader(
   }
   expected_bytes_ = layout->num_elements * elem;
   received_bytes_ = 0;
-  expected_crc32c_.reset();
-  if (header.has_crc32c()) expected_crc32c_ = header.crc32c();
   running_crc32c_ = 0;
 
   auto tensor = std::make_unique<TensorInput>();
@@ -155,8 +153,8 @@ absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnChunk(
     // Allocated on the first chunk, after the reactor reserved the budget.
     open_->storage.resize(static_cast<size_t>((expected_bytes_ + 3) / 4));
   }
+  const uint32_t actual = Crc32c(chunk.data().data(), chunk.data().size());
   if (chunk.has_crc32c()) {
-    const uint32_t actual = Crc32c(chunk.data().data(), chunk.data().size());
     if (actual != chunk.crc32c()) {
       return absl::DataLossError(absl::StrCat(
           "tensor ", open_name_, ": chunk at offset ", chunk.offset(),
@@ -164,17 +162,16 @@ absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnChunk(
           absl::Hex(chunk.crc32c(), absl::kZeroPad8), " (corrupted in transit)"));
     }
   }
-  if (expected_crc32c_.has_value()) {
-    running_crc32c_ =
-        Crc32cExtend(running_crc32c_, chunk.data().data(), chunk.data().size());
-  }
+  running_crc32c_ = Crc32cCombine(running_crc32c_, actual,
+                                  static_cast<uint64_t>(size));
   std::memcpy(reinterpret_cast<char*>(open_->storage.data()) + received_bytes_,
               chunk.data().data(), static_cast<size_t>(size));
   received_bytes_ += size;
   return Event{};
 }
 
-absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnEnd() {
+absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnEnd(
+    const v1::TensorEnd& end) {
   if (!open_) return Bad("", "TensorEnd without an open tensor (no header)");
   if (received_bytes_ != expected_bytes_) {
     return Bad(open_name_,
@@ -182,11 +179,11 @@ absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnEnd() {
                             " bytes; the shape and dtype need ",
                             expected_bytes_));
   }
-  if (expected_crc32c_.has_value() && *expected_crc32c_ != running_crc32c_) {
+  if (end.has_crc32c() && end.crc32c() != running_crc32c_) {
     return absl::DataLossError(absl::StrCat(
         "tensor ", open_name_, ": crc32c of the whole tensor is ",
-        absl::Hex(running_crc32c_, absl::kZeroPad8), " but the header says ",
-        absl::Hex(*expected_crc32c_, absl::kZeroPad8)));
+        absl::Hex(running_crc32c_, absl::kZeroPad8), " but TensorEnd says ",
+        absl::Hex(end.crc32c(), absl::kZeroPad8)));
   }
   if (open_->storage.empty()) {
     open_->storage.resize(static_cast<size_t>((expected_bytes_ + 3) / 4));

@@ -19,7 +19,7 @@
 //   RESOURCE_EXHAUSTED: tensor larger than max_tensor_bytes, chunk larger
 //     than max_chunk_bytes (the message names the limit and its value).
 //   DATA_LOSS: a chunk whose crc32c does not match its data, or a tensor
-//     whose bytes do not match the header's crc32c.
+//     whose bytes do not match TensorEnd's crc32c.
 // After an error the assembler must not be used again.
 // Thread-compatible (one stream's reads are serialized).
 #ifndef QUANTD_SERVER_ASSEMBLER_H_
@@ -72,7 +72,7 @@ class StreamAssembler {
   absl::StatusOr<Event> OnStart(const v1::JobStart& start);
   absl::StatusOr<Event> OnHeader(const v1::TensorHeader& header);
   absl::StatusOr<Event> OnChunk(v1::TensorChunk& chunk);
-  absl::StatusOr<Event> OnEnd();
+  absl::StatusOr<Event> OnEnd(const v1::TensorEnd& end);
 
   const AssemblerLimits limits_;
   bool started_ = false;
@@ -83,8 +83,7 @@ class StreamAssembler {
   std::unique_ptr<TensorInput> open_;
   int64_t expected_bytes_ = 0;
   int64_t received_bytes_ = 0;
-  std::optional<uint32_t> expected_crc32c_;  // from the header, if sent
-  uint32_t running_crc32c_ = 0;              // over the chunks so far
+  uint32_t running_crc32c_ = 0;  // of the chunks so far
 };
 
 }  // namespace quantd

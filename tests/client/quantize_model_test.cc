@@ -138,6 +138,7 @@ class FakeQuantizer final : public v1::Quantizer::Service {
         shard->set_part(part);
         shard->set_offset(off);
         shard->set_data(bytes + off, std::min<size_t>(1000, size - off));
+        shard->set_crc32c(Crc32c(shard->data().data(), shard->data().size()));
         stream->Write(response);
       }
       return Crc32c(p, size);

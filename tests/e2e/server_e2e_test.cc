@@ -364,7 +364,7 @@ TEST_F(ServerE2eTest, EveryBadInputGetsItsStatusAndServerKeepsServing) {
   {
     std::vector<v1::QuantizeRequest> r = {start()};
     AppendTensor(r, "w.crc2", {4, 8}, good.data(), 128);
-    r[1].mutable_header()->set_crc32c(Crc32c(good.data(), 128) + 1);
+    r.back().mutable_end()->set_crc32c(Crc32c(good.data(), 128) + 1);
     cases.push_back({"whole-tensor checksum", r, grpc::StatusCode::DATA_LOSS,
                      "tensor w.crc2: crc32c of the whole tensor"});
   }

@@ -58,3 +58,32 @@ TEST(Crc32cTest, FastMatchesReferenceAtAnyLengthAndAlignment) {
 
 }  // namespace
 }  // namespace quantd
+
+namespace quantd {
+namespace {
+
+TEST(Crc32cCombineTest, EqualsTheChecksumOfTheConcatenation) {
+  std::mt19937 rng(20261123);
+  std::vector<uint8_t> data(1 << 16);
+  for (uint8_t& b : data) b = static_cast<uint8_t>(rng());
+  for (size_t split : {size_t{0}, size_t{1}, size_t{7}, size_t{4096}, size_t{65535},
+                       data.size()}) {
+    SCOPED_TRACE(split);
+    const uint32_t a = Crc32c(data.data(), split);
+    const uint32_t b = Crc32c(data.data() + split, data.size() - split);
+    EXPECT_EQ(Crc32cCombine(a, b, data.size() - split),
+              Crc32c(data.data(), data.size()));
+  }
+  // Folding many chunks, as a stream does.
+  uint32_t running = 0;
+  size_t offset = 0;
+  for (size_t len : {1000u, 1u, 0u, 33000u, 31535u}) {
+    running = Crc32cCombine(running, Crc32c(data.data() + offset, len), len);
+    offset += len;
+  }
+  ASSERT_EQ(offset, data.size());
+  EXPECT_EQ(running, Crc32c(data.data(), data.size()));
+}
+
+}  // namespace
+}  // namespace quantd

@@ -203,7 +203,7 @@ TEST(AssemblerTest, ChecksumsOfChunksAndWholeTensor) {
   const uint32_t whole = Crc32c(data.data(), data.size());
   auto stream = [&](uint32_t chunk_a, uint32_t chunk_b, std::optional<uint32_t> total) {
     std::vector<Req> reqs = {Start(), Header("w", {16}), Chunk(0, 32), Chunk(32, 32), End()};
-    if (total.has_value()) reqs[1].mutable_header()->set_crc32c(*total);
+    if (total.has_value()) reqs[4].mutable_end()->set_crc32c(*total);
     reqs[2].mutable_chunk()->set_data(data.substr(0, 32));
     reqs[2].mutable_chunk()->set_crc32c(chunk_a);
     reqs[3].mutable_chunk()->set_data(data.substr(32));

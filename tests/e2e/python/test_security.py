@@ -153,3 +153,45 @@ def test_bad_security_flags_stop_the_server_with_a_message(tmp_path):
         with pytest.raises(RuntimeError) as e:
             Server(*args)
         assert words in str(e.value), str(e.value)
+
+
+def test_quantctl_over_mutual_tls_with_a_token(pki, tmp_path):
+    import numpy as np
+    from safetensors.numpy import save_file
+    from conftest import BIN_DIR
+
+    key, crt = pki["server"]
+    tokens = tmp_path / "tokens"
+    tokens.write_text("gamma-789\n")
+    s = Server(f"--tls_cert_file={crt}", f"--tls_key_file={key}",
+               f"--tls_client_ca_file={pki['ca']}", f"--auth_token_file={tokens}")
+    try:
+        save_file({"w": np.linspace(-1, 1, 64 * 32, dtype=np.float32).reshape(64, 32)},
+                  tmp_path / "m.safetensors")
+        ckey, ccrt = pki["client"]
+        quantctl = str(BIN_DIR / "client" / "quantctl")
+        tls = ["--tls-ca", str(pki["ca"]), "--tls-cert", str(ccrt), "--tls-key", str(ckey)]
+        # Host name "localhost" matches the certificate's subjectAltName.
+        target = f"localhost:{s.grpc_port}"
+
+        def run(*args, token=True):
+            extra = ["--token-file", str(tokens)] if token else []
+            return subprocess.run([quantctl, *args, *tls, *extra], capture_output=True,
+                                  text=True, timeout=120)
+
+        r = run("info", "--server", target)
+        assert r.returncode == 0, r.stderr
+        assert "int8" in r.stdout
+        r = run("info", "--server", target, token=False)
+        assert r.returncode == 1 and "UNAUTHENTICATED" in r.stderr, r.stderr
+        out = tmp_path / "o.safetensors"
+        r = run("quantize", str(tmp_path / "m.safetensors"), "--scheme", "int4_g16",
+                "--out", str(out), "--server", target, "--quiet")
+        assert r.returncode == 0, r.stderr
+        assert out.exists()
+        # Without TLS options the same server cannot be reached.
+        r = subprocess.run([quantctl, "info", "--server", target], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 1
+    finally:
+        assert s.stop() == 0
