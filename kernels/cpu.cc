@@ -2,11 +2,21 @@
 
 #include "kernels/internal/isa_kernels.h"
 
+#include <cpuid.h>
+
 #include <cstdlib>
 #include <cstring>
 
 namespace quantd {
 namespace {
+
+// CPUID leaf 1, ECX bit 29. (clang's __builtin_cpu_supports has no "f16c";
+// F16C needs the same OS ymm support that "avx2" already checks.)
+bool HasF16c() {
+  unsigned int eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid(1, &eax, &ebx, &ecx, &edx) == 0) return false;
+  return (ecx & (1u << 29)) != 0;
+}
 
 Isa ProbeCpu() {
   __builtin_cpu_init();
@@ -14,7 +24,7 @@ Isa ProbeCpu() {
   // (XGETBV), so a "true" here means the instructions are usable.
   const bool avx2 = __builtin_cpu_supports("avx2") &&
                     __builtin_cpu_supports("fma") &&
-                    __builtin_cpu_supports("f16c") &&
+                    HasF16c() &&
                     __builtin_cpu_supports("bmi2");
   const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
                       __builtin_cpu_supports("avx512bw") &&

@@ -50,6 +50,12 @@ RUNTIME_PACKAGES=(
 )
 # Building and running the container image without a Docker engine.
 IMAGE_TOOL_PACKAGES=(buildah podman debootstrap crun fuse-overlayfs uidmap)
+# The libFuzzer build of scripts/test.sh (clang and its fuzzer runtime);
+# not needed by --build-only (the image build).
+FUZZ_PACKAGES=(clang libclang-rt-14-dev)
+if ((WITH_VENV)); then
+  DEB_PACKAGES+=("${FUZZ_PACKAGES[@]}")
+fi
 if ((RUNTIME_ONLY)); then
   DEB_PACKAGES=("${RUNTIME_PACKAGES[@]}")
 fi
