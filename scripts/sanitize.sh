@@ -14,5 +14,6 @@ QUANTD_BUILD="$QUANTD_ROOT/build-$NAME" "$QUANTD_ROOT/scripts/build.sh" \
   -DQUANTD_SANITIZE="$SAN" -DQUANTD_BUILD_BENCH=OFF
 cd "$QUANTD_ROOT/build-$NAME"
 ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}" \
+LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$QUANTD_ROOT/tests/lsan.supp}" \
 UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}" \
   exec ctest --output-on-failure -j"$QUANTD_JOBS" --timeout 1800 "$@"
