@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
+#include "tests/kernels/scheme_cases.h"
 #include "kernels/cpu.h"
 #include "kernels/internal/isa_kernels.h"
 #include "kernels/metrics.h"
@@ -67,23 +68,7 @@ const std::vector<std::vector<int64_t>> kShapes = {
     {3, 4099}, {17, 1000},
 };
 
-std::vector<Scheme> SchemesFor(int bits, bool symmetric, int64_t row_length) {
-  std::vector<Scheme> out;
-  Scheme s;
-  s.format = absl::StrCat("int", bits);
-  s.symmetric = symmetric;
-  s.granularity = Granularity::kPerTensor;
-  out.push_back(s);
-  s.granularity = Granularity::kPerChannel;
-  out.push_back(s);
-  for (int64_t g : {1, 3, 8, 32, 128}) {
-    if (row_length % g != 0) continue;
-    s.granularity = Granularity::kPerGroup;
-    s.group_size = g;
-    out.push_back(s);
-  }
-  return out;
-}
+using ::quantd::testing::SchemesFor;
 
 void ExpectSameBits(const std::vector<float>& want,
                     const std::vector<float>& got) {

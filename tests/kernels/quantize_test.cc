@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
+#include "tests/kernels/scheme_cases.h"
 #include "kernels/cpu.h"
 #include "kernels/internal/isa_kernels.h"
 #include "kernels/scheme.h"
@@ -76,23 +77,7 @@ const std::vector<std::vector<int64_t>> kShapes = {
     {4, 127}, {2, 9},  {5, 24}, {3, 256}, {64, 4096}, {2, 3, 96},
 };
 
-std::vector<Scheme> SchemesFor(int bits, bool symmetric, int64_t row_length) {
-  std::vector<Scheme> out;
-  Scheme s;
-  s.format = absl::StrCat("int", bits);
-  s.symmetric = symmetric;
-  s.granularity = Granularity::kPerTensor;
-  out.push_back(s);
-  s.granularity = Granularity::kPerChannel;
-  out.push_back(s);
-  for (int64_t g : {1, 3, 8, 32, 128}) {
-    if (row_length % g != 0) continue;
-    s.granularity = Granularity::kPerGroup;
-    s.group_size = g;
-    out.push_back(s);
-  }
-  return out;
-}
+using ::quantd::testing::SchemesFor;
 
 TEST(QuantizeTest, EveryFastPathMatchesReferenceBitExact) {
   const uint32_t seed = 20240601;

@@ -1,0 +1,37 @@
+// Test tables shared by the quantize and dequantize tests.
+#ifndef QUANTD_TESTS_KERNELS_SCHEME_CASES_H_
+#define QUANTD_TESTS_KERNELS_SCHEME_CASES_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/scheme.h"
+
+namespace quantd::testing {
+
+// Every granularity of int<bits> (sym or asym) that fits a row of
+// `row_length`: per tensor, per channel, and groups of 1, 3, 8, 32, 128
+// where they divide the row.
+inline std::vector<Scheme> SchemesFor(int bits, bool symmetric,
+                                      int64_t row_length) {
+  std::vector<Scheme> out;
+  Scheme s;
+  s.format = absl::StrCat("int", bits);
+  s.symmetric = symmetric;
+  s.granularity = Granularity::kPerTensor;
+  out.push_back(s);
+  s.granularity = Granularity::kPerChannel;
+  out.push_back(s);
+  for (int64_t g : {1, 3, 8, 32, 128}) {
+    if (row_length % g != 0) continue;
+    s.granularity = Granularity::kPerGroup;
+    s.group_size = g;
+    out.push_back(s);
+  }
+  return out;
+}
+
+}  // namespace quantd::testing
+
+#endif  // QUANTD_TESTS_KERNELS_SCHEME_CASES_H_
