@@ -63,11 +63,6 @@ class StreamAssembler {
   // The client half-closed: INVALID_ARGUMENT if a tensor is still open.
   absl::Status Finish() const;
 
-  // The tensor being received, or "" between tensors.
-  const std::string& open_tensor() const { return open_name_; }
-  bool started() const { return started_; }
-  const Scheme& default_scheme() const { return default_scheme_; }
-
  private:
   absl::StatusOr<Event> OnStart(const v1::JobStart& start);
   absl::StatusOr<Event> OnHeader(const v1::TensorHeader& header);

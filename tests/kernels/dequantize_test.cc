@@ -46,20 +46,7 @@ bool CpuHas(Isa isa) {
 // The relative bound of the header contract, for the sizes tested here.
 constexpr double kRelativeBound = 1e-12;
 
-// Same generator, shapes and schemes as quantize_test.cc.
-std::vector<float> RandomValues(size_t n, uint32_t seed, float spread) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, spread);
-  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float& x : v) {
-    x = normal(rng);
-    const float u = uniform(rng);
-    if (u < 0.05f) x = 0.0f;
-    else if (u < 0.1f) x = std::round(x * 4.0f) / 4.0f;
-  }
-  return v;
-}
+using ::quantd::testing::RandomValues;
 
 const std::vector<std::vector<int64_t>> kShapes = {
     {},       {1},     {7},     {13},     {1, 1},     {3, 5},     {7, 33},

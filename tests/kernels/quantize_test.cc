@@ -36,21 +36,7 @@ bool CpuHas(Isa isa) {
   return static_cast<int>(internal::CpuIsa()) >= static_cast<int>(isa);
 }
 
-std::vector<float> RandomValues(size_t n, uint32_t seed, float spread) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, spread);
-  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (float& x : v) {
-    x = normal(rng);
-    // Sprinkle exact ties (k + 0.5 after scaling is likelier near these),
-    // zeros and sign flips.
-    const float u = uniform(rng);
-    if (u < 0.05f) x = 0.0f;
-    else if (u < 0.1f) x = std::round(x * 4.0f) / 4.0f;
-  }
-  return v;
-}
+using ::quantd::testing::RandomValues;
 
 void ExpectSameQuantized(const QuantizedTensor& want, const QuantizedTensor& got) {
   ASSERT_EQ(want.codes.size(), got.codes.size());
