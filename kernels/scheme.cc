@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -10,7 +11,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
+#include "kernels/ggml_formats.h"
 #include "kernels/quantize.h"
 
 namespace quantd {
@@ -59,7 +62,26 @@ absl::string_view GranularityName(Granularity g) {
   return "unknown";
 }
 
+const GgmlFormatTraits* GgmlFormatOf(const Scheme& scheme) {
+  return FindGgmlFormat(scheme.format);
+}
+
 absl::StatusOr<Scheme> ParseScheme(absl::string_view text) {
+  if (const GgmlFormatTraits* block = FindGgmlFormat(text); block != nullptr) {
+    Scheme scheme;
+    scheme.format = block->name;
+    return scheme;
+  }
+  for (const GgmlFormatTraits& block : GgmlFormatTable()) {
+    const absl::string_view name = block.name;
+    if (text.size() > name.size() && text[name.size()] == '_' &&
+        absl::StartsWithIgnoreCase(text, name)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "malformed scheme \"", text, "\": ", block.name,
+          " is a ggml block format and takes no options (its blocks fix "
+          "symmetry and granularity)"));
+    }
+  }
   std::vector<absl::string_view> parts = absl::StrSplit(text, '_');
   if (parts.empty() || parts[0].empty()) {
     return absl::InvalidArgumentError(
@@ -118,6 +140,9 @@ absl::StatusOr<Scheme> ParseScheme(absl::string_view text) {
 }
 
 std::string SchemeToString(const Scheme& scheme) {
+  if (const GgmlFormatTraits* block = GgmlFormatOf(scheme); block != nullptr) {
+    return block->name;
+  }
   std::string out =
       absl::StrCat(scheme.format, scheme.symmetric ? "_sym" : "_asym");
   switch (scheme.granularity) {
@@ -136,6 +161,10 @@ std::string SchemeToString(const Scheme& scheme) {
 
 double Layout::BitsPerWeight() const {
   if (num_elements == 0) return 0;
+  if (IsBlockFormat()) {
+    return static_cast<double>(block_bytes) * 8.0 /
+           static_cast<double>(block_size);
+  }
   const double bits_total =
       static_cast<double>(packed_bytes) * 8.0 +
       static_cast<double>(num_groups) * 32.0 +
@@ -143,14 +172,53 @@ double Layout::BitsPerWeight() const {
   return bits_total / static_cast<double>(num_elements);
 }
 
+namespace {
+
+// Block formats: the layout of `shape` once its element count is known.
+absl::StatusOr<Layout> MakeBlockLayout(const GgmlFormatTraits& block,
+                                       const Scheme& scheme, Layout layout) {
+  const Scheme defaults;
+  if (!scheme.symmetric || scheme.granularity != defaults.granularity ||
+      scheme.group_size != defaults.group_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "format ", block.name,
+        " is a ggml block format: its blocks fix symmetry and granularity, "
+        "so the scheme must leave them at their defaults"));
+  }
+  layout.scheme = defaults;
+  layout.scheme.format = block.name;
+  absl::StatusOr<int64_t> row_bytes = GgmlRowBytes(block, layout.row_length);
+  if (!row_bytes.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(row_bytes.status().message(), " (shape [",
+                     absl::StrJoin(layout.shape, ","), "])"));
+  }
+  if (layout.rows > std::numeric_limits<int64_t>::max() / *row_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shape [", absl::StrJoin(layout.shape, ","), "] in ",
+                     block.name, " has more bytes than fit in int64"));
+  }
+  layout.bits = 0;
+  layout.block_size = block.block_size;
+  layout.block_bytes = block.block_bytes;
+  layout.group_size = block.block_size;
+  layout.num_groups = 0;
+  layout.packed_bytes = layout.rows * *row_bytes;
+  return layout;
+}
+
+}  // namespace
+
 absl::StatusOr<Layout> MakeLayout(const Scheme& scheme,
                                   absl::Span<const int64_t> shape) {
+  const GgmlFormatTraits* block = GgmlFormatOf(scheme);
   const FormatTraits* traits = FindFormat(scheme.format);
-  if (traits == nullptr) {
+  if (traits == nullptr && block == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat("unknown format \"", scheme.format, "\""));
   }
-  if (scheme.symmetric ? !traits->symmetric_ok : !traits->asymmetric_ok) {
+  if (traits != nullptr &&
+      (scheme.symmetric ? !traits->symmetric_ok : !traits->asymmetric_ok)) {
     return absl::InvalidArgumentError(
         absl::StrCat("format ", scheme.format, " does not support ",
                      scheme.symmetric ? "symmetric" : "asymmetric", " codes"));
@@ -158,7 +226,6 @@ absl::StatusOr<Layout> MakeLayout(const Scheme& scheme,
   Layout layout;
   layout.scheme = scheme;
   layout.shape.assign(shape.begin(), shape.end());
-  layout.bits = traits->bits;
   constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
   int64_t n = 1;
   for (size_t i = 0; i < shape.size(); ++i) {
@@ -182,6 +249,8 @@ absl::StatusOr<Layout> MakeLayout(const Scheme& scheme,
   layout.num_elements = n;
   layout.row_length = shape.empty() ? 1 : shape.back();
   layout.rows = n / layout.row_length;
+  if (block != nullptr) return MakeBlockLayout(*block, scheme, std::move(layout));
+  layout.bits = traits->bits;
   switch (scheme.granularity) {
     case Granularity::kPerTensor:
       layout.group_size = n;

@@ -5,6 +5,20 @@
 //   absl::StatusOr<Scheme> scheme = ParseScheme("int4_asym_g128");
 //   absl::StatusOr<Layout> layout = MakeLayout(*scheme, {4096, 11008});
 //   // layout->num_groups == 4096 * 11008 / 128, layout->packed_bytes == ...
+//
+// Two families of formats share these types:
+//   - integer affine formats of FormatTable() (quantize.h), "int2".."int8",
+//     with symmetry and granularity chosen by the scheme; their scales and
+//     zero points are separate arrays (QuantizedTensor);
+//   - ggml's block formats of GgmlFormatTable() (ggml_formats.h), named by
+//     their ggml type name ("Q4_0", "IQ4_NL", ...). A block fixes its own
+//     symmetry, granularity and scales, which live inside the block bytes;
+//     the layout's codes are the tensor's ggml bytes as a GGUF holds them.
+//
+//   absl::StatusOr<Scheme> q4 = ParseScheme("q4_0");  // format "Q4_0"
+//   absl::StatusOr<Layout> l = MakeLayout(*q4, {4096, 11008});
+//   // l->block_size == 32, l->block_bytes == 18, l->num_groups == 0,
+//   // l->packed_bytes == 4096 * (11008 / 32) * 18, l->BitsPerWeight() == 4.5
 #ifndef QUANTD_KERNELS_SCHEME_H_
 #define QUANTD_KERNELS_SCHEME_H_
 
@@ -29,12 +43,17 @@ absl::StatusOr<DType> ParseDType(absl::string_view name);
 enum class Granularity { kPerTensor, kPerChannel, kPerGroup };
 absl::string_view GranularityName(Granularity g);  // "tensor", "channel", "group"
 
+struct GgmlFormatTraits;  // ggml_formats.h
+
 struct Scheme {
-  // Name in the format table (FindFormat), e.g. "int4".
+  // Name in the format table (FindFormat), e.g. "int4", or a ggml block
+  // format's type name (FindGgmlFormat), upper case as ParseScheme gives
+  // it, e.g. "Q4_K".
   std::string format = "int8";
   // Default: symmetric (two's complement codes, zero point 0).
+  // Block formats: unused, keep the default.
   bool symmetric = true;
-  // Default: one scale per row.
+  // Default: one scale per row. Block formats: unused, keep the default.
   Granularity granularity = Granularity::kPerChannel;
   // Elements per group for kPerGroup; must divide the row length.
   int64_t group_size = 0;
@@ -43,34 +62,56 @@ struct Scheme {
 };
 
 // Parses "int<b>[_sym|_asym][_tensor|_channel|_g<N>]" in any order after the
-// format, e.g. "int8", "int4_asym_g128", "int3_tensor_sym".
-// Returns InvalidArgument for unknown formats or malformed text.
+// format, e.g. "int8", "int4_asym_g128", "int3_tensor_sym"; or the name of a
+// ggml block format, case-insensitive and without options ("q4_0",
+// "IQ4_NL"), which gives a Scheme whose format is the upper-case name and
+// whose other fields are the defaults.
+// Returns InvalidArgument for unknown formats or malformed text (including
+// options after a block format's name).
 absl::StatusOr<Scheme> ParseScheme(absl::string_view text);
 
-// Inverse of ParseScheme: canonical text ("int4_asym_g128", "int8_sym_channel").
+// Inverse of ParseScheme: canonical text ("int4_asym_g128", "int8_sym_channel",
+// "Q4_0").
 std::string SchemeToString(const Scheme& scheme);
+
+// The ggml block format `scheme` names (case-insensitive), or nullptr when it
+// names an integer format (or nothing known).
+const GgmlFormatTraits* GgmlFormatOf(const Scheme& scheme);
 
 // How a scheme lays out one tensor. See proto/quantd/v1/quantizer.proto
 // (message Layout) for the byte-level contract.
 struct Layout {
-  Scheme scheme;
+  Scheme scheme;  // block formats: the canonical upper-case name
   std::vector<int64_t> shape;
   int64_t rows = 0;        // product of all dims but the last (1 for 0-D/1-D)
   int64_t row_length = 0;  // last dim (1 for 0-D)
-  int bits = 0;
-  int64_t group_size = 0;  // elements per scale
-  int64_t num_groups = 0;  // number of scales (and zero points if asymmetric)
+  int bits = 0;            // code width; 0 for block formats
+  // Elements per scale; block formats: elements per block (block_size).
+  int64_t group_size = 0;
+  // Number of separate f32 scales (and zero points if asymmetric); 0 for
+  // block formats, whose scales are inside the blocks.
+  int64_t num_groups = 0;
   int64_t num_elements = 0;
-  int64_t packed_bytes = 0;  // ceil(num_elements * bits / 8)
+  // Int formats: ceil(num_elements * bits / 8). Block formats: the ggml
+  // bytes of the tensor, rows * (row_length / block_size) * block_bytes.
+  int64_t packed_bytes = 0;
+  // Block formats only (0 otherwise): elements and bytes of one block.
+  int block_size = 0;
+  int block_bytes = 0;
 
-  // Stored bits per weight: codes + f32 scales + uint8 zero points.
+  bool IsBlockFormat() const { return block_size > 0; }
+  // Stored bits per weight: codes + f32 scales + uint8 zero points; for a
+  // block format its block bytes (e.g. Q4_0: 18 * 8 / 32 = 4.5).
   double BitsPerWeight() const;
 };
 
-// Validates `scheme` against the format table and `shape` and returns the
+// Validates `scheme` against the format tables and `shape` and returns the
 // layout. InvalidArgument when: the format is unknown; a dimension is < 1;
 // the element count overflows int64; group_size is < 1 or does not divide
-// the row length (per group).
+// the row length (per group); for a block format, the row length (the last
+// dimension, 1 for a scalar) is not a multiple of the block size (the
+// message names both), or the scheme sets asymmetric codes or a granularity
+// other than the default (a block fixes both).
 absl::StatusOr<Layout> MakeLayout(const Scheme& scheme,
                                   absl::Span<const int64_t> shape);
 

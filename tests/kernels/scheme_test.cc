@@ -5,7 +5,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "kernels/ggml_formats.h"
 
 namespace quantd {
 namespace {
@@ -142,6 +145,128 @@ TEST(MakeLayoutTest, Errors) {
     ASSERT_EQ(layout.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_NE(layout.status().message().find(c.needle), std::string::npos)
         << layout.status();
+  }
+}
+
+TEST(ParseSchemeTest, GgmlBlockFormatsByNameAnyCase) {
+  ASSERT_FALSE(GgmlFormatTable().empty());
+  for (const GgmlFormatTraits& f : GgmlFormatTable()) {
+    SCOPED_TRACE(f.name);
+    const std::string upper = f.name;
+    for (const std::string& text :
+         {upper, absl::AsciiStrToLower(upper),
+          absl::StrCat(absl::AsciiStrToLower(upper.substr(0, 1)),
+                       upper.substr(1))}) {
+      SCOPED_TRACE(text);
+      auto s = ParseScheme(text);
+      ASSERT_TRUE(s.ok()) << s.status();
+      EXPECT_EQ(s->format, upper);
+      EXPECT_EQ(GgmlFormatOf(*s), &f);
+      EXPECT_EQ(SchemeToString(*s), upper);
+      Scheme want;
+      want.format = upper;
+      EXPECT_EQ(*s, want);  // the other fields are the defaults
+    }
+  }
+  EXPECT_EQ(GgmlFormatOf(*ParseScheme("int4_g32")), nullptr);
+  EXPECT_EQ(SchemeToString(*ParseScheme("q8_0")), "Q8_0");
+}
+
+TEST(ParseSchemeTest, GgmlBlockFormatsTakeNoOptions) {
+  for (const char* text : {"q4_0_sym", "Q4_0_g32", "q8_0_asym", "Q4_0_",
+                           "q4", "q4_", "q4_9", "iq4", "Q4_0x"}) {
+    SCOPED_TRACE(text);
+    auto s = ParseScheme(text);
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  }
+  EXPECT_NE(ParseScheme("q4_0_g32").status().message().find("Q4_0"),
+            std::string::npos);
+}
+
+TEST(MakeLayoutTest, GgmlBlockFormatsForEveryTableEntry) {
+  for (const GgmlFormatTraits& f : GgmlFormatTable()) {
+    SCOPED_TRACE(f.name);
+    const int64_t row_length = int64_t{3} * f.block_size;
+    const std::vector<int64_t> shape = {2, 5, row_length};
+    auto layout = MakeLayout(*ParseScheme(f.name), shape);
+    ASSERT_TRUE(layout.ok()) << layout.status();
+    EXPECT_TRUE(layout->IsBlockFormat());
+    EXPECT_EQ(layout->scheme.format, f.name);
+    EXPECT_EQ(layout->shape, shape);
+    EXPECT_EQ(layout->rows, 10);
+    EXPECT_EQ(layout->row_length, row_length);
+    EXPECT_EQ(layout->num_elements, 10 * row_length);
+    EXPECT_EQ(layout->block_size, f.block_size);
+    EXPECT_EQ(layout->block_bytes, f.block_bytes);
+    EXPECT_EQ(layout->group_size, f.block_size);
+    EXPECT_EQ(layout->num_groups, 0);
+    EXPECT_EQ(layout->bits, 0);
+    EXPECT_EQ(layout->packed_bytes, 10 * 3 * f.block_bytes);
+    EXPECT_EQ(layout->packed_bytes, 10 * *GgmlRowBytes(f, row_length));
+    EXPECT_DOUBLE_EQ(layout->BitsPerWeight(),
+                     8.0 * f.block_bytes / f.block_size);
+    // The lower-case spelling in a hand-made Scheme gives the same layout.
+    Scheme lower;
+    lower.format = absl::AsciiStrToLower(f.name);
+    auto same = MakeLayout(lower, shape);
+    ASSERT_TRUE(same.ok()) << same.status();
+    EXPECT_EQ(same->scheme.format, f.name);
+    EXPECT_EQ(same->packed_bytes, layout->packed_bytes);
+    // A 1-D tensor is one row.
+    auto one_d = MakeLayout(*ParseScheme(f.name), {f.block_size});
+    ASSERT_TRUE(one_d.ok()) << one_d.status();
+    EXPECT_EQ(one_d->rows, 1);
+    EXPECT_EQ(one_d->packed_bytes, f.block_bytes);
+  }
+}
+
+TEST(MakeLayoutTest, GgmlKnownBitsPerWeight) {
+  struct Case {
+    const char* format;
+    double bits_per_weight;
+  };
+  for (const Case& c : {Case{"Q4_0", 4.5}, Case{"Q4_1", 5.0},
+                        Case{"Q5_0", 5.5}, Case{"Q5_1", 6.0},
+                        Case{"Q8_0", 8.5}, Case{"IQ4_NL", 4.5},
+                        Case{"MXFP4", 4.25}}) {
+    SCOPED_TRACE(c.format);
+    auto layout = MakeLayout(*ParseScheme(c.format), {4, 64});
+    ASSERT_TRUE(layout.ok()) << layout.status();
+    EXPECT_DOUBLE_EQ(layout->BitsPerWeight(), c.bits_per_weight);
+  }
+}
+
+TEST(MakeLayoutTest, GgmlErrors) {
+  for (const GgmlFormatTraits& f : GgmlFormatTable()) {
+    SCOPED_TRACE(f.name);
+    const Scheme scheme = *ParseScheme(f.name);
+    // Row length not a multiple of the block size: both are named.
+    const int64_t bad_row = f.block_size + 1;
+    auto odd = MakeLayout(scheme, {4, bad_row});
+    ASSERT_EQ(odd.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(odd.status().message().find(absl::StrCat(bad_row)),
+              std::string::npos) << odd.status();
+    EXPECT_NE(odd.status().message().find(absl::StrCat(f.block_size)),
+              std::string::npos) << odd.status();
+    // A scalar has a row of one element.
+    EXPECT_EQ(MakeLayout(scheme, {}).status().code(),
+              absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(MakeLayout(scheme, {4, 0}).status().code(),
+              absl::StatusCode::kInvalidArgument);
+    // Options a block fixes.
+    Scheme asym = scheme;
+    asym.symmetric = false;
+    Scheme grouped = scheme;
+    grouped.granularity = Granularity::kPerGroup;
+    grouped.group_size = f.block_size;
+    Scheme per_tensor = scheme;
+    per_tensor.granularity = Granularity::kPerTensor;
+    for (const Scheme& s : {asym, grouped, per_tensor}) {
+      auto layout = MakeLayout(s, {4, f.block_size});
+      ASSERT_EQ(layout.status().code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_NE(layout.status().message().find(f.name), std::string::npos)
+          << layout.status();
+    }
   }
 }
 
