@@ -10,7 +10,7 @@
 See README.md for streaming many tensors, TLS, tokens and retries.
 """
 from quantd.client import Client, FormatInfo, Limits, ServerInfo
-from quantd.crc32c import crc32c, crc32c_combine
+from quantd.checksum import crc32c, crc32c_combine
 from quantd.errors import (CancelledError, DataLossError, DeadlineExceededError,
                            InternalError, InvalidArgumentError,
                            PermissionDeniedError, QuantdError,

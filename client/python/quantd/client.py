@@ -47,7 +47,7 @@ import numpy as np
 
 from quantd import errors
 from quantd._pb import has_field, pb, pb_grpc
-from quantd.crc32c import crc32c, crc32c_combine
+from quantd.checksum import crc32c, crc32c_combine
 from quantd.scheme import SchemeLike, parse_scheme
 from quantd.tensor import Layout, Metrics, QuantizedTensor
 
@@ -148,7 +148,13 @@ class _Job:
 
 
 def _as_wire_array(array: Any, dtype: Optional[str]) -> Tuple[np.ndarray, int]:
-    """The array as contiguous little-endian bytes of a wire dtype."""
+    """The array as contiguous little-endian bytes of a wire dtype, in its
+    shape (0-d included)."""
+    arr, wire = _convert(array, dtype)
+    return arr.reshape(np.shape(array)), wire
+
+
+def _convert(array: Any, dtype: Optional[str]) -> Tuple[np.ndarray, int]:
     if dtype is not None:
         try:
             wire = _DTYPE_BY_NAME[dtype.lower()]
@@ -297,7 +303,7 @@ class _Pending:
             extra = ", ".join(pb.ShardChunk.Part.Name(k) for k in self.parts)
             raise loss(f"parts not asked for: {extra}")
         return QuantizedTensor(
-            name=name, layout=layout, metrics=Metrics.from_proto(result.metrics),
+            name=name, shape=self.job.shape, layout=layout, metrics=Metrics.from_proto(result.metrics),
             codes=codes, scales=scales, zero_points=zero_points,
             dequantized=dequantized, dtype=self.job.dtype_name,
             bytes_in=result.bytes_in, bytes_out=result.bytes_out,

@@ -170,6 +170,7 @@ class QuantizedTensor:
     the output was "packed" or "both", `dequantized` when it was
     "fake_quant" or "both"; the others are None."""
     name: str
+    shape: Tuple[int, ...]               # the input's shape
     layout: Layout
     metrics: Metrics
     codes: Optional[np.ndarray]          # uint8 [packed_bytes]
@@ -189,10 +190,6 @@ class QuantizedTensor:
     def scheme(self) -> str:
         return self.layout.scheme
 
-    @property
-    def shape(self) -> Tuple[int, ...]:
-        return self.layout.shape
-
     def _need_codes(self):
         if self.codes is None:
             raise ValueError(f"tensor {self.name}: no packed codes (output was "
@@ -208,7 +205,7 @@ class QuantizedTensor:
                             "element")
         q = unpack_codes(self.codes, self.layout.bits, self.layout.num_elements,
                          self.layout.symmetric)
-        return q.reshape(self.layout.shape)
+        return q.reshape(self.shape)
 
     def dequantize(self) -> np.ndarray:
         """float32 values in the input's shape from codes, scales and zero
@@ -225,7 +222,7 @@ class QuantizedTensor:
         if self.zero_points is not None:
             q = q - self.zero_points.reshape(groups, 1).astype(np.int32)
         out = self.scales.reshape(groups, 1).astype(np.float32) * q.astype(np.float32)
-        return out.reshape(layout.shape)
+        return out.reshape(self.shape)
 
 
 def _dequantize_blocks(t: QuantizedTensor) -> np.ndarray:
@@ -239,4 +236,4 @@ def _dequantize_blocks(t: QuantizedTensor) -> np.ndarray:
     qtype = GGMLQuantizationType(t.layout.ggml_type)
     rows = t.codes.reshape(t.layout.rows, -1)
     values = quants.dequantize(rows, qtype)
-    return np.asarray(values, dtype=np.float32).reshape(t.layout.shape)
+    return np.asarray(values, dtype=np.float32).reshape(t.shape)

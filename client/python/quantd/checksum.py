@@ -1,6 +1,6 @@
 """CRC-32C (Castagnoli), the checksum of every quantd chunk and tensor.
 
-    >>> from quantd.crc32c import crc32c, crc32c_combine
+    >>> from quantd.checksum import crc32c, crc32c_combine
     >>> hex(crc32c(b"123456789"))
     '0xe3069283'
     >>> a, b = b"1234", b"56789"
