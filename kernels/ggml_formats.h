@@ -68,6 +68,11 @@ enum class GgmlType : int {
   kQ5_0 = 6,
   kQ5_1 = 7,
   kQ8_0 = 8,
+  kQ2_K = 10,
+  kQ3_K = 11,
+  kQ4_K = 12,
+  kQ5_K = 13,
+  kQ6_K = 14,
   kIq4Nl = 20,
   kMxfp4 = 39,
 };
@@ -131,6 +136,72 @@ struct GgmlBlockMxfp4 {
   uint8_t qs[16];
 };
 static_assert(sizeof(GgmlBlockMxfp4) == 17, "block_mxfp4 is 17 bytes");
+
+// K-quants: super-blocks of kGgmlBlock256 elements in sub-blocks of 16 or
+// 32, each sub-block with its own 4-, 6- or 8-bit scale (and minimum) that
+// multiplies the super-block's f16 d (and dmin). Codes of one 128-element
+// half are packed across its 32-element quarters: in a 2-bit array, byte l
+// of the half holds elements l, l + 32, l + 64, l + 96 in bits 0-1, 2-3,
+// 4-5, 6-7; a 4-bit array pairs l (low nibble) with l + 32 (high nibble).
+inline constexpr int kGgmlBlock256 = 256;
+
+// x = d * (scales[s] & 0xF) * q - dmin * (scales[s] >> 4), q in [0, 3], for
+// element e in sub-block s = e / 16.
+struct GgmlBlockQ2_K {
+  uint8_t scales[16];
+  uint8_t qs[64];
+  uint16_t d;
+  uint16_t dmin;
+};
+static_assert(sizeof(GgmlBlockQ2_K) == 84, "block_q2_K is 84 bytes");
+
+// x = d * (s6 - 32) * (q - 4), q in [0, 7]: 2 low bits in qs, bit 2 in
+// hmask (element e: bit e / 32 of hmask[e % 32]); the 6-bit scale of
+// sub-block s (16 elements) has its low nibble in scales[s % 8] (low nibble
+// for s < 8, high nibble after) and its 2 high bits in bits 2 * (s / 4) of
+// scales[8 + s % 4].
+struct GgmlBlockQ3_K {
+  uint8_t hmask[32];
+  uint8_t qs[64];
+  uint8_t scales[12];
+  uint16_t d;
+};
+static_assert(sizeof(GgmlBlockQ3_K) == 110, "block_q3_K is 110 bytes");
+
+// x = d * sc * q - dmin * m, q in [0, 15], with 6-bit sc and m per
+// 32-element sub-block packed in 12 bytes (ggml's get_scale_min_k4): for
+// s < 4, sc = scales[s] & 63 and m = scales[s + 4] & 63; for s >= 4 the low
+// nibbles sit in scales[s + 4] and the high 2 bits in the top bits of
+// scales[s - 4] (sc) and scales[s] (m).
+struct GgmlBlockQ4_K {
+  uint16_t d;
+  uint16_t dmin;
+  uint8_t scales[12];
+  uint8_t qs[128];
+};
+static_assert(sizeof(GgmlBlockQ4_K) == 144, "block_q4_K is 144 bytes");
+
+// As Q4_K with q in [0, 31]: bit 4 of element e is bit e / 32 of qh[e % 32].
+struct GgmlBlockQ5_K {
+  uint16_t d;
+  uint16_t dmin;
+  uint8_t scales[12];
+  uint8_t qh[32];
+  uint8_t qs[128];
+};
+static_assert(sizeof(GgmlBlockQ5_K) == 176, "block_q5_K is 176 bytes");
+
+// x = d * scales[s] * (q - 32), q in [0, 63], signed 8-bit scale per
+// 16-element sub-block: low nibbles in ql (4-bit packing per 128-element
+// half, pairing l with l + 64 within the half), high 2 bits in qh (2-bit
+// packing).
+struct GgmlBlockQ6_K {
+  uint8_t ql[128];
+  uint8_t qh[64];
+  int8_t scales[16];
+  uint16_t d;
+};
+static_assert(sizeof(GgmlBlockQ6_K) == 210, "block_q6_K is 210 bytes");
 
 // ggml's kvalues_iq4nl and kvalues_mxfp4.
 inline constexpr int8_t kGgmlIq4NlValues[16] = {

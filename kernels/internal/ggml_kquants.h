@@ -1,0 +1,79 @@
+// Internal: ggml's K-quants (Q2_K..Q6_K, super-blocks of 256 elements)
+// behind the ggml format table (ggml_formats.h), for the table, tests and
+// benchmarks.
+//
+// A K-quant quantizer runs in two stages per super-block:
+//   1. a search per sub-block (16 or 32 elements) for its scale, minimum and
+//      codes (make_qkx2_quants, make_qx_quants, ...; ggml_search.h);
+//   2. a finishing step that quantizes the sub-block scales against the
+//      super-block's d (and dmin), stores those as f16, recomputes the codes
+//      from the stored scales and packs the block.
+// The scalar references (ggml_kquants.cc) run both stages in scalar code.
+// The vector paths (ggml_kquants_avx2.cc) run stage 1 with one sub-block
+// per vector lane, each lane doing its sub-block's sums in ggml's order, so
+// the results are the same bits; stage 2 is the shared scalar Finish*
+// function below. Tests check every vector path against the reference byte
+// for byte.
+#ifndef QUANTD_KERNELS_INTERNAL_GGML_KQUANTS_H_
+#define QUANTD_KERNELS_INTERNAL_GGML_KQUANTS_H_
+
+#include <cstdint>
+
+#include "kernels/ggml_formats.h"
+
+namespace quantd::internal {
+
+// Scalar references (ggml_kquants.cc), the specification; GgmlQuantizeFn
+// contract. Without importance each follows ggml's quantize_row_qX_K_ref,
+// with importance quantize_row_qX_K_impl (what ggml's quantize_qX_K calls
+// for a row with and without an imatrix).
+void GgmlQuantizeQ2_KReference(const float* src, int64_t num_blocks,
+                               const float* importance, uint8_t* dst);
+void GgmlQuantizeQ3_KReference(const float* src, int64_t num_blocks,
+                               const float* importance, uint8_t* dst);
+void GgmlQuantizeQ4_KReference(const float* src, int64_t num_blocks,
+                               const float* importance, uint8_t* dst);
+void GgmlQuantizeQ5_KReference(const float* src, int64_t num_blocks,
+                               const float* importance, uint8_t* dst);
+void GgmlQuantizeQ6_KReference(const float* src, int64_t num_blocks,
+                               const float* importance, uint8_t* dst);
+
+// ggml's dequantize_row_qX_K, bit for bit (GgmlDequantizeFn contract).
+void GgmlDequantizeQ2_K(const uint8_t* src, int64_t num_blocks, float* dst);
+void GgmlDequantizeQ3_K(const uint8_t* src, int64_t num_blocks, float* dst);
+void GgmlDequantizeQ4_K(const uint8_t* src, int64_t num_blocks, float* dst);
+void GgmlDequantizeQ5_K(const uint8_t* src, int64_t num_blocks, float* dst);
+void GgmlDequantizeQ6_K(const uint8_t* src, int64_t num_blocks, float* dst);
+
+// Stage 2, shared by the reference and the vector paths. `x` is the
+// super-block's 256 inputs, `scales` / `mins` the sub-block results of
+// stage 1, `L` its codes (updated in place), `sw` nullptr on the
+// quantize_row_*_ref path or the per-sub-block weight sums on the _impl
+// path. Writes one block to `dst` (unaligned).
+void GgmlFinishQ2_K(const float* x, const float* scales, const float* mins,
+                    const float* sw, uint8_t* L, uint8_t* dst);
+void GgmlFinishQ3_K(const float* x, const float* scales, const float* sw,
+                    int8_t* L, uint8_t* dst);
+void GgmlFinishQ4_K(const float* x, const float* scales, const float* mins,
+                    const float* sw, uint8_t* L, uint8_t* dst);
+void GgmlFinishQ5_K(const float* x, const float* scales, const float* mins,
+                    const float* sw, uint8_t* L, uint8_t* dst);
+void GgmlFinishQ6_K(const float* x, const float* scales, int8_t* L,
+                    uint8_t* dst);
+
+// AVX2 paths (ggml_kquants_avx2.cc, compiled with -mavx2 -mfma -mf16c).
+// REQUIRES: CpuIsa() >= Isa::kAvx2. Bit-identical to the references.
+void GgmlQuantizeQ2_KAvx2(const float* src, int64_t num_blocks,
+                          const float* importance, uint8_t* dst);
+void GgmlQuantizeQ3_KAvx2(const float* src, int64_t num_blocks,
+                          const float* importance, uint8_t* dst);
+void GgmlQuantizeQ4_KAvx2(const float* src, int64_t num_blocks,
+                          const float* importance, uint8_t* dst);
+void GgmlQuantizeQ5_KAvx2(const float* src, int64_t num_blocks,
+                          const float* importance, uint8_t* dst);
+void GgmlQuantizeQ6_KAvx2(const float* src, int64_t num_blocks,
+                          const float* importance, uint8_t* dst);
+
+}  // namespace quantd::internal
+
+#endif  // QUANTD_KERNELS_INTERNAL_GGML_KQUANTS_H_
