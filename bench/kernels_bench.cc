@@ -12,6 +12,7 @@
 #include "kernels/convert.h"
 #include "kernels/cpu.h"
 #include "kernels/ggml_formats.h"
+#include "kernels/internal/ggml_kquants.h"
 #include "kernels/internal/isa_kernels.h"
 #include "kernels/metrics.h"
 #include "kernels/onednn_int8.h"
@@ -131,6 +132,53 @@ QUANTD_GGML_BENCH(Q5_0);
 QUANTD_GGML_BENCH(Q5_1);
 QUANTD_GGML_BENCH(IQ4_NL);
 QUANTD_GGML_BENCH(MXFP4);
+
+// ggml K-quants, block quantizers called directly on the first 256 rows of
+// the tensor (4 MiB of f32; the references take ~0.1 s per pass), with and
+// without an importance matrix: the scalar reference against the AVX2 path.
+void BM_GgmlKQuant(benchmark::State& state, GgmlQuantizeFn fn, int block_bytes,
+                   bool importance) {
+  if (internal::CpuIsa() < Isa::kAvx2) {
+    state.SkipWithError("no AVX2");
+    return;
+  }
+  constexpr int64_t kKRows = 256;
+  const std::vector<float>& w = Weights();
+  std::vector<float> imatrix(static_cast<size_t>(kCols));
+  for (size_t j = 0; j < imatrix.size(); ++j) {
+    imatrix[j] = 0.5f + static_cast<float>(j % 13);
+  }
+  const int64_t blocks_per_row = kCols / kGgmlBlock256;
+  std::vector<uint8_t> dst(static_cast<size_t>(kKRows * blocks_per_row * block_bytes));
+  for (auto _ : state) {
+    for (int64_t r = 0; r < kKRows; ++r) {
+      fn(w.data() + r * kCols, blocks_per_row, importance ? imatrix.data() : nullptr,
+         dst.data() + r * blocks_per_row * block_bytes);
+    }
+    benchmark::DoNotOptimize(dst.data());
+  }
+  SetBytes(state, kKRows * kCols * static_cast<int64_t>(sizeof(float)));
+}
+
+#define QUANTD_KQUANT_BENCH(type, bytes)                                       \
+  BENCHMARK_CAPTURE(BM_GgmlKQuant, type/reference, internal::GgmlQuantize##type##Reference, \
+                    bytes, false)                                              \
+      ->Unit(benchmark::kMillisecond);                                         \
+  BENCHMARK_CAPTURE(BM_GgmlKQuant, type/avx2, internal::GgmlQuantize##type##Avx2, bytes, \
+                    false)                                                     \
+      ->Unit(benchmark::kMillisecond);                                         \
+  BENCHMARK_CAPTURE(BM_GgmlKQuant, type/imatrix/reference,                     \
+                    internal::GgmlQuantize##type##Reference, bytes, true)      \
+      ->Unit(benchmark::kMillisecond);                                         \
+  BENCHMARK_CAPTURE(BM_GgmlKQuant, type/imatrix/avx2, internal::GgmlQuantize##type##Avx2, \
+                    bytes, true)                                               \
+      ->Unit(benchmark::kMillisecond)
+
+QUANTD_KQUANT_BENCH(Q2_K, 84);
+QUANTD_KQUANT_BENCH(Q3_K, 110);
+QUANTD_KQUANT_BENCH(Q4_K, 144);
+QUANTD_KQUANT_BENCH(Q5_K, 176);
+QUANTD_KQUANT_BENCH(Q6_K, 210);
 
 void BM_ConvertF16(benchmark::State& state, bool reference) {
   const size_t n = static_cast<size_t>(kRows * kCols);
