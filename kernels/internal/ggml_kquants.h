@@ -19,9 +19,15 @@
 
 #include <cstdint>
 
+#include "absl/types/span.h"
 #include "kernels/ggml_formats.h"
 
 namespace quantd::internal {
+
+// The K-quants' rows for the ggml format table, in ggml type order (Q2_K,
+// Q3_K, Q4_K, Q5_K, Q6_K): block size 256, `fast` chosen once from
+// DetectedIsa() (the AVX2 path on AVX2 and AVX-512 CPUs), importance used.
+absl::Span<const GgmlFormatTraits> GgmlKQuantFormats();
 
 // Scalar references (ggml_kquants.cc), the specification; GgmlQuantizeFn
 // contract. Without importance each follows ggml's quantize_row_qX_K_ref,

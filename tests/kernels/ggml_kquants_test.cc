@@ -186,6 +186,36 @@ TEST(GgmlKQuantsTest, LayoutsMatchGgml) {
   EXPECT_EQ(static_cast<int>(GgmlType::kQ6_K), 14);
 }
 
+TEST(GgmlKQuantsTest, TableRowsDispatchToPathsEqualToTheReference) {
+  const absl::Span<const GgmlFormatTraits> rows = internal::GgmlKQuantFormats();
+  const std::vector<KQuant> want = KQuants();
+  ASSERT_EQ(rows.size(), want.size());
+  const std::vector<float> x = RandomWeights(static_cast<size_t>(6 * kQK), 9, 0.05f);
+  const std::vector<float> imp = RandomImportance(static_cast<size_t>(2 * kQK), 9);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const GgmlFormatTraits& f = rows[i];
+    SCOPED_TRACE(f.name);
+    EXPECT_STREQ(f.name, want[i].name);
+    EXPECT_EQ(f.type, want[i].type);
+    EXPECT_EQ(f.block_size, kQK);
+    EXPECT_EQ(f.block_bytes, want[i].block_bytes);
+    EXPECT_TRUE(f.uses_importance);
+    EXPECT_EQ(f.reference, want[i].reference);
+    EXPECT_EQ(f.dequantize, want[i].dequantize);
+    EXPECT_EQ(f.fast, internal::CpuIsa() >= Isa::kAvx2 && DetectedIsa() != Isa::kScalar
+                          ? want[i].avx2
+                          : want[i].reference);
+    // Three rows of two blocks; the importance covers one row.
+    EXPECT_EQ(QuantizeWith(f.fast, want[i], x, nullptr),
+              QuantizeWith(f.reference, want[i], x, nullptr));
+    for (int r = 0; r < 3; ++r) {
+      const std::vector<float> row(x.begin() + r * 2 * kQK, x.begin() + (r + 1) * 2 * kQK);
+      EXPECT_EQ(QuantizeWith(f.fast, want[i], row, imp.data()),
+                QuantizeWith(f.reference, want[i], row, imp.data()));
+    }
+  }
+}
+
 TEST(GgmlKQuantsTest, NearestIntIsGgmlsMagicNumberRounding) {
   using internal::GgmlNearestInt;
   EXPECT_EQ(GgmlNearestInt(2.5f), 2);  // ties to even
