@@ -40,10 +40,22 @@
 //     byte of the CPU's "integer indefinite" 0x80000000, i.e. code 0. The
 //     reference defines exactly that, without undefined behaviour.
 //
-// Importance matrices (llama.cpp's --imatrix): IQ4_NL accepts per-column
-// weights like ggml's quantize_iq4_nl. The Q4_0/Q4_1/Q5_0/Q5_1 imatrix
-// paths of ggml are not implemented here (Unimplemented); Q8_0 and MXFP4
-// ignore an importance matrix in ggml, and so do they here.
+// IQ4_XS follows quantize_iq4_xs: the IQ4_NL search per 32-element
+// sub-block (ntry 7), then 6-bit sub-block scales l = nearest_int(scale / d)
+// (ggml's nearest_int, round half to even) clamped to [-32, 31] with
+// d = -(the sub-block scale of largest magnitude, the first on ties) / 32,
+// and the codes recomputed from the f32 d * l.
+//
+// Importance matrices (llama.cpp's --imatrix): IQ4_NL, IQ4_XS, Q4_0, Q4_1,
+// Q5_0 and Q5_1 follow ggml's quant_weights paths (quantize_iq4_nl,
+// quantize_iq4_xs, quantize_row_q4_0_impl ... quantize_row_q5_1_impl):
+// Q4_0/Q5_0 search with make_qx_quants, Q4_1/Q5_1 with make_qkx3_quants
+// (internal/ggml_search.h), weighting element j by
+// importance[j] * sqrt(sigma2 + x[j]^2) where sigma2 is the mean square of
+// the row (of the block for IQ4_NL, twice the mean square of the super-block
+// for IQ4_XS). Q8_0 and MXFP4 ignore an importance matrix in ggml, and so do
+// they here. The vector paths of Q4_0..Q5_1 run the scalar search when given
+// importance; IQ4_NL and IQ4_XS vectorize it.
 //
 // Thread-safety: all functions are reentrant; they share no mutable state.
 #ifndef QUANTD_KERNELS_GGML_FORMATS_H_
@@ -74,6 +86,7 @@ enum class GgmlType : int {
   kQ5_K = 13,
   kQ6_K = 14,
   kIq4Nl = 20,
+  kIq4Xs = 23,
   kMxfp4 = 39,
 };
 
@@ -127,6 +140,19 @@ struct GgmlBlockIq4Nl {
   uint8_t qs[16];
 };
 static_assert(sizeof(GgmlBlockIq4Nl) == 18, "block_iq4_nl is 18 bytes");
+
+// A super-block of 256 elements in 8 sub-blocks of 32:
+// x = d * (s - 32) * kGgmlIq4NlValues[q], q in [0, 15], with the 6-bit
+// scale s of sub-block k split into a low nibble (scales_l[k / 2], low
+// nibble for even k) and 2 high bits (bits 2k, 2k + 1 of scales_h); qs holds
+// each sub-block's codes as in IQ4_NL, 16 bytes per sub-block.
+struct GgmlBlockIq4Xs {
+  uint16_t d;
+  uint16_t scales_h;
+  uint8_t scales_l[4];
+  uint8_t qs[128];
+};
+static_assert(sizeof(GgmlBlockIq4Xs) == 136, "block_iq4_xs is 136 bytes");
 
 // x = GgmlE8m0ToFloatHalf(e) * kGgmlMxfp4Values[q]: OCP MX FP4 (E2M1) with a
 // shared E8M0 exponent; the table holds the E2M1 values doubled, hence the
@@ -216,7 +242,9 @@ float GgmlE8m0ToFloatHalf(uint8_t e);
 // Quantizes `num_blocks` consecutive blocks of `src` into `dst`
 // (num_blocks * block_bytes bytes). `importance` is nullptr or one weight per
 // element of src (the imatrix entries of those columns); formats without an
-// importance path ignore it. Inputs are finite (callers check).
+// importance path ignore it. With importance, src is exactly one row (Q4_0
+// to Q5_1 weight by the row's mean square). Inputs are finite (callers
+// check).
 using GgmlQuantizeFn = void (*)(const float* src, int64_t num_blocks,
                                 const float* importance, uint8_t* dst);
 // Writes num_blocks * block_size floats.
@@ -258,8 +286,8 @@ absl::StatusOr<int64_t> GgmlRowBytes(const GgmlFormatTraits& format,
 // (an imatrix entry for the tensor).
 // InvalidArgument: row_length not a multiple of the block size (the message
 // names both) or < 1, rows < 0, or an element NaN / infinite (the message
-// names its index). Unimplemented: `importance` given for a format whose
-// ggml importance path is not implemented here (Q4_0, Q4_1, Q5_0, Q5_1).
+// names its index; dst is then unspecified: the tensor is checked and
+// quantized a chunk at a time).
 absl::Status GgmlQuantize(const GgmlFormatTraits& format, const float* src,
                           int64_t rows, int64_t row_length,
                           const float* importance, uint8_t* dst);

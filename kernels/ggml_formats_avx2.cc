@@ -78,6 +78,26 @@ inline void StoreNibbles(__m256i lo0, __m256i lo1, __m256i hi0, __m256i hi1,
 
 }  // namespace
 
+bool GgmlAllFiniteAvx2(const float* x, int64_t n) {
+  const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF);
+  __m256i m = _mm256_setzero_si256();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    m = _mm256_max_epi32(
+        m, _mm256_and_si256(
+               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)),
+               abs_mask));
+  }
+  alignas(32) int32_t lanes[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), m);
+  int32_t max = 0;
+  for (int32_t v : lanes) max = v > max ? v : max;
+  for (; i < n; ++i) {
+    if (!std::isfinite(x[i])) return false;
+  }
+  return max < 0x7F800000;
+}
+
 void GgmlQuantizeQ8_0Avx2(const float* src, int64_t num_blocks,
                           const float* importance, uint8_t* dst) {
   for (int64_t b = 0; b < num_blocks; ++b) {
@@ -107,6 +127,11 @@ void GgmlQuantizeQ8_0Avx2(const float* src, int64_t num_blocks,
 
 void GgmlQuantizeQ4_0Avx2(const float* src, int64_t num_blocks,
                           const float* importance, uint8_t* dst) {
+  if (importance != nullptr) {
+    // ggml's imatrix search (make_qx_quants / make_qkx3_quants): scalar.
+    GgmlQuantizeQ4_0Reference(src, num_blocks, importance, dst);
+    return;
+  }
   for (int64_t b = 0; b < num_blocks; ++b) {
     const float* x = src + b * 32;
     uint8_t* y = dst + b * sizeof(GgmlBlockQ4_0);
@@ -135,6 +160,11 @@ void GgmlQuantizeQ4_0Avx2(const float* src, int64_t num_blocks,
 
 void GgmlQuantizeQ4_1Avx2(const float* src, int64_t num_blocks,
                           const float* importance, uint8_t* dst) {
+  if (importance != nullptr) {
+    // ggml's imatrix search (make_qx_quants / make_qkx3_quants): scalar.
+    GgmlQuantizeQ4_1Reference(src, num_blocks, importance, dst);
+    return;
+  }
   for (int64_t b = 0; b < num_blocks; ++b) {
     const float* x = src + b * 32;
     uint8_t* y = dst + b * sizeof(GgmlBlockQ4_1);
@@ -169,6 +199,11 @@ void GgmlQuantizeQ4_1Avx2(const float* src, int64_t num_blocks,
 
 void GgmlQuantizeQ5_0Avx2(const float* src, int64_t num_blocks,
                           const float* importance, uint8_t* dst) {
+  if (importance != nullptr) {
+    // ggml's imatrix search (make_qx_quants / make_qkx3_quants): scalar.
+    GgmlQuantizeQ5_0Reference(src, num_blocks, importance, dst);
+    return;
+  }
   for (int64_t b = 0; b < num_blocks; ++b) {
     const float* x = src + b * 32;
     uint8_t* y = dst + b * sizeof(GgmlBlockQ5_0);

@@ -36,11 +36,37 @@ void GgmlQuantizeQ8_0Reference(const float* src, int64_t num_blocks,
                                const float* importance, uint8_t* dst);
 void GgmlQuantizeIq4NlReference(const float* src, int64_t num_blocks,
                                 const float* importance, uint8_t* dst);
+void GgmlQuantizeIq4XsReference(const float* src, int64_t num_blocks,
+                                const float* importance, uint8_t* dst);
 void GgmlQuantizeMxfp4Reference(const float* src, int64_t num_blocks,
                                 const float* importance, uint8_t* dst);
 
+// Pieces of the IQ4_NL / IQ4_XS references (ggml's
+// quantize_row_iq4_nl_impl) that the vector paths share.
+// best_index_int8 on kGgmlIq4NlValues: the nearest value's index, ties to
+// the upper one, decided exactly on doubled values (2x >= sum of
+// neighbours); 0 for NaN.
+int GgmlIq4NlIndex(float x);
+// The weighted scale search of one 32-element sub-block (ntry 7): the scale,
+// or 0 when max |x| < 1e-15.
+float GgmlIq4SubBlockScale(const float* x, const float* weight);
+// The n weights of x: x^2 without importance (qw == nullptr), else
+// qw[j] * sqrt(sigma2 + x^2).
+void GgmlIq4Weights(const float* x, int n, const float* qw, float sigma2,
+                    float* weight);
+// 2 * mean(x^2) over n elements, summed in order.
+float GgmlIq4Sigma2(const float* x, int n);
+// IQ4_XS's second stage: given the super-block x (256), its 8 sub-block
+// scales and the signed one of largest magnitude, writes the 136-byte block.
+void GgmlFinishIq4Xs(const float* x, const float* scales, float max_scale,
+                     uint8_t* dst);
+
 // Vector paths. A block whose 1/scale is not finite (max|x| below ~2^-121)
-// is handed to the reference, which defines that case.
+// is handed to the reference, which defines that case. With importance,
+// the Q4_0/Q4_1/Q5_0/Q5_1 paths call the reference (ggml's imatrix search
+// of those formats, make_qx_quants / make_qkx3_quants, runs per block with
+// data-dependent early exits and is not vectorized here); IQ4_NL and IQ4_XS
+// vectorize both paths.
 void GgmlQuantizeQ8_0Avx2(const float* src, int64_t num_blocks,
                           const float* importance, uint8_t* dst);
 void GgmlQuantizeQ4_0Avx2(const float* src, int64_t num_blocks,
@@ -49,6 +75,14 @@ void GgmlQuantizeQ4_1Avx2(const float* src, int64_t num_blocks,
                           const float* importance, uint8_t* dst);
 void GgmlQuantizeQ5_0Avx2(const float* src, int64_t num_blocks,
                           const float* importance, uint8_t* dst);
+void GgmlQuantizeQ5_1Avx512(const float* src, int64_t num_blocks,
+                            const float* importance, uint8_t* dst);
+void GgmlQuantizeIq4NlAvx512(const float* src, int64_t num_blocks,
+                             const float* importance, uint8_t* dst);
+void GgmlQuantizeIq4XsAvx512(const float* src, int64_t num_blocks,
+                             const float* importance, uint8_t* dst);
+void GgmlQuantizeMxfp4Avx512(const float* src, int64_t num_blocks,
+                             const float* importance, uint8_t* dst);
 void GgmlQuantizeQ8_0Avx512(const float* src, int64_t num_blocks,
                             const float* importance, uint8_t* dst);
 void GgmlQuantizeQ4_0Avx512(const float* src, int64_t num_blocks,
@@ -57,6 +91,12 @@ void GgmlQuantizeQ4_1Avx512(const float* src, int64_t num_blocks,
                             const float* importance, uint8_t* dst);
 void GgmlQuantizeQ5_0Avx512(const float* src, int64_t num_blocks,
                             const float* importance, uint8_t* dst);
+
+// Whether x[0, n) holds no NaN or infinity: one vector pass (the fast
+// paths' input check; the index of a bad element comes from the scalar
+// FirstNonFinite).
+bool GgmlAllFiniteAvx2(const float* x, int64_t n);
+bool GgmlAllFiniteAvx512(const float* x, int64_t n);
 
 }  // namespace quantd::internal
 

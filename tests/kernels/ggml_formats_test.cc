@@ -66,6 +66,38 @@ std::vector<float> HardBlocks() {
   block([](int j) { return std::ldexp(1.0f, j - 10); });
   block([](int j) { return std::nextafter(std::ldexp(1.0f, j - 10), 0.0f); });
   block([](int j) { return j == 31 ? 5.0f : -5.0f; });
+  block([](int j) { return std::ldexp(static_cast<float>(j - 16), -126); });
+  return x;  // 24 blocks: 3 super-blocks of 256
+}
+
+// Super-blocks of 256 whose sub-blocks interact through the super-block's
+// scale: sub-blocks of very different magnitudes, opposite signs of equal
+// magnitude (a sub-block scale of +32 clamps to 31), zero and subnormal
+// sub-blocks next to normal ones, all sub-blocks zero.
+std::vector<float> HardSuperBlocks() {
+  std::vector<float> x;
+  const std::vector<float> r = RandomWeights(256, 99, 1.0f);
+  auto super = [&x](auto fill) {
+    for (int j = 0; j < 256; ++j) x.push_back(fill(j));
+  };
+  super([&](int j) { return r[j] * std::ldexp(1.0f, 3 * (j / 32) - 12); });
+  super([&](int j) { return j / 32 == 1 ? -r[j - 32] : r[j % 32]; });
+  super([&](int j) { return j / 32 == 3 ? 0.0f : r[j]; });
+  super([&](int j) { return j / 32 == 5 ? r[j] * 1e-39f : r[j]; });
+  super([](int j) { return j == 77 ? std::numeric_limits<float>::denorm_min() : 0.0f; });
+  super([](int j) { return j % 2 ? -0.0f : 0.0f; });
+  super([&](int j) { return j / 32 == 6 ? r[j] * 60000.0f : r[j] * 1e-3f; });
+  super([&](int j) { return j / 32 == 2 ? 65504.0f : r[j]; });
+  return x;
+}
+
+// Hard inputs for a format of `block_size` (32 or 256).
+std::vector<float> HardInput(int block_size) {
+  std::vector<float> x = HardBlocks();
+  if (block_size == 256) {
+    const std::vector<float> more = HardSuperBlocks();
+    x.insert(x.end(), more.begin(), more.end());
+  }
   return x;
 }
 
@@ -90,6 +122,14 @@ std::vector<Path> VectorPaths(GgmlType type) {
     case GgmlType::kQ5_0:
       return {{"avx2", Isa::kAvx2, GgmlQuantizeQ5_0Avx2},
               {"avx512", Isa::kAvx512, GgmlQuantizeQ5_0Avx512}};
+    case GgmlType::kQ5_1:
+      return {{"avx512", Isa::kAvx512, GgmlQuantizeQ5_1Avx512}};
+    case GgmlType::kIq4Nl:
+      return {{"avx512", Isa::kAvx512, GgmlQuantizeIq4NlAvx512}};
+    case GgmlType::kIq4Xs:
+      return {{"avx512", Isa::kAvx512, GgmlQuantizeIq4XsAvx512}};
+    case GgmlType::kMxfp4:
+      return {{"avx512", Isa::kAvx512, GgmlQuantizeMxfp4Avx512}};
     default:
       return {};
   }
@@ -124,6 +164,7 @@ TEST(GgmlFormatTableTest, LayoutsAndNamesMatchGgml) {
   const Want wants[] = {{"Q4_0", GgmlType::kQ4_0, 18},  {"Q4_1", GgmlType::kQ4_1, 20},
                         {"Q5_0", GgmlType::kQ5_0, 22},  {"Q5_1", GgmlType::kQ5_1, 24},
                         {"Q8_0", GgmlType::kQ8_0, 34},  {"IQ4_NL", GgmlType::kIq4Nl, 18},
+                        {"IQ4_XS", GgmlType::kIq4Xs, 136},
                         {"MXFP4", GgmlType::kMxfp4, 17}};
   ASSERT_EQ(GgmlFormatTable().size(), std::size(wants));
   for (const Want& w : wants) {
@@ -132,7 +173,7 @@ TEST(GgmlFormatTableTest, LayoutsAndNamesMatchGgml) {
     ASSERT_NE(f, nullptr);
     EXPECT_EQ(f, FindGgmlFormat(w.type));
     EXPECT_EQ(f, FindGgmlFormat(absl::AsciiStrToLower(w.name)));
-    EXPECT_EQ(f->block_size, 32);
+    EXPECT_EQ(f->block_size, w.type == GgmlType::kIq4Xs ? 256 : 32);
     EXPECT_EQ(f->block_bytes, w.bytes);
     EXPECT_NE(f->reference, nullptr);
     EXPECT_NE(f->fast, nullptr);
@@ -141,6 +182,7 @@ TEST(GgmlFormatTableTest, LayoutsAndNamesMatchGgml) {
   EXPECT_EQ(FindGgmlFormat("Q4_K"), nullptr);
   EXPECT_EQ(static_cast<int>(GgmlType::kQ8_0), 8);
   EXPECT_EQ(static_cast<int>(GgmlType::kIq4Nl), 20);
+  EXPECT_EQ(static_cast<int>(GgmlType::kIq4Xs), 23);
   EXPECT_EQ(static_cast<int>(GgmlType::kMxfp4), 39);
 }
 
@@ -168,35 +210,168 @@ TEST(GgmlFormatTableTest, NonFiniteInputIsInvalidArgumentNamingTheIndex) {
   for (const GgmlFormatTraits& f : GgmlFormatTable()) {
     for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity()}) {
       SCOPED_TRACE(absl::StrCat(f.name, " ", bad));
-      std::vector<float> x(64, 0.5f);
+      std::vector<float> x(512, 0.5f);
       x[37] = bad;
-      Bytes out(static_cast<size_t>(2 * f.block_bytes));
-      absl::Status s = GgmlQuantize(f, x.data(), 1, 64, nullptr, out.data());
+      Bytes out(static_cast<size_t>(512 / f.block_size * f.block_bytes));
+      absl::Status s = GgmlQuantize(f, x.data(), 1, 512, nullptr, out.data());
       ASSERT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
       EXPECT_NE(s.message().find("element 37"), std::string::npos) << s;
     }
   }
 }
 
-TEST(GgmlFormatTableTest, ImportanceIsUnimplementedOnlyWhereGgmlUsesIt) {
-  std::vector<float> x = RandomWeights(64, 5, 1.0f);
-  std::vector<float> w(64, 1.0f);
+// Importance weights like an imatrix's: positive, spread over two orders of
+// magnitude, with some zeros.
+std::vector<float> RandomImportance(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
+  std::vector<float> w(n);
+  for (float& v : w) {
+    const float u = uniform(rng);
+    v = u < 0.05f ? 0.0f : std::exp(4.6f * u - 2.3f);
+  }
+  return w;
+}
+
+TEST(GgmlFormatTableTest, ImportanceChangesExactlyTheFormatsWhereGgmlUsesIt) {
+  const std::vector<float> x = RandomWeights(512, 5, 1.0f);
+  const std::vector<float> w = RandomImportance(512, 6);
   for (const GgmlFormatTraits& f : GgmlFormatTable()) {
     SCOPED_TRACE(f.name);
-    Bytes out(static_cast<size_t>(2 * f.block_bytes));
-    absl::Status s = GgmlQuantize(f, x.data(), 1, 64, w.data(), out.data());
-    const bool unimplemented =
-        f.type == GgmlType::kQ4_0 || f.type == GgmlType::kQ4_1 ||
-        f.type == GgmlType::kQ5_0 || f.type == GgmlType::kQ5_1;
-    EXPECT_EQ(s.code(), unimplemented ? absl::StatusCode::kUnimplemented
-                                      : absl::StatusCode::kOk);
+    const Bytes plain = QuantizeRef(f, x, 512);
+    Bytes weighted(plain.size());
+    ASSERT_TRUE(GgmlQuantize(f, x.data(), 1, 512, w.data(), weighted.data()).ok());
+    // Q8_0 and MXFP4 ignore an imatrix in ggml; every other format here has
+    // an importance path.
+    const bool ignored = f.type == GgmlType::kQ8_0 || f.type == GgmlType::kMxfp4;
+    EXPECT_EQ(f.uses_importance, !ignored);
+    if (ignored) {
+      EXPECT_EQ(weighted, plain);
+    } else {
+      EXPECT_NE(weighted, plain);
+    }
+  }
+}
+
+TEST(GgmlQuantizeTest, ImportanceFastPathsMatchReferenceBitExact) {
+  for (const GgmlFormatTraits& f : GgmlFormatTable()) {
+    if (!f.uses_importance) continue;
+    std::vector<Path> paths = VectorPaths(f.type);
+    paths.push_back({"dispatched", Isa::kScalar, f.fast});
+    for (const Path& path : paths) {
+      if (internal::CpuIsa() < path.isa) continue;
+      uint32_t seed = 4242;
+      for (int64_t blocks : {1, 2, 17, 40}) {
+        for (float spread : {1e-3f, 1.0f, 300.0f}) {
+          ++seed;
+          SCOPED_TRACE(absl::StrCat(f.name, " ", path.name, " blocks ", blocks,
+                                    " spread ", spread, " seed ", seed));
+          const auto n = static_cast<size_t>(blocks * f.block_size);
+          const std::vector<float> x = RandomWeights(n, seed, spread);
+          const std::vector<float> w = RandomImportance(n, seed + 1000);
+          Bytes want(static_cast<size_t>(blocks * f.block_bytes));
+          Bytes got(want.size(), 0xAA);
+          f.reference(x.data(), blocks, w.data(), want.data());
+          path.fn(x.data(), blocks, w.data(), got.data());
+          ASSERT_EQ(got, want);
+        }
+      }
+      // Hard inputs, as one row, with uniform and with random weights.
+      const std::vector<float> hard = HardInput(f.block_size);
+      const int64_t blocks = static_cast<int64_t>(hard.size()) / f.block_size;
+      for (const std::vector<float>& w :
+           {std::vector<float>(hard.size(), 1.0f), RandomImportance(hard.size(), 9)}) {
+        SCOPED_TRACE(absl::StrCat(f.name, " ", path.name, " hard input"));
+        Bytes want(static_cast<size_t>(blocks * f.block_bytes));
+        Bytes got(want.size(), 0xAA);
+        f.reference(hard.data(), blocks, w.data(), want.data());
+        path.fn(hard.data(), blocks, w.data(), got.data());
+        ASSERT_EQ(got, want);
+      }
+    }
+  }
+}
+
+TEST(GgmlKnownBytesTest, ImportanceSearchFindsExactIntegerGrids) {
+  // Integers that are codes times 1: the weighted least-squares fit of
+  // make_qx_quants / make_qkx3_quants is exact (sum w x l == sum w l^2, the
+  // same f32 products), so d = 1 and the codes are the integers.
+  const std::vector<float> w = RandomImportance(32, 3);
+  auto quantize = [&w](const char* type, const std::vector<float>& x) {
+    const GgmlFormatTraits& f = *FindGgmlFormat(type);
+    Bytes out(static_cast<size_t>(f.block_bytes));
+    EXPECT_TRUE(GgmlQuantizeReference(f, x.data(), 1, 32, w.data(), out.data()).ok());
+    return out;
+  };
+  std::vector<float> x(32);
+  for (int j = 0; j < 32; ++j) x[j] = static_cast<float>(j % 16 - 8);
+  const Bytes q40 = quantize("Q4_0", x);
+  EXPECT_EQ(HalfAt(q40, 0), 0x3C00);
+  for (int j = 0; j < 16; ++j) EXPECT_EQ(q40[2 + j], j | (j << 4)) << j;
+
+  for (int j = 0; j < 32; ++j) x[j] = static_cast<float>(j - 16);
+  const Bytes q50 = quantize("Q5_0", x);
+  EXPECT_EQ(HalfAt(q50, 0), 0x3C00);
+  EXPECT_EQ(q50[2] | q50[3] << 8 | q50[4] << 16 | static_cast<uint32_t>(q50[5]) << 24,
+            0xFFFF0000u);
+  for (int j = 0; j < 16; ++j) EXPECT_EQ(q50[6 + j], j | (j << 4)) << j;
+
+  // Asymmetric: codes 0..15 (0..31) with minimum 0; m is stored as +0.
+  for (int j = 0; j < 32; ++j) x[j] = static_cast<float>(j % 16);
+  const Bytes q41 = quantize("Q4_1", x);
+  EXPECT_EQ(HalfAt(q41, 0), 0x3C00);
+  EXPECT_EQ(HalfAt(q41, 2), 0x0000);
+  for (int j = 0; j < 16; ++j) EXPECT_EQ(q41[4 + j], j | (j << 4)) << j;
+  for (int j = 0; j < 32; ++j) x[j] = static_cast<float>(j);
+  const Bytes q51 = quantize("Q5_1", x);
+  EXPECT_EQ(HalfAt(q51, 0), 0x3C00);
+  EXPECT_EQ(HalfAt(q51, 2), 0x0000);
+  for (int j = 0; j < 16; ++j) EXPECT_EQ(q51[8 + j], j | (j << 4)) << j;
+
+  // ggml's imatrix search never takes a positive minimum (it starts from
+  // min(0, min x) and clamps every fitted minimum above 0 to 0): a block of
+  // 16..31 gets m <= 0 and spends its codes on about [0, 31].
+  for (int j = 0; j < 32; ++j) x[j] = static_cast<float>(16 + j % 16);
+  const Bytes pos = quantize("Q4_1", x);
+  EXPECT_LE(HalfToFloat(HalfAt(pos, 2)), 0.0f);
+  EXPECT_GT(HalfToFloat(HalfAt(pos, 0)), 1.9f);
+}
+
+TEST(GgmlQuantizeTest, ImportanceWeightsUseEachRowsOwnMeanSquare) {
+  // ggml's Q4_0..Q5_1 weights are qw * sqrt(sigma2 + x^2) with sigma2 the
+  // mean square of the row: the same block quantizes differently next to
+  // large or small neighbours, and a tensor is quantized row by row.
+  const std::vector<float> block = RandomWeights(32, 12, 1.0f);
+  const std::vector<float> w = RandomImportance(256, 13);
+  for (const char* type : {"Q4_0", "Q4_1", "Q5_0", "Q5_1"}) {
+    SCOPED_TRACE(type);
+    const GgmlFormatTraits& f = *FindGgmlFormat(type);
+    std::vector<float> rows = block;
+    const std::vector<float> small = RandomWeights(224, 14, 1e-3f);
+    rows.insert(rows.end(), small.begin(), small.end());
+    rows.insert(rows.end(), block.begin(), block.end());
+    const std::vector<float> large = RandomWeights(224, 15, 1e3f);
+    rows.insert(rows.end(), large.begin(), large.end());
+    const size_t row_bytes = static_cast<size_t>(*GgmlRowBytes(f, 256));
+    Bytes both(2 * row_bytes);
+    ASSERT_TRUE(GgmlQuantize(f, rows.data(), 2, 256, w.data(), both.data()).ok());
+    EXPECT_NE(Bytes(both.begin(), both.begin() + f.block_bytes),
+              Bytes(both.begin() + static_cast<long>(row_bytes),
+                    both.begin() + static_cast<long>(row_bytes) + f.block_bytes));
+    for (int r = 0; r < 2; ++r) {
+      Bytes one(row_bytes);
+      f.reference(rows.data() + 256 * r, 8, w.data(), one.data());
+      EXPECT_EQ(Bytes(both.begin() + static_cast<long>(r * row_bytes),
+                      both.begin() + static_cast<long>((r + 1) * row_bytes)),
+                one);
+    }
   }
 }
 
 TEST(GgmlQuantizeTest, EveryFastPathMatchesReferenceBitExact) {
   const uint32_t seed = 20250301;
-  const std::vector<float> hard = HardBlocks();
   for (const GgmlFormatTraits& f : GgmlFormatTable()) {
+    const std::vector<float> hard = HardInput(f.block_size);
     std::vector<Path> paths = VectorPaths(f.type);
     paths.push_back({"dispatched", Isa::kScalar, f.fast});
     for (const Path& path : paths) {
@@ -207,7 +382,8 @@ TEST(GgmlQuantizeTest, EveryFastPathMatchesReferenceBitExact) {
           const uint32_t s = seed + static_cast<uint32_t>(cases++);
           SCOPED_TRACE(absl::StrCat(f.name, " ", path.name, " blocks ", blocks,
                                     " spread ", spread, " seed ", s));
-          std::vector<float> x = RandomWeights(static_cast<size_t>(blocks * 32), s, spread);
+          std::vector<float> x =
+              RandomWeights(static_cast<size_t>(blocks * f.block_size), s, spread);
           Bytes want(static_cast<size_t>(blocks * f.block_bytes));
           Bytes got(want.size(), 0xAA);
           f.reference(x.data(), blocks, nullptr, want.data());
@@ -216,7 +392,7 @@ TEST(GgmlQuantizeTest, EveryFastPathMatchesReferenceBitExact) {
         }
       }
       SCOPED_TRACE(absl::StrCat(f.name, " ", path.name, " hard blocks"));
-      const int64_t blocks = static_cast<int64_t>(hard.size()) / 32;
+      const int64_t blocks = static_cast<int64_t>(hard.size()) / f.block_size;
       Bytes want(static_cast<size_t>(blocks * f.block_bytes));
       Bytes got(want.size(), 0xAA);
       f.reference(hard.data(), blocks, nullptr, want.data());
@@ -378,6 +554,33 @@ TEST(GgmlKnownBytesTest, Iq4NlAllZeroAndExactTableBlocks) {
   for (int j = 0; j < 16; ++j) EXPECT_EQ(b[2 + j], j | (j << 4)) << j;
 }
 
+TEST(GgmlKnownBytesTest, Iq4XsSubBlockScalesAreSixBitMultiplesOfD) {
+  // Sub-block k holds the table times 2^-6 (k != 1) or 2^-7 (k == 1): the
+  // search finds those scales exactly; max_scale = 2^-6, so
+  // d = -2^-6 / 32 = -2^-11 (f16 0x9000), l = nearest(scale / d) = -32 or -16,
+  // stored as l + 32 = 0 or 16 (low nibble 0, high bits 01 at k = 1).
+  std::vector<float> x(256);
+  for (int j = 0; j < 256; ++j) {
+    x[j] = std::ldexp(static_cast<float>(kGgmlIq4NlValues[j % 16]),
+                      j / 32 == 1 ? -7 : -6);
+  }
+  const Bytes b = QuantizeRef(*FindGgmlFormat("IQ4_XS"), x, 256);
+  ASSERT_EQ(b.size(), 136u);
+  EXPECT_EQ(HalfAt(b, 0), 0x9000);
+  EXPECT_EQ(HalfAt(b, 2), 0x0004);  // scales_h
+  for (int k = 0; k < 4; ++k) EXPECT_EQ(b[4 + k], 0) << k;
+  for (int j = 0; j < 128; ++j) EXPECT_EQ(b[8 + j], (j % 16) | ((j % 16) << 4)) << j;
+  std::vector<float> back(256);
+  ASSERT_TRUE(GgmlDequantize(*FindGgmlFormat("IQ4_XS"), b.data(), 1, 256, back.data()).ok());
+  EXPECT_EQ(back, x);
+  // All zero: max_scale stays +0, d = -0 / 32 = -0 (0x8000); every l is 0,
+  // stored 32 (high bits 10), codes of 0 are index 8.
+  const Bytes z = QuantizeRef(*FindGgmlFormat("IQ4_XS"), std::vector<float>(256, 0.0f), 256);
+  EXPECT_EQ(HalfAt(z, 0), 0x8000);
+  EXPECT_EQ(HalfAt(z, 2), 0xAAAA);
+  for (int j = 0; j < 128; ++j) EXPECT_EQ(z[8 + j], 0x88) << j;
+}
+
 TEST(GgmlKnownBytesTest, Iq4NlImportanceChangesTheScaleSearch) {
   const GgmlFormatTraits& f = *FindGgmlFormat("IQ4_NL");
   const std::vector<float> x = RandomWeights(32 * 64, 11, 1.0f);
@@ -418,12 +621,12 @@ TEST(GgmlDequantizeTest, KnownValuesAndRoundTripBounds) {
   EXPECT_EQ(y[16], -0.5f);
   EXPECT_EQ(y[1], -2.0f);
 
-  const std::vector<float> x = RandomWeights(32 * 40, 3, 1.0f);
+  const std::vector<float> x = RandomWeights(32 * 64, 3, 1.0f);
   for (const GgmlFormatTraits& f : GgmlFormatTable()) {
     SCOPED_TRACE(f.name);
-    const Bytes b = QuantizeRef(f, x, 32 * 40);
+    const Bytes b = QuantizeRef(f, x, 32 * 64);
     std::vector<float> w(x.size());
-    ASSERT_TRUE(GgmlDequantize(f, b.data(), 1, 32 * 40, w.data()).ok());
+    ASSERT_TRUE(GgmlDequantize(f, b.data(), 1, 32 * 64, w.data()).ok());
     double err = 0, energy = 0;
     for (size_t j = 0; j < x.size(); ++j) {
       err += (x[j] - w[j]) * (x[j] - w[j]);

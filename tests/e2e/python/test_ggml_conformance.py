@@ -27,9 +27,10 @@ TOOL = BIN_DIR / "tests" / "kernels" / "ggml_quantize_tool"
 
 # Our types that gguf.quants can quantize, and the ones it only dequantizes.
 QUANTIZED = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "MXFP4"]
-DEQUANT_ONLY = ["IQ4_NL"]
+DEQUANT_ONLY = ["IQ4_NL", "IQ4_XS"]
 BLOCK_BYTES = {"Q8_0": 34, "Q4_0": 18, "Q4_1": 20, "Q5_0": 22, "Q5_1": 24,
-               "MXFP4": 17, "IQ4_NL": 18}
+               "MXFP4": 17, "IQ4_NL": 18, "IQ4_XS": 136}
+BLOCK_SIZE = {"IQ4_XS": 256}
 F32 = np.float32
 DENORM_MIN = np.float32(1e-45)
 F32_MAX = np.finfo(F32).max
@@ -165,7 +166,7 @@ def test_documented_differences_do_occur():
 
 def test_gguf_still_lacks_the_dequant_only_quantizers():
     """If gguf gains a quantizer for these, compare bytes for them too."""
-    x = weights(1, 32, 1, 1.0)
+    x = weights(1, 256, 1, 1.0)
     for qtype in DEQUANT_ONLY:
         with pytest.raises(NotImplementedError):
             quants.quantize(x, T[qtype])
@@ -179,7 +180,11 @@ def same_floats(a: np.ndarray, b: np.ndarray) -> bool:
 @pytest.mark.parametrize("qtype", QUANTIZED + DEQUANT_ONLY)
 def test_dequantize_identical_to_gguf(qtype):
     x = np.concatenate([weights(4, 256, 7, 1.0).reshape(-1, 32),
-                        np.stack(list(HARD_BLOCKS.values()))]).reshape(1, -1)
+                        np.stack(list(HARD_BLOCKS.values()))]).reshape(-1)
+    # Whole blocks of the format (256 for IQ4_XS): pad with more weights.
+    block = BLOCK_SIZE.get(qtype, 32)
+    pad = -x.size % block
+    x = np.concatenate([x, weights(1, pad, 8, 1.0).reshape(-1)]).reshape(1, -1)
     blocks = ours(x, qtype)
     # Plus random block bytes (any code, any scale bits but NaN/Inf).
     rng = np.random.default_rng(17)
@@ -189,7 +194,7 @@ def test_dequantize_identical_to_gguf(qtype):
         halves = rng.normal(0, 1, (64, nf // 2)).astype(np.float16)
         random[:, :nf] = halves.view(np.uint8).reshape(64, nf)
     for data in (blocks.reshape(-1), random.reshape(-1)):
-        n = data.size // BLOCK_BYTES[qtype] * 32
+        n = data.size // BLOCK_BYTES[qtype] * block
         got = np.frombuffer(run_tool("dequantize", qtype, n, data.tobytes()),
                             dtype="<f4")
         with warnings.catch_warnings():
