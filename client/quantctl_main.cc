@@ -3,13 +3,16 @@
 //   quantctl quantize MODEL --scheme int4_asym_g128 --out OUT.safetensors
 //       --server host:port[,host:port...] [--streams N]
 //       [--override 'REGEX=SCHEME']... [--fake-quant] [--report OUT.json]
-//       [--quantize-1d] [--max-attempts N] [--progress auto|bar|lines|none]
-//       [--quiet]
+//       [--quantize-1d] [--max-attempts N] [--no-resume]
+//       [--progress auto|bar|lines|none] [--quiet]
 //   quantctl info --server host:port [--json]
 //
 // Flags are parsed by hand (not absl::flags) because --override repeats and
 // its regexes may contain commas. Exit status: 0 success, 1 failure (any
 // tensor failed, or the run could not start), 2 usage error.
+#include <google/protobuf/util/json_util.h>
+#include <grpcpp/grpcpp.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -17,9 +20,6 @@
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <google/protobuf/util/json_util.h>
-#include <grpcpp/grpcpp.h>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -62,7 +62,13 @@ quantize options:
   --fake-quant         write dequantized F32 tensors under their own names
   --quantize-1d        also quantize 1-D float tensors (norms, biases)
   --report PATH        JSON report (default: OUT.report.json)
-  --max-attempts N     sends of one tensor before it fails (default: 3)
+  --max-attempts N     sends of one tensor before it fails (default: 3);
+                       transient errors are retried with jittered backoff
+                       and moved to another server when one is down
+  --no-resume          start over even if OUT.partial and its manifest from
+                       an interrupted run of the same command exist (by
+                       default their finished tensors are kept, checked by
+                       CRC-32C, and only the rest is sent)
   --progress MODE      auto, bar, lines or none (default: auto)
   --quiet              no progress and no per-tensor table
 
@@ -91,8 +97,8 @@ struct Args {
 
 // Flags that take no value.
 bool IsSwitch(absl::string_view name) {
-  return name == "fake-quant" || name == "quiet" || name == "json" ||
-         name == "quantize-1d" || name == "help";
+  return name == "fake-quant" || name == "no-resume" || name == "quiet" ||
+         name == "json" || name == "quantize-1d" || name == "help";
 }
 
 std::optional<Args> ParseArgs(int argc, char** argv, int first,
@@ -116,7 +122,8 @@ std::optional<Args> ParseArgs(int argc, char** argv, int first,
     } else {
       name = std::string(word);
       // Accept --flag_name as --flag-name.
-      if (!IsSwitch(name) && !IsSwitch(absl::StrReplaceAll(name, {{"_", "-"}}))) {
+      if (!IsSwitch(name) &&
+          !IsSwitch(absl::StrReplaceAll(name, {{"_", "-"}}))) {
         if (i + 1 >= argc) {
           error = absl::StrCat("--", name, " needs a value");
           return std::nullopt;
@@ -192,7 +199,8 @@ int Info(const Args& args) {
       MakeChannelCredentials(security.ca_file, security.cert_file,
                              security.key_file);
   if (!credentials.ok()) return Usage(credentials.status().message());
-  QuantdClient client(grpc::CreateChannel(server, *credentials), security.token);
+  QuantdClient client(grpc::CreateChannel(server, *credentials),
+                      security.token);
   absl::StatusOr<v1::ServerInfo> info = client.GetServerInfo();
   if (!info.ok()) {
     std::fprintf(stderr, "quantctl: server %s: %s\n", server.c_str(),
@@ -213,7 +221,8 @@ int Info(const Args& args) {
             << "build:       " << info->build() << "\n"
             << "kernel isa:  " << info->kernel_isa() << "\n"
             << "workers:     " << info->workers() << "\n"
-            << "limits:      max_tensor_bytes=" << info->limits().max_tensor_bytes()
+            << "limits:      max_tensor_bytes="
+            << info->limits().max_tensor_bytes()
             << " max_chunk_bytes=" << info->limits().max_chunk_bytes()
             << " memory_budget_bytes=" << info->limits().memory_budget_bytes()
             << " max_queue_jobs=" << info->limits().max_queue_jobs() << "\n";
@@ -230,8 +239,9 @@ int Info(const Args& args) {
           v1::Granularity_Name(static_cast<v1::Granularity>(g)));
     }
     std::cout << "  " << f.name() << "  bits=" << f.bits()
-              << (f.symmetric() ? " sym" : "") << (f.asymmetric() ? " asym" : "")
-              << "  " << absl::StrJoin(granularities, ",") << "\n";
+              << (f.symmetric() ? " sym" : "")
+              << (f.asymmetric() ? " asym" : "") << "  "
+              << absl::StrJoin(granularities, ",") << "\n";
   }
   return 0;
 }
@@ -239,8 +249,8 @@ int Info(const Args& args) {
 bool ParseInt(const std::string& name, const std::string& value, int& out,
               std::string& error) {
   if (!absl::SimpleAtoi(value, &out) || out < 1) {
-    error = absl::StrCat("--", name, " needs a positive integer, not \"",
-                         value, "\"");
+    error = absl::StrCat("--", name, " needs a positive integer, not \"", value,
+                         "\"");
     return false;
   }
   return true;
@@ -287,6 +297,8 @@ int Quantize(const Args& args) {
       options.report = value;
     } else if (name == "quiet") {
       quiet = true;
+    } else if (name == "no-resume") {
+      options.resume = false;
     } else if (name == "progress") {
       if (value == "auto") {
         options.progress = ProgressStyle::kAuto;
@@ -297,9 +309,10 @@ int Quantize(const Args& args) {
       } else if (value == "none") {
         options.progress = ProgressStyle::kNone;
       } else {
-        return Usage(absl::StrCat("--progress must be auto, bar, lines or "
-                                  "none, not \"",
-                                  value, "\""));
+        return Usage(
+            absl::StrCat("--progress must be auto, bar, lines or "
+                         "none, not \"",
+                         value, "\""));
       }
     } else {
       return Usage(absl::StrCat("unknown flag --", name, " for quantize"));
@@ -315,7 +328,8 @@ int Quantize(const Args& args) {
   }
   options.model = args.positional.front();
   if (options.output.empty()) return Usage("quantize needs --out PATH");
-  if (options.servers.empty()) return Usage("quantize needs --server HOST:PORT");
+  if (options.servers.empty())
+    return Usage("quantize needs --server HOST:PORT");
   if (quiet) options.progress = ProgressStyle::kNone;
 
   absl::StatusOr<RunSummary> summary = QuantizeModel(options);
@@ -341,9 +355,11 @@ int Quantize(const Args& args) {
   }
   if (summary->num_failed > 0) {
     std::fprintf(stderr,
-                 "quantctl: %lld tensor(s) failed; %s was not written\n",
+                 "quantctl: %lld tensor(s) failed; %s was not written; "
+                 "%s keeps the finished tensors: run the same command again "
+                 "to resume\n",
                  static_cast<long long>(summary->num_failed),
-                 options.output.c_str());
+                 options.output.c_str(), summary->partial.c_str());
     return 1;
   }
   return 0;

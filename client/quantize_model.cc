@@ -1,5 +1,6 @@
 #include "client/quantize_model.h"
 
+#include <fcntl.h>
 #include <netdb.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -7,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <deque>
 #include <fstream>
 #include <limits>
@@ -29,9 +31,11 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "client/dispatcher.h"
 #include "client/overrides.h"
 #include "client/quantd_client.h"
 #include "client/safetensors.h"
+#include "kernels/crc32c.h"
 #include "kernels/scheme.h"
 #include "kernels/status_macros.h"
 #include "kernels/version.h"
@@ -93,29 +97,11 @@ int BalancedAddressCount(absl::string_view target) {
   if (getaddrinfo(host.c_str(), port.c_str(), &hints, &found) != 0) return 1;
   absl::flat_hash_set<std::string> distinct;
   for (const addrinfo* a = found; a != nullptr; a = a->ai_next) {
-    distinct.insert(std::string(reinterpret_cast<const char*>(a->ai_addr),
-                                a->ai_addrlen));
+    distinct.insert(
+        std::string(reinterpret_cast<const char*>(a->ai_addr), a->ai_addrlen));
   }
   freeaddrinfo(found);
   return std::max(static_cast<int>(distinct.size()), 1);
-}
-
-// Codes after which a tensor is worth sending again (transient, or a fault
-// of the transport or of the server's answer rather than of the tensor).
-bool IsRetryable(absl::StatusCode code) {
-  switch (code) {
-    case absl::StatusCode::kUnavailable:
-    case absl::StatusCode::kResourceExhausted:
-    case absl::StatusCode::kAborted:
-    case absl::StatusCode::kDeadlineExceeded:
-    case absl::StatusCode::kDataLoss:
-    case absl::StatusCode::kInternal:
-    case absl::StatusCode::kUnknown:
-    case absl::StatusCode::kCancelled:
-      return true;
-    default:
-      return false;
-  }
 }
 
 std::string ShapeText(const std::vector<int64_t>& shape) {
@@ -147,8 +133,8 @@ class Progress {
         start_(absl::Now()),
         last_print_(start_) {
     if (style == ProgressStyle::kAuto) {
-      style = ::isatty(STDERR_FILENO) ? ProgressStyle::kBar
-                                      : ProgressStyle::kLines;
+      style =
+          ::isatty(STDERR_FILENO) ? ProgressStyle::kBar : ProgressStyle::kLines;
     }
     style_ = style;
   }
@@ -159,8 +145,9 @@ class Progress {
     done_bytes_ += bytes;
     if (failed) ++failed_;
     absl::Time now = absl::Now();
-    absl::Duration every =
-        style_ == ProgressStyle::kBar ? absl::Milliseconds(100) : absl::Seconds(5);
+    absl::Duration every = style_ == ProgressStyle::kBar
+                               ? absl::Milliseconds(100)
+                               : absl::Seconds(5);
     if (now - last_print_ >= every || done_tensors_ == total_tensors_) {
       last_print_ = now;
       Print(now);
@@ -178,10 +165,9 @@ class Progress {
   void Print(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (style_ == ProgressStyle::kNone) return;
     double seconds = std::max(absl::ToDoubleSeconds(now - start_), 1e-9);
-    double fraction = total_bytes_ == 0
-                          ? 1.0
-                          : static_cast<double>(done_bytes_) /
-                                static_cast<double>(total_bytes_);
+    double fraction = total_bytes_ == 0 ? 1.0
+                                        : static_cast<double>(done_bytes_) /
+                                              static_cast<double>(total_bytes_);
     std::string text = absl::StrFormat(
         "%d/%d tensors  %.2f/%.2f GB  %.1f MB/s%s", done_tensors_,
         total_tensors_, static_cast<double>(done_bytes_) / 1e9,
@@ -212,159 +198,248 @@ class Progress {
   int64_t failed_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-// The state all streams of a run share: the work queues and the outcome of
-// every tensor.
-class Run {
+OrderedJson MetricsToJson(const v1::Metrics& m) {
+  OrderedJson j;
+  j["mse"] = m.mse();
+  j["rmse"] = m.rmse();
+  j["max_abs_error"] = m.max_abs_error();
+  j["sqnr_db"] = m.sqnr_db();
+  j["cosine_similarity"] = m.cosine_similarity();
+  j["bits_per_weight"] = m.bits_per_weight();
+  return j;
+}
+
+// The partial output's manifest, OUTPUT.partial.manifest: one JSON line per
+// tensor whose output parts are complete in OUTPUT.partial, written after
+// the parts. A rerun of the same command (same plan, hence the same
+// safetensors header) keeps every tensor whose line matches its input
+// (CRC-32C), scheme and output kind and whose parts in the file still have
+// the CRC-32C the line records; everything else is sent again. A torn last
+// line (the writer killed mid-line) is ignored.
+class Manifest {
  public:
-  Run(const QuantizeModelOptions& options, std::vector<Item> items,
-      std::vector<TensorSummary>& summaries, SafetensorsWriter& writer,
-      Progress& progress)
-      : options_(options),
-        items_(std::move(items)),
-        summaries_(summaries),
-        writer_(writer),
-        progress_(progress) {
-    for (size_t i = 0; i < items_.size(); ++i) {
-      by_name_[items_[i].tensor->name] = i;
+  static absl::StatusOr<std::unique_ptr<Manifest>> Open(const std::string& path,
+                                                        bool keep_existing) {
+    auto manifest = std::unique_ptr<Manifest>(new Manifest());
+    manifest->path_ = path;
+    if (keep_existing) {
+      std::ifstream in(path, std::ios::binary);
+      std::string line;
+      while (std::getline(in, line)) {
+        absl::StatusOr<Json> entry = ParseJson(line);
+        if (!entry.ok() || !entry->is_object() || !entry->contains("tensor") ||
+            !(*entry)["tensor"].is_string()) {
+          continue;  // torn or foreign line
+        }
+        std::string name = (*entry)["tensor"].get<std::string>();
+        manifest->entries_[name] = *std::move(entry);
+      }
     }
-    // Largest first (then by name, for a stable order).
-    std::vector<size_t> order(items_.size());
-    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-      size_t sa = items_[a].tensor->data.size();
-      size_t sb = items_[b].tensor->data.size();
-      if (sa != sb) return sa > sb;
-      return items_[a].tensor->name < items_[b].tensor->name;
-    });
-    absl::MutexLock lock(&mu_);
-    normal_.assign(order.begin(), order.end());
-    outstanding_ = static_cast<int64_t>(items_.size());
+    manifest->fd_ = ::open(path.c_str(),
+                           O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC |
+                               (keep_existing ? 0 : O_TRUNC),
+                           0644);
+    if (manifest->fd_ < 0) {
+      return absl::InternalError(
+          absl::StrCat("cannot open ", path, ": ", std::strerror(errno)));
+    }
+    return manifest;
+  }
+  ~Manifest() {
+    if (fd_ >= 0) ::close(fd_);
   }
 
-  // One stream's loop: runs jobs on `client` until every tensor is settled.
-  void Worker(QuantdClient& client, const std::string& server,
-              uint64_t chunk_bytes, const Scheme& default_scheme) {
-    int consecutive_failures = 0;
-    while (true) {
-      std::optional<size_t> solo;
-      int solo_attempts = 0;
-      {
-        absl::MutexLock lock(&mu_);
-        mu_.Await(absl::Condition(this, &Run::HasWorkOrDone));
-        if (outstanding_ == 0) return;
-        if (!retry_.empty()) {
-          solo = retry_.front();
-          retry_.pop_front();
-          solo_attempts = attempts_[*solo];
-        } else if (normal_.empty()) {
-          continue;
-        }
-      }
-      if (solo) {
-        // Back off before re-sending: 100 ms, 200 ms, 400 ms, ... (<= 2 s).
-        absl::SleepFor(std::min(
-            absl::Milliseconds(100) * (1 << std::min(solo_attempts, 5)),
-            absl::Seconds(2)));
-      }
-      JobConfig config;
-      config.scheme = default_scheme;
-      config.output = options_.fake_quant ? v1::OUTPUT_KIND_FAKE_QUANT
-                                          : v1::OUTPUT_KIND_PACKED;
-      config.client_name = options_.client_name;
-      config.max_in_flight_tensors = solo ? 1 : options_.max_in_flight_tensors;
-      config.chunk_bytes = chunk_bytes;
+  const Json* Find(const std::string& tensor) const {
+    auto it = entries_.find(tensor);
+    return it == entries_.end() ? nullptr : &it->second;
+  }
 
-      bool solo_taken = false;
-      auto source = [&]() -> std::optional<TensorRequest> {
-        std::optional<size_t> next;
-        {
-          absl::MutexLock lock(&mu_);
-          if (solo) {
-            if (solo_taken) return std::nullopt;
-            solo_taken = true;
-            next = solo;
-          } else {
-            if (normal_.empty()) return std::nullopt;
-            next = normal_.front();
-            normal_.pop_front();
-          }
-          ++attempts_[*next];
-        }
-        const Item& item = items_[*next];
-        TensorRequest request;
-        request.name = item.tensor->name;
-        request.dtype = item.dtype;
-        request.shape = item.tensor->shape;
-        if (item.has_scheme_override) request.scheme = item.scheme;
-        request.data = item.tensor->data;
-        return request;
-      };
-      auto on_result = [&](const std::string& name,
-                           absl::StatusOr<TensorReply> reply) {
-        auto it = by_name_.find(name);
-        if (it == by_name_.end()) return;  // RunJob only reports ours
-        if (reply.ok()) {
-          Accept(it->second, *std::move(reply), server);
-        } else {
-          Reject(it->second, reply.status(), /*alone=*/false);
-        }
-      };
-      std::vector<std::string> unanswered;
-      absl::Status status = client.RunJob(config, source, on_result, &unanswered);
-      if (status.ok()) {
-        consecutive_failures = 0;
-        continue;
+  // Appends one line with a single write (O_APPEND): lines never interleave.
+  absl::Status Append(const OrderedJson& entry) {
+    const std::string line = WriteJson(entry) + "\n";
+    absl::MutexLock lock(&mu_);
+    size_t done = 0;
+    while (done < line.size()) {
+      ssize_t w = ::write(fd_, line.data() + done, line.size() - done);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        return absl::InternalError(
+            absl::StrCat("cannot write ", path_, ": ", std::strerror(errno)));
       }
-      if (unanswered.empty()) {
-        // The stream failed before a tensor was in it; charge the next
-        // tensor an attempt so a dead server cannot loop forever.
-        ++consecutive_failures;
-        absl::SleepFor(absl::Milliseconds(100) *
-                       std::min(consecutive_failures, 20));
-        std::optional<size_t> charged;
-        {
-          absl::MutexLock lock(&mu_);
-          if (solo && !solo_taken) {
-            charged = solo;
-          } else if (!retry_.empty()) {
-            charged = retry_.front();
-            retry_.pop_front();
-          } else if (!normal_.empty()) {
-            charged = normal_.front();
-            normal_.pop_front();
-          }
-          if (charged) ++attempts_[*charged];
-        }
-        if (charged) {
-          Reject(*charged,
-                 absl::Status(status.code(),
-                              absl::StrCat(server, ": ", status.message())),
-                 /*alone=*/false);
-        }
-        continue;
+      done += static_cast<size_t>(w);
+    }
+    return absl::OkStatus();
+  }
+
+  // After the output is complete.
+  void Remove() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    ::unlink(path_.c_str());
+  }
+
+ private:
+  Manifest() = default;
+  std::string path_;
+  int fd_ = -1;
+  absl::flat_hash_map<std::string, Json> entries_;  // fixed after Open
+  absl::Mutex mu_;
+};
+
+// The output tensors of one quantized tensor and their dtypes.
+std::vector<std::string> OutputNames(const Item& item, bool fake_quant) {
+  const std::string& name = item.tensor->name;
+  if (fake_quant) return {name};
+  std::vector<std::string> names = {name + ".qweight", name + ".scales"};
+  if (!item.scheme.symmetric) names.push_back(name + ".zero_points");
+  return names;
+}
+
+double JsonNumber(const Json& j, const char* key) {
+  if (!j.contains(key) || !j[key].is_number()) {
+    return std::numeric_limits<double>::infinity();  // written as null
+  }
+  return j[key].get<double>();
+}
+
+// Whether a manifest entry still describes item's output in the file; on
+// success marks its parts complete in `writer` and fills `summary`.
+bool TryResume(const Json& entry, const Item& item, bool fake_quant,
+               SafetensorsWriter& writer, TensorSummary& summary) {
+  const auto input_crc =
+      Crc32c(item.tensor->data.data(), item.tensor->data.size());
+  if (!entry.contains("input_crc32c") ||
+      !entry["input_crc32c"].is_number_unsigned() ||
+      entry["input_crc32c"].get<uint64_t>() != input_crc ||
+      !entry.contains("scheme") || !entry["scheme"].is_string() ||
+      entry["scheme"].get<std::string>() != summary.scheme ||
+      !entry.contains("fake_quant") || !entry["fake_quant"].is_boolean() ||
+      entry["fake_quant"].get<bool>() != fake_quant ||
+      !entry.contains("parts") || !entry["parts"].is_object() ||
+      !entry.contains("metrics") || !entry["metrics"].is_object()) {
+    return false;
+  }
+  const std::vector<std::string> names = OutputNames(item, fake_quant);
+  const Json& parts = entry["parts"];
+  if (parts.size() != names.size()) return false;
+  for (const std::string& name : names) {
+    if (!parts.contains(name) || !parts[name].is_number_unsigned()) {
+      return false;
+    }
+    absl::StatusOr<uint32_t> crc = writer.SlotCrc32c(name);
+    if (!crc.ok() || parts[name].get<uint64_t>() != *crc) return false;
+  }
+  for (const std::string& name : names) {
+    if (!writer.MarkComplete(name).ok()) return false;
+  }
+  const Json& m = entry["metrics"];
+  summary.metrics.set_mse(JsonNumber(m, "mse"));
+  summary.metrics.set_rmse(JsonNumber(m, "rmse"));
+  summary.metrics.set_max_abs_error(JsonNumber(m, "max_abs_error"));
+  summary.metrics.set_sqnr_db(JsonNumber(m, "sqnr_db"));
+  summary.metrics.set_cosine_similarity(JsonNumber(m, "cosine_similarity"));
+  summary.metrics.set_bits_per_weight(JsonNumber(m, "bits_per_weight"));
+  summary.action =
+      fake_quant ? TensorAction::kFakeQuantized : TensorAction::kQuantized;
+  if (entry.contains("bytes_out") && entry["bytes_out"].is_number_unsigned()) {
+    summary.bytes_out = entry["bytes_out"].get<uint64_t>();
+  }
+  if (entry.contains("server") && entry["server"].is_string()) {
+    summary.server = entry["server"].get<std::string>();
+  }
+  summary.resumed = true;
+  return true;
+}
+
+// Stores what the servers answer: the output parts, the manifest line and
+// the tensor's summary.
+class Store {
+ public:
+  Store(const QuantizeModelOptions& options, const std::vector<Item>& items,
+        std::vector<TensorSummary>& summaries, SafetensorsWriter& writer,
+        Manifest& manifest, Progress& progress)
+      : options_(options),
+        items_(items),
+        summaries_(summaries),
+        writer_(writer),
+        manifest_(manifest),
+        progress_(progress) {}
+
+  absl::Status Answer(size_t index, const TensorReply& reply,
+                      const DispatchInfo& info) {
+    const Item& item = items_[index];
+    const std::string& name = item.tensor->name;
+    std::vector<std::pair<std::string, const std::vector<uint8_t>*>> parts;
+    if (options_.fake_quant) {
+      parts.emplace_back(name, &reply.fake_quant);
+    } else {
+      const Layout& want = item.layout;
+      const v1::Layout& got = reply.layout;
+      if (got.packed_bytes() != static_cast<uint64_t>(want.packed_bytes) ||
+          got.num_scales() != static_cast<uint64_t>(want.num_groups) ||
+          got.has_zero_points() != !want.scheme.symmetric ||
+          got.bits() != static_cast<uint32_t>(want.bits)) {
+        return absl::InternalError(absl::StrCat(
+            "tensor \"", name, "\": server layout (", got.bits(), " bits, ",
+            got.packed_bytes(), " packed bytes, ", got.num_scales(),
+            " scales) differs from the client's (", want.bits, " bits, ",
+            want.packed_bytes, " packed bytes, ", want.num_groups, " scales)"));
       }
-      consecutive_failures = 0;
-      // Which unanswered tensor does a tensor-specific error name?
-      std::vector<size_t> named;
-      for (const std::string& name : unanswered) {
-        if (absl::StrContains(status.message(), name)) {
-          named.push_back(by_name_.at(name));
-        }
-      }
-      for (const std::string& name : unanswered) {
-        size_t index = by_name_.at(name);
-        bool alone = unanswered.size() == 1;
-        if (!IsRetryable(status.code()) && !alone && named.size() == 1 &&
-            named.front() != index) {
-          // An innocent neighbour of the bad tensor: send it again, free.
-          absl::MutexLock lock(&mu_);
-          --attempts_[index];
-          normal_.push_front(index);
-          continue;
-        }
-        Reject(index, status, alone || (named.size() == 1));
+      parts.emplace_back(name + ".qweight", &reply.codes);
+      parts.emplace_back(name + ".scales", &reply.scales);
+      if (got.has_zero_points()) {
+        parts.emplace_back(name + ".zero_points", &reply.zero_points);
       }
     }
+    OrderedJson crcs = OrderedJson::object();
+    uint64_t bytes_out = 0;
+    for (const auto& [part, bytes] : parts) {
+      absl::Status status = writer_.Write(part, 0, *bytes);
+      if (!status.ok()) {
+        RecordIoError(status);
+        return status;
+      }
+      crcs[part] = Crc32c(bytes->data(), bytes->size());
+      bytes_out += bytes->size();
+    }
+    TensorSummary& summary = summaries_[item.summary];
+    OrderedJson line;
+    line["tensor"] = name;
+    line["input_crc32c"] =
+        Crc32c(item.tensor->data.data(), item.tensor->data.size());
+    line["scheme"] = summary.scheme;
+    line["fake_quant"] = options_.fake_quant;
+    line["parts"] = std::move(crcs);
+    line["metrics"] = MetricsToJson(reply.metrics);
+    line["bytes_out"] = bytes_out;
+    line["server"] = info.server;
+    if (absl::Status status = manifest_.Append(line); !status.ok()) {
+      RecordIoError(status);
+      return status;
+    }
+    absl::MutexLock lock(&mu_);
+    summary.action = options_.fake_quant ? TensorAction::kFakeQuantized
+                                         : TensorAction::kQuantized;
+    summary.metrics = reply.metrics;
+    summary.bytes_out = bytes_out;
+    summary.seconds = reply.seconds;
+    summary.queue_seconds = reply.queue_seconds;
+    summary.compute_seconds = reply.compute_seconds;
+    summary.server = info.server;
+    summary.attempts = info.attempts;
+    summary.moved = info.moved;
+    progress_.Done(summary.bytes_in, /*failed=*/false);
+    return absl::OkStatus();
+  }
+
+  void Fail(size_t index, const absl::Status& status,
+            const DispatchInfo& info) {
+    absl::MutexLock lock(&mu_);
+    TensorSummary& summary = summaries_[items_[index].summary];
+    summary.action = TensorAction::kFailed;
+    summary.status = status;
+    summary.attempts = info.attempts;
+    progress_.Done(summary.bytes_in, /*failed=*/true);
   }
 
   absl::Status io_status() {
@@ -373,103 +448,18 @@ class Run {
   }
 
  private:
-  bool HasWorkOrDone() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return outstanding_ == 0 || !normal_.empty() || !retry_.empty();
-  }
-
-  // A failed send of item `index`. `alone`: the failure is known to be this
-  // tensor's (it was alone in its stream, or the error names it).
-  void Reject(size_t index, const absl::Status& status, bool alone) {
+  void RecordIoError(const absl::Status& status) {
     absl::MutexLock lock(&mu_);
-    const int attempts = attempts_[index];
-    if (alone && !IsRetryable(status.code())) {
-      SettleFailed(index, status);
-    } else if (attempts >= options_.max_attempts) {
-      SettleFailed(index, absl::Status(status.code(),
-                                       absl::StrCat(status.message(), " (after ",
-                                                    attempts, " attempts)")));
-    } else {
-      retry_.push_back(index);
-    }
-  }
-
-  void SettleFailed(size_t index, absl::Status status)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    TensorSummary& summary = summaries_[items_[index].summary];
-    summary.action = TensorAction::kFailed;
-    summary.status = std::move(status);
-    summary.attempts = attempts_[index];
-    --outstanding_;
-    progress_.Done(summary.bytes_in, /*failed=*/true);
-  }
-
-  // Writes a reply's parts to the output and records its metrics.
-  void Accept(size_t index, TensorReply reply, const std::string& server) {
-    const Item& item = items_[index];
-    const std::string& name = item.tensor->name;
-    absl::Status status;
-    uint64_t bytes_out = 0;
-    if (options_.fake_quant) {
-      status = writer_.Write(name, 0, reply.fake_quant);
-      bytes_out = reply.fake_quant.size();
-    } else {
-      const Layout& want = item.layout;
-      const v1::Layout& got = reply.layout;
-      if (got.packed_bytes() != static_cast<uint64_t>(want.packed_bytes) ||
-          got.num_scales() != static_cast<uint64_t>(want.num_groups) ||
-          got.has_zero_points() != !want.scheme.symmetric ||
-          got.bits() != static_cast<uint32_t>(want.bits)) {
-        absl::MutexLock lock(&mu_);
-        SettleFailed(
-            index,
-            absl::InternalError(absl::StrCat(
-                "tensor \"", name, "\": server layout (", got.bits(),
-                " bits, ", got.packed_bytes(), " packed bytes, ",
-                got.num_scales(), " scales) differs from the client's (",
-                want.bits, " bits, ", want.packed_bytes, " packed bytes, ",
-                want.num_groups, " scales)")));
-        return;
-      }
-      status = writer_.Write(name + ".qweight", 0, reply.codes);
-      if (status.ok()) status = writer_.Write(name + ".scales", 0, reply.scales);
-      if (status.ok() && got.has_zero_points()) {
-        status = writer_.Write(name + ".zero_points", 0, reply.zero_points);
-      }
-      bytes_out = reply.codes.size() + reply.scales.size() +
-                  reply.zero_points.size();
-    }
-    absl::MutexLock lock(&mu_);
-    if (!status.ok()) {
-      if (io_status_.ok()) io_status_ = status;
-      SettleFailed(index, status);
-      return;
-    }
-    TensorSummary& summary = summaries_[item.summary];
-    summary.action = options_.fake_quant ? TensorAction::kFakeQuantized
-                                         : TensorAction::kQuantized;
-    summary.metrics = reply.metrics;
-    summary.bytes_out = bytes_out;
-    summary.seconds = reply.seconds;
-    summary.queue_seconds = reply.queue_seconds;
-    summary.compute_seconds = reply.compute_seconds;
-    summary.server = server;
-    summary.attempts = attempts_[index];
-    --outstanding_;
-    progress_.Done(summary.bytes_in, /*failed=*/false);
+    if (io_status_.ok()) io_status_ = status;
   }
 
   const QuantizeModelOptions& options_;
-  const std::vector<Item> items_;
-  absl::flat_hash_map<std::string, size_t> by_name_;  // fixed after ctor
+  const std::vector<Item>& items_;
   std::vector<TensorSummary>& summaries_;  // each entry guarded by mu_
   SafetensorsWriter& writer_;
+  Manifest& manifest_;
   Progress& progress_;
-
   absl::Mutex mu_;
-  std::deque<size_t> normal_ ABSL_GUARDED_BY(mu_);  // first sends
-  std::deque<size_t> retry_ ABSL_GUARDED_BY(mu_);   // re-sends, one per job
-  absl::flat_hash_map<size_t, int> attempts_ ABSL_GUARDED_BY(mu_);
-  int64_t outstanding_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status io_status_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -547,8 +537,7 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
       const int count = BalancedAddressCount(address);
       grpc::ChannelArguments args;
       if (count > 0) args.SetLoadBalancingPolicyName("round_robin");
-      channels.push_back(grpc::CreateCustomChannel(
-          address, credentials, args));
+      channels.push_back(grpc::CreateCustomChannel(address, credentials, args));
       addresses.push_back(address);
       replicas.push_back(std::max(count, 1));
     }
@@ -559,17 +548,45 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
   }
   std::vector<std::unique_ptr<QuantdClient>> clients;
   std::vector<uint64_t> chunk_bytes;
-  for (size_t i = 0; i < channels.size(); ++i) {
-    clients.push_back(
-        std::make_unique<QuantdClient>(channels[i], options.auth_token));
-    std::string peer;
-    absl::StatusOr<v1::ServerInfo> info = clients.back()->GetServerInfo(
-        absl::Seconds(options.connect_timeout_seconds), &peer);
-    if (!info.ok()) {
-      return absl::Status(
-          info.status().code(),
-          absl::StrCat("server ", addresses[i], ": ", info.status().message()));
+  // Servers that do not answer at start are left out (and reported) as long
+  // as one answers.
+  std::vector<std::unique_ptr<QuantdClient>> all_clients(channels.size());
+  std::vector<absl::StatusOr<v1::ServerInfo>> infos(channels.size());
+  std::vector<std::string> peers(channels.size());
+  {
+    std::vector<std::thread> probes;
+    for (size_t i = 0; i < channels.size(); ++i) {
+      all_clients[i] =
+          std::make_unique<QuantdClient>(channels[i], options.auth_token);
+      probes.emplace_back([&, i] {
+        infos[i] = all_clients[i]->GetServerInfo(
+            absl::Seconds(options.connect_timeout_seconds), &peers[i]);
+      });
     }
+    for (std::thread& t : probes) t.join();
+  }
+  std::vector<std::string> answering;
+  std::vector<int> answering_replicas;
+  for (size_t i = 0; i < channels.size(); ++i) {
+    if (!infos[i].ok()) {
+      ServerSummary down;
+      down.address = addresses[i];
+      down.status = absl::Status(infos[i].status().code(),
+                                 absl::StrCat("server ", addresses[i], ": ",
+                                              infos[i].status().message()));
+      run.down_servers.push_back(std::move(down));
+    }
+  }
+  if (run.down_servers.size() == channels.size()) {
+    return run.down_servers.front().status;
+  }
+  for (size_t i = 0; i < channels.size(); ++i) {
+    if (!infos[i].ok()) continue;
+    clients.push_back(std::move(all_clients[i]));
+    answering.push_back(addresses[i]);
+    answering_replicas.push_back(replicas[i]);
+    std::string peer = peers[i];
+    absl::StatusOr<v1::ServerInfo>& info = infos[i];
     if (replicas[i] > 1) {
       // round_robin gives a new stream to the next *connected* replica, and
       // streams live for the whole run: wait (bounded) until every replica
@@ -590,8 +607,10 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
       chunk = std::min(chunk, info->limits().max_chunk_bytes());
     }
     chunk_bytes.push_back(chunk);
-    run.servers.push_back({addresses[i], *std::move(info)});
+    run.servers.push_back({addresses[i], *std::move(info), absl::OkStatus()});
   }
+  addresses = std::move(answering);
+  replicas = std::move(answering_replicas);
 
   // The smallest tensor limit of all servers (any tensor may go anywhere).
   uint64_t max_tensor_bytes = std::numeric_limits<uint64_t>::max();
@@ -650,11 +669,11 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
     absl::StatusOr<Layout> layout = MakeLayout(item.scheme, tensor->shape);
     if (!layout.ok()) {
       s.action = TensorAction::kFailed;
-      s.status = absl::Status(
-          layout.status().code(),
-          absl::StrCat("tensor \"", tensor->name, "\" ", ShapeText(s.shape),
-                       " with scheme ", s.scheme, ": ",
-                       layout.status().message()));
+      s.status =
+          absl::Status(layout.status().code(),
+                       absl::StrCat("tensor \"", tensor->name, "\" ",
+                                    ShapeText(s.shape), " with scheme ",
+                                    s.scheme, ": ", layout.status().message()));
       summaries.push_back(std::move(s));
       continue;
     }
@@ -662,10 +681,10 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
     if (tensor->data.size() > max_tensor_bytes) {
       // Known in advance: sending it would only be refused.
       s.action = TensorAction::kFailed;
-      s.status = absl::ResourceExhaustedError(absl::StrCat(
-          "tensor \"", tensor->name, "\": ", tensor->data.size(),
-          " bytes exceed max_tensor_bytes=", max_tensor_bytes, " of server ",
-          max_tensor_bytes_server));
+      s.status = absl::ResourceExhaustedError(
+          absl::StrCat("tensor \"", tensor->name, "\": ", tensor->data.size(),
+                       " bytes exceed max_tensor_bytes=", max_tensor_bytes,
+                       " of server ", max_tensor_bytes_server));
       summaries.push_back(std::move(s));
       continue;
     }
@@ -679,8 +698,8 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
       entries.push_back(
           {tensor->name + ".scales", "F32", ScalesShape(item.layout)});
       if (!item.scheme.symmetric) {
-        entries.push_back({tensor->name + ".zero_points", "U8",
-                           ScalesShape(item.layout)});
+        entries.push_back(
+            {tensor->name + ".zero_points", "U8", ScalesShape(item.layout)});
       }
     }
     item.summary = summaries.size();
@@ -689,39 +708,83 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
     summaries.push_back(std::move(s));
   }
 
+  SafetensorsWriter::Options writer_options;
+  writer_options.resume = options.resume;
+  writer_options.keep_partial = true;  // a failed run can be resumed
   QUANTD_ASSIGN_OR_RETURN(
       std::unique_ptr<SafetensorsWriter> writer,
-      SafetensorsWriter::Create(options.output, std::move(entries), metadata));
+      SafetensorsWriter::Create(options.output, std::move(entries), metadata,
+                                writer_options));
+  QUANTD_ASSIGN_OR_RETURN(std::unique_ptr<Manifest> manifest,
+                          Manifest::Open(writer->partial_path() + ".manifest",
+                                         /*keep_existing=*/writer->resumed()));
+
+  // Tensors an interrupted earlier run already finished are kept.
+  std::vector<Item> to_send;
+  for (Item& item : items) {
+    TensorSummary& s = summaries[item.summary];
+    const Json* entry =
+        writer->resumed() ? manifest->Find(item.tensor->name) : nullptr;
+    if (entry != nullptr &&
+        TryResume(*entry, item, options.fake_quant, *writer, s)) {
+      ++run.num_resumed;
+      send_bytes -= item.tensor->data.size();
+      continue;
+    }
+    to_send.push_back(std::move(item));
+  }
+  items = std::move(to_send);
 
   Progress progress(options.progress, static_cast<int64_t>(items.size()),
                     send_bytes);
-  const bool any_items = !items.empty();
-  Run work(options, std::move(items), summaries, *writer, progress);
-  std::vector<std::thread> streams;
-  if (any_items) {
-    for (size_t i = 0; i < clients.size(); ++i) {
-      for (int k = 0; k < options.streams_per_server * replicas[i]; ++k) {
-        streams.emplace_back([&, i] {
-          work.Worker(*clients[i], addresses[i], chunk_bytes[i],
-                      default_scheme);
-        });
-      }
-    }
+  Store store(options, items, summaries, *writer, *manifest, progress);
+  std::vector<TensorRequest> requests;
+  requests.reserve(items.size());
+  for (const Item& item : items) {
+    TensorRequest request;
+    request.name = item.tensor->name;
+    request.dtype = item.dtype;
+    request.shape = item.tensor->shape;
+    if (item.has_scheme_override) request.scheme = item.scheme;
+    request.data = item.tensor->data;
+    requests.push_back(std::move(request));
   }
+  std::vector<DispatchServer> targets;
+  for (size_t i = 0; i < clients.size(); ++i) {
+    targets.push_back({clients[i].get(), addresses[i], chunk_bytes[i],
+                       options.streams_per_server * replicas[i]});
+  }
+  DispatchOptions dispatch;
+  dispatch.job.scheme = default_scheme;
+  dispatch.job.output =
+      options.fake_quant ? v1::OUTPUT_KIND_FAKE_QUANT : v1::OUTPUT_KIND_PACKED;
+  dispatch.job.client_name = options.client_name;
+  dispatch.job.max_in_flight_tensors = options.max_in_flight_tensors;
+  dispatch.max_attempts = options.max_attempts;
+  std::thread sender([&] {
+    Dispatch(
+        dispatch, targets, requests,
+        [&](size_t i, TensorReply reply, const DispatchInfo& info) {
+          return store.Answer(i, reply, info);
+        },
+        [&](size_t i, const absl::Status& status, const DispatchInfo& info) {
+          store.Fail(i, status, info);
+        });
+  });
   // Tensors passed through are copied while the streams run.
   absl::Status copy_status;
   for (const SafetensorsTensor* tensor : copies) {
     constexpr size_t kPiece = size_t{64} << 20;
     for (size_t offset = 0; offset < tensor->data.size() && copy_status.ok();
          offset += kPiece) {
-      copy_status =
-          writer->Write(tensor->name, offset, tensor->data.subspan(offset, kPiece));
+      copy_status = writer->Write(tensor->name, offset,
+                                  tensor->data.subspan(offset, kPiece));
     }
   }
-  for (std::thread& t : streams) t.join();
+  sender.join();
   progress.Finish();
   QUANTD_RETURN_IF_ERROR(copy_status);
-  QUANTD_RETURN_IF_ERROR(work.io_status());
+  QUANTD_RETURN_IF_ERROR(store.io_status());
 
   // Totals.
   for (const TensorSummary& s : summaries) {
@@ -753,9 +816,12 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
       static_cast<double>(send_bytes) / std::max(run.wall_seconds, 1e-9);
   if (run.num_failed == 0) {
     QUANTD_RETURN_IF_ERROR(writer->Finish());
+    manifest->Remove();
     run.output = options.output;
+  } else {
+    run.partial = writer->partial_path();
   }
-  writer.reset();  // removes the partial file if not finished
+  writer.reset();
   if (options.write_report) {
     run.report = options.report.empty() ? options.output + ".report.json"
                                         : options.report;
@@ -782,33 +848,24 @@ std::string Pad(absl::string_view text, size_t width, bool right) {
   return right ? absl::StrCat(fill, text) : absl::StrCat(text, fill);
 }
 
-OrderedJson MetricsToJson(const v1::Metrics& m) {
-  OrderedJson j;
-  j["mse"] = m.mse();
-  j["rmse"] = m.rmse();
-  j["max_abs_error"] = m.max_abs_error();
-  j["sqnr_db"] = m.sqnr_db();
-  j["cosine_similarity"] = m.cosine_similarity();
-  j["bits_per_weight"] = m.bits_per_weight();
-  return j;
-}
-
 }  // namespace
 
 std::string FormatTotals(const RunSummary& s) {
   return absl::StrFormat(
-      "tensors: %d (%d quantized, %d copied, %d failed)  params: %d  "
+      "tensors: %d (%d quantized%s, %d copied, %d failed)  params: %d  "
       "input: %.3f GB  output: %.3f GB  bpw: %.3f  %.3f GB/s  wall: %.2f s\n",
-      s.num_tensors, s.num_quantized, s.num_copied, s.num_failed, s.params,
+      s.num_tensors, s.num_quantized,
+      s.num_resumed > 0 ? absl::StrCat(", ", s.num_resumed, " resumed") : "",
+      s.num_copied, s.num_failed, s.params,
       static_cast<double>(s.input_bytes) / 1e9,
       static_cast<double>(s.output_bytes) / 1e9, s.bits_per_weight,
       s.bytes_per_second / 1e9, s.wall_seconds);
 }
 
 std::string FormatSummaryTable(const RunSummary& summary) {
-  const std::vector<std::string> header = {
-      "name", "shape", "scheme", "bpw", "MSE", "max|err|", "SQNR dB",
-      "cosine", "ms"};
+  const std::vector<std::string> header = {"name",    "shape",  "scheme",
+                                           "bpw",     "MSE",    "max|err|",
+                                           "SQNR dB", "cosine", "ms"};
   std::vector<std::vector<std::string>> rows;
   for (const TensorSummary& t : summary.tensors) {
     std::vector<std::string> row = {t.name, ShapeText(t.shape)};
@@ -823,7 +880,9 @@ std::string FormatSummaryTable(const RunSummary& summary) {
         row.push_back(Number(t.metrics.max_abs_error(), "%.3e"));
         row.push_back(Number(t.metrics.sqnr_db(), "%.2f"));
         row.push_back(Number(t.metrics.cosine_similarity(), "%.6f"));
-        row.push_back(Number(t.seconds * 1e3, "%.1f"));
+        row.push_back(t.resumed ? "resumed"
+                                : absl::StrCat(Number(t.seconds * 1e3, "%.1f"),
+                                               t.moved ? " (moved)" : ""));
         break;
       case TensorAction::kCopied:
         row.push_back(absl::StrCat("copy ", t.dtype));
@@ -841,7 +900,8 @@ std::string FormatSummaryTable(const RunSummary& summary) {
   for (size_t c = 0; c < header.size(); ++c) widths[c] = header[c].size();
   for (const auto& row : rows) {
     if (row.size() != header.size()) {
-      for (size_t c = 0; c < 3; ++c) widths[c] = std::max(widths[c], row[c].size());
+      for (size_t c = 0; c < 3; ++c)
+        widths[c] = std::max(widths[c], row[c].size());
       continue;
     }
     for (size_t c = 0; c < row.size(); ++c) {
@@ -862,6 +922,9 @@ std::string FormatSummaryTable(const RunSummary& summary) {
   };
   std::string out = line(header);
   for (const auto& row : rows) out += line(row);
+  for (const ServerSummary& server : summary.down_servers) {
+    out += absl::StrCat("server left out: ", server.status.ToString(), "\n");
+  }
   out += FormatTotals(summary);
   return out;
 }
@@ -871,6 +934,7 @@ OrderedJson SummaryToJson(const RunSummary& s) {
   j["quantd_report_version"] = 1;
   j["model"] = s.model;
   j["output"] = s.output;
+  if (!s.partial.empty()) j["partial"] = s.partial;
   j["scheme"] = s.scheme;
   j["fake_quant"] = s.fake_quant;
   OrderedJson servers = OrderedJson::array();
@@ -886,6 +950,13 @@ OrderedJson SummaryToJson(const RunSummary& s) {
         {"max_chunk_bytes", server.info.limits().max_chunk_bytes()},
         {"memory_budget_bytes", server.info.limits().memory_budget_bytes()},
         {"max_queue_jobs", server.info.limits().max_queue_jobs()}};
+    servers.push_back(std::move(e));
+  }
+  for (const ServerSummary& server : s.down_servers) {
+    OrderedJson e;
+    e["address"] = server.address;
+    e["status"] = absl::StatusCodeToString(server.status.code());
+    e["error"] = std::string(server.status.message());
     servers.push_back(std::move(e));
   }
   j["servers"] = std::move(servers);
@@ -908,6 +979,8 @@ OrderedJson SummaryToJson(const RunSummary& s) {
       e["queue_seconds"] = t.queue_seconds;
       e["compute_seconds"] = t.compute_seconds;
       e["server"] = t.server;
+      e["resumed"] = t.resumed;
+      e["moved"] = t.moved;
     }
     e["bytes_in"] = t.bytes_in;
     e["bytes_out"] = t.bytes_out;
@@ -920,6 +993,7 @@ OrderedJson SummaryToJson(const RunSummary& s) {
   totals["quantized"] = s.num_quantized;
   totals["copied"] = s.num_copied;
   totals["failed"] = s.num_failed;
+  totals["resumed"] = s.num_resumed;
   totals["params"] = s.params;
   totals["quantized_params"] = s.quantized_params;
   totals["input_bytes"] = s.input_bytes;

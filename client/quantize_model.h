@@ -25,12 +25,12 @@
 #ifndef QUANTD_CLIENT_QUANTIZE_MODEL_H_
 #define QUANTD_CLIENT_QUANTIZE_MODEL_H_
 
+#include <grpcpp/grpcpp.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -55,7 +55,8 @@ struct QuantizeModelOptions {
   // holding either (see SafetensorsModel::Open). Required.
   std::string model;
   // The output safetensors file. Required. Written as OUTPUT.partial and
-  // renamed when complete; not written at all if any tensor failed.
+  // renamed when complete; not written if any tensor failed (OUTPUT.partial
+  // and its manifest stay, for a rerun to resume).
   std::string output;
   // The JSON report. Default (empty): output + ".report.json".
   std::string report;
@@ -88,6 +89,12 @@ struct QuantizeModelOptions {
   // fails with several tensors in flight re-sends each alone, so one bad
   // tensor never fails its neighbours. Default: 3.
   int max_attempts = 3;
+  // Resume from OUTPUT.partial and OUTPUT.partial.manifest when an earlier
+  // run of the same plan (same input tensors' layout, schemes, metadata)
+  // left them: tensors whose manifest line matches their input CRC-32C and
+  // scheme, and whose output bytes in the partial file still match the
+  // line's CRC-32C, are kept and not sent again. false: always start over.
+  bool resume = true;
   ProgressStyle progress = ProgressStyle::kAuto;
   // JobStart.client. Default: "quantctl".
   std::string client_name = "quantctl";
@@ -117,31 +124,38 @@ struct TensorSummary {
   std::vector<int64_t> shape;
   int64_t num_elements = 0;
   TensorAction action = TensorAction::kCopied;
-  std::string scheme;  // canonical scheme text; empty when copied
-  std::string note;    // why copied, e.g. "1-D tensor", "dtype I64"
-  absl::Status status;  // non-OK iff kFailed
-  v1::Metrics metrics;  // quantized tensors only
+  std::string scheme;      // canonical scheme text; empty when copied
+  std::string note;        // why copied, e.g. "1-D tensor", "dtype I64"
+  absl::Status status;     // non-OK iff kFailed
+  v1::Metrics metrics;     // quantized tensors only
   uint64_t bytes_in = 0;   // input bytes
   uint64_t bytes_out = 0;  // bytes written to the output for this tensor
   double seconds = 0;      // client wall time of the successful send
   double queue_seconds = 0;
   double compute_seconds = 0;
   std::string server;  // which server answered
-  int attempts = 0;    // sends (0 for copied tensors)
+  int attempts = 0;    // sends (0 for copied and resumed tensors)
+  // Kept from an interrupted earlier run's partial output (not sent).
+  bool resumed = false;
+  // Answered by another server than the one a failed send went to.
+  bool moved = false;
 };
 
 struct ServerSummary {
   std::string address;
   v1::ServerInfo info;
+  absl::Status status;  // non-OK: did not answer at start, left out
 };
 
 struct RunSummary {
-  std::vector<TensorSummary> tensors;  // in name order
-  std::vector<ServerSummary> servers;
+  std::vector<TensorSummary> tensors;       // in name order
+  std::vector<ServerSummary> servers;       // the servers used
+  std::vector<ServerSummary> down_servers;  // did not answer at start
   int64_t num_tensors = 0;
   int64_t num_quantized = 0;  // packed or fake-quantized
   int64_t num_copied = 0;
   int64_t num_failed = 0;
+  int64_t num_resumed = 0;       // of num_quantized, kept from a partial output
   int64_t params = 0;            // elements of all tensors
   int64_t quantized_params = 0;  // elements of quantized tensors
   uint64_t input_bytes = 0;      // tensor bytes of the whole input
@@ -154,20 +168,22 @@ struct RunSummary {
   std::string scheme;  // canonical default scheme
   bool fake_quant = false;
   std::string model;
-  std::string output;  // empty if not written (a tensor failed)
-  std::string report;  // empty if not written
+  std::string output;   // empty if not written (a tensor failed)
+  std::string partial;  // OUTPUT.partial when kept for a rerun to resume
+  std::string report;   // empty if not written
 };
 
 // Runs the whole quantization. Returns an error (and writes nothing) for
 // problems before any tensor is sent: InvalidArgument for bad options,
 // schemes or overrides, or a malformed model; NotFound for a missing model;
-// Unavailable (naming the server) if a server does not answer
-// GetServerInfo. A tensor whose scheme does not fit its shape
+// Unavailable (naming the server) if no server answers GetServerInfo
+// (servers that do not answer while others do are left out and listed in
+// down_servers). A tensor whose scheme does not fit its shape
 // (InvalidArgument) or whose bytes exceed a server's max_tensor_bytes
-// (ResourceExhausted) is failed without being sent. Once tensors are sent, per-tensor failures are returned in
-// the summary (num_failed > 0, each failed tensor with its status), never as
-// the call's status; the report is still written. An I/O error writing the
-// output is returned as the call's status.
+// (ResourceExhausted) is failed without being sent. Once tensors are sent,
+// per-tensor failures are returned in the summary (num_failed > 0, each failed
+// tensor with its status), never as the call's status; the report is still
+// written. An I/O error writing the output is returned as the call's status.
 absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options);
 
 // The per-tensor table and totals line quantctl prints (columns: name,

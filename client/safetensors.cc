@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "client/json.h"
+#include "kernels/crc32c.h"
 #include "kernels/status_macros.h"
 
 namespace quantd {
@@ -86,8 +87,8 @@ absl::Status ParseEntry(const std::string& file, const std::string& name,
   }
   // Element count with overflow checks (bounded by int64).
   uint64_t elements = 1;
-  constexpr uint64_t kMax = static_cast<uint64_t>(
-      std::numeric_limits<int64_t>::max());
+  constexpr uint64_t kMax =
+      static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
   for (const Json& dim : *shape) {
     std::optional<uint64_t> d = AsUnsigned(dim);
     if (!d || *d > kMax) {
@@ -195,9 +196,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
                             kMaxSafetensorsHeaderBytes, " bytes"));
   }
   if (header_bytes > bytes.size() - 8) {
-    return bad(absl::StrCat("truncated header: header length is ",
-                            header_bytes, " but only ", bytes.size() - 8,
-                            " bytes follow"));
+    return bad(absl::StrCat("truncated header: header length is ", header_bytes,
+                            " but only ", bytes.size() - 8, " bytes follow"));
   }
   absl::string_view header_text(reinterpret_cast<const char*>(bytes.data()) + 8,
                                 header_bytes);
@@ -309,8 +309,9 @@ absl::StatusOr<std::unique_ptr<SafetensorsModel>> SafetensorsModel::Open(
       }
       if (candidates.size() != 1) {
         return absl::NotFoundError(absl::StrCat(
-            path, ": no model.safetensors.index.json or model.safetensors, "
-                  "and ",
+            path,
+            ": no model.safetensors.index.json or model.safetensors, "
+            "and ",
             candidates.size(), " *.safetensors files (need exactly one)"));
       }
       p = candidates.front();
@@ -415,7 +416,8 @@ std::vector<std::string> SafetensorsModel::files() const {
 
 absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
     const std::string& path, std::vector<Entry> entries,
-    const std::map<std::string, std::string>& metadata) {
+    const std::map<std::string, std::string>& metadata,
+    const Options& options) {
   std::sort(entries.begin(), entries.end(),
             [](const Entry& a, const Entry& b) { return a.name < b.name; });
   auto writer = std::unique_ptr<SafetensorsWriter>(new SafetensorsWriter());
@@ -456,15 +458,12 @@ absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
   header_text.append((8 - header_text.size() % 8) % 8, ' ');
   writer->header_bytes_ = header_text.size();
   writer->data_bytes_ = offset;
-  for (auto& [name, slot] : writer->slots_) slot.begin += 8 + header_text.size();
+  for (auto& [name, slot] : writer->slots_)
+    slot.begin += 8 + header_text.size();
 
   writer->path_ = path;
   writer->partial_path_ = path + ".partial";
-  writer->fd_ = ::open(writer->partial_path_.c_str(),
-                       O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (writer->fd_ < 0) {
-    return ErrnoStatus("cannot create", writer->partial_path_, errno);
-  }
+  writer->keep_partial_ = options.keep_partial;
   std::string prefix(8, '\0');
   uint64_t n = header_text.size();
   for (int i = 0; i < 8; ++i) {
@@ -472,6 +471,31 @@ absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
   }
   prefix += header_text;
   const uint64_t total = prefix.size() + offset;
+  if (options.resume) {
+    writer->fd_ = ::open(writer->partial_path_.c_str(), O_RDWR | O_CLOEXEC);
+    if (writer->fd_ >= 0) {
+      struct stat st;
+      std::string existing(prefix.size(), '\0');
+      const bool same = ::fstat(writer->fd_, &st) == 0 &&
+                        static_cast<uint64_t>(st.st_size) == total &&
+                        ::pread(writer->fd_, existing.data(), existing.size(),
+                                0) == static_cast<ssize_t>(existing.size()) &&
+                        existing == prefix;
+      if (same) {
+        writer->resumed_ = true;
+        absl::MutexLock lock(&writer->mu_);
+        for (const auto& [name, begin] : begins) writer->written_[name] = 0;
+        return writer;
+      }
+      ::close(writer->fd_);
+      writer->fd_ = -1;
+    }
+  }
+  writer->fd_ = ::open(writer->partial_path_.c_str(),
+                       O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (writer->fd_ < 0) {
+    return ErrnoStatus("cannot create", writer->partial_path_, errno);
+  }
   if (::ftruncate(writer->fd_, static_cast<off_t>(total)) != 0) {
     return ErrnoStatus("cannot size", writer->partial_path_, errno);
   }
@@ -499,7 +523,49 @@ SafetensorsWriter::~SafetensorsWriter() {
     finished = finished_;
   }
   if (fd_ >= 0) ::close(fd_);
-  if (!finished && !partial_path_.empty()) ::unlink(partial_path_.c_str());
+  if (!finished && !keep_partial_ && !partial_path_.empty()) {
+    ::unlink(partial_path_.c_str());
+  }
+}
+
+absl::StatusOr<uint32_t> SafetensorsWriter::SlotCrc32c(absl::string_view name) {
+  auto it = slots_.find(name);
+  if (it == slots_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("tensor \"", name, "\" was not declared"));
+  }
+  const Slot& slot = it->second;
+  std::vector<uint8_t> buffer(std::min<uint64_t>(slot.size, uint64_t{4} << 20));
+  uint32_t crc = 0;
+  uint64_t done = 0;
+  while (done < slot.size) {
+    const size_t want = static_cast<size_t>(
+        std::min<uint64_t>(buffer.size(), slot.size - done));
+    ssize_t r = ::pread(fd_, buffer.data(), want,
+                        static_cast<off_t>(slot.begin + done));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus("cannot read", partial_path_, errno);
+    }
+    if (r == 0) {
+      return absl::InternalError(
+          absl::StrCat(partial_path_, ": unexpected end of file"));
+    }
+    crc = Crc32cExtend(crc, buffer.data(), static_cast<size_t>(r));
+    done += static_cast<uint64_t>(r);
+  }
+  return crc;
+}
+
+absl::Status SafetensorsWriter::MarkComplete(absl::string_view name) {
+  auto it = slots_.find(name);
+  if (it == slots_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("tensor \"", name, "\" was not declared"));
+  }
+  absl::MutexLock lock(&mu_);
+  written_[std::string(name)] = it->second.size;
+  return absl::OkStatus();
 }
 
 absl::Status SafetensorsWriter::Write(absl::string_view name, uint64_t offset,
@@ -549,7 +615,8 @@ absl::Status SafetensorsWriter::Finish() {
                        " bytes written"));
     }
   }
-  if (::fsync(fd_) != 0) return ErrnoStatus("cannot sync", partial_path_, errno);
+  if (::fsync(fd_) != 0)
+    return ErrnoStatus("cannot sync", partial_path_, errno);
   if (::close(fd_) != 0) {
     fd_ = -1;
     return ErrnoStatus("cannot close", partial_path_, errno);

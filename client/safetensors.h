@@ -181,12 +181,29 @@ class SafetensorsWriter {
     std::vector<int64_t> shape;
   };
 
+  struct Options {
+    // Reopen PATH.partial left by an earlier writer instead of starting
+    // over, if its header (entries, offsets, metadata) and size are exactly
+    // this writer's; resumed() tells whether it was. Tensors already in it
+    // are checked with SlotCrc32c and kept with MarkComplete.
+    bool resume = false;
+    // Leave PATH.partial on disk when destroyed unfinished (so a later
+    // writer can resume it) instead of removing it.
+    bool keep_partial = false;
+  };
+
   // InvalidArgument for an empty or duplicate name, the reserved name
   // "__metadata__", an unknown dtype or a negative dimension; Internal (with
   // errno text) if the file cannot be created or sized.
   static absl::StatusOr<std::unique_ptr<SafetensorsWriter>> Create(
       const std::string& path, std::vector<Entry> entries,
-      const std::map<std::string, std::string>& metadata);
+      const std::map<std::string, std::string>& metadata,
+      const Options& options);
+  static absl::StatusOr<std::unique_ptr<SafetensorsWriter>> Create(
+      const std::string& path, std::vector<Entry> entries,
+      const std::map<std::string, std::string>& metadata) {
+    return Create(path, std::move(entries), metadata, Options());
+  }
   ~SafetensorsWriter();
   SafetensorsWriter(const SafetensorsWriter&) = delete;
   SafetensorsWriter& operator=(const SafetensorsWriter&) = delete;
@@ -202,6 +219,18 @@ class SafetensorsWriter {
   // otherwise), flushes, closes and renames into place.
   absl::Status Finish();
 
+  // Whether Create reopened an earlier partial file (Options::resume).
+  bool resumed() const { return resumed_; }
+  const std::string& partial_path() const { return partial_path_; }
+
+  // CRC-32C of tensor `name`'s bytes as they are in the file now. NotFound
+  // for an unknown name; Internal on I/O errors.
+  absl::StatusOr<uint32_t> SlotCrc32c(absl::string_view name);
+
+  // Counts tensor `name` as completely written (its bytes are already in a
+  // resumed file). NotFound for an unknown name.
+  absl::Status MarkComplete(absl::string_view name);
+
   // Byte size of the data buffer (sum of all tensor sizes) and header.
   uint64_t data_bytes() const { return data_bytes_; }
   uint64_t header_bytes() const { return header_bytes_; }
@@ -216,6 +245,8 @@ class SafetensorsWriter {
   std::string path_;
   std::string partial_path_;
   int fd_ = -1;
+  bool resumed_ = false;
+  bool keep_partial_ = false;
   uint64_t header_bytes_ = 0;
   uint64_t data_bytes_ = 0;
   absl::flat_hash_map<std::string, Slot> slots_;  // keys fixed at Create

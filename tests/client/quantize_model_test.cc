@@ -5,6 +5,8 @@
 // the real server (which tests/e2e covers).
 #include "client/quantize_model.h"
 
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -15,9 +17,6 @@
 #include <random>
 #include <string>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
-#include <gtest/gtest.h>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
@@ -58,6 +57,9 @@ class FakeQuantizer final : public v1::Quantizer::Service {
       grpc::ServerReaderWriter<v1::QuantizeResponse, v1::QuantizeRequest>*
           stream) override {
     streams_.fetch_add(1);
+    if (draining.load()) {
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is draining");
+    }
     v1::QuantizeRequest request;
     Scheme job_scheme;
     v1::OutputKind output = v1::OUTPUT_KIND_PACKED;
@@ -78,9 +80,11 @@ class FakeQuantizer final : public v1::Quantizer::Service {
         data += request.chunk().data();
       } else if (request.has_end()) {
         const std::string& name = header.name();
-        if (absl::StrContains(name, "bad")) {
-          return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                              absl::StrCat("tensor ", name, ": element 3 is NaN"));
+        CountEnd(name);
+        if (absl::StrContains(name, "bad") || Refused(name)) {
+          return grpc::Status(
+              grpc::StatusCode::INVALID_ARGUMENT,
+              absl::StrCat("tensor ", name, ": element 3 is NaN"));
         }
         bool first = FirstTime(name);
         if (absl::StrContains(name, "flaky") && first) {
@@ -98,20 +102,39 @@ class FakeQuantizer final : public v1::Quantizer::Service {
   }
 
   int streams() const { return streams_.load(); }
+  // Tensors whose name contains `text` fail with INVALID_ARGUMENT ("": none).
+  void Refuse(const std::string& text) {
+    absl::MutexLock lock(&mu_);
+    refuse_ = text;
+  }
+  // TensorEnds received for `name` so far.
+  int Received(const std::string& name) {
+    absl::MutexLock lock(&mu_);
+    return received_[name];
+  }
   uint64_t max_chunk_bytes = 1 << 20;
-  uint64_t max_tensor_bytes = 0;  // 0: no limit
+  uint64_t max_tensor_bytes = 0;      // 0: no limit
+  std::atomic<bool> draining{false};  // every stream fails UNAVAILABLE
 
  private:
+  void CountEnd(const std::string& name) {
+    absl::MutexLock lock(&mu_);
+    ++received_[name];
+  }
+  bool Refused(const std::string& name) {
+    absl::MutexLock lock(&mu_);
+    return !refuse_.empty() && absl::StrContains(name, refuse_);
+  }
   bool FirstTime(const std::string& name) {
     absl::MutexLock lock(&mu_);
     return ++seen_[name] == 1;
   }
 
-  static bool Answer(
-      grpc::ServerReaderWriter<v1::QuantizeResponse, v1::QuantizeRequest>*
-          stream,
-      const v1::TensorHeader& header, const Scheme& scheme,
-      v1::OutputKind output, const std::string& data, bool corrupt) {
+  static bool Answer(grpc::ServerReaderWriter<v1::QuantizeResponse,
+                                              v1::QuantizeRequest>* stream,
+                     const v1::TensorHeader& header, const Scheme& scheme,
+                     v1::OutputKind output, const std::string& data,
+                     bool corrupt) {
     std::vector<int64_t> shape(header.shape().begin(), header.shape().end());
     absl::StatusOr<Layout> layout = MakeLayout(scheme, shape);
     absl::StatusOr<DType> dtype = DTypeFromProto(header.dtype());
@@ -144,9 +167,9 @@ class FakeQuantizer final : public v1::Quantizer::Service {
       return Crc32c(p, size);
     };
     if (output != v1::OUTPUT_KIND_FAKE_QUANT) {
-      result.set_codes_crc32c(send(v1::ShardChunk::PART_CODES, q.codes.data(),
-                                   q.codes.size()) ^
-                              (corrupt ? 1u : 0u));
+      result.set_codes_crc32c(
+          send(v1::ShardChunk::PART_CODES, q.codes.data(), q.codes.size()) ^
+          (corrupt ? 1u : 0u));
       result.set_scales_crc32c(send(v1::ShardChunk::PART_SCALES,
                                     q.scales.data(), q.scales.size() * 4));
       result.set_zero_points_crc32c(send(v1::ShardChunk::PART_ZERO_POINTS,
@@ -165,6 +188,8 @@ class FakeQuantizer final : public v1::Quantizer::Service {
 
   std::atomic<int> streams_{0};
   absl::Mutex mu_;
+  absl::flat_hash_map<std::string, int> received_ ABSL_GUARDED_BY(mu_);
+  std::string refuse_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, int> seen_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -181,9 +206,9 @@ class QuantizeModelTest : public ::testing::Test {
  protected:
   void SetUp() override {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ = fs::temp_directory_path() /
-           (std::string("quantd_qm_") + info->name() + "_" +
-            std::to_string(::getpid()));
+    dir_ =
+        fs::temp_directory_path() / (std::string("quantd_qm_") + info->name() +
+                                     "_" + std::to_string(::getpid()));
     fs::remove_all(dir_);
     fs::create_directories(dir_);
     grpc::ServerBuilder builder;
@@ -320,7 +345,8 @@ TEST_F(QuantizeModelTest, WritesQuantizedModelAndReport) {
   EXPECT_EQ(meta.at("format"), "pt");
   EXPECT_EQ(meta.at("quantd.format_version"), "1");
   EXPECT_TRUE(meta.contains("quantd.version"));
-  absl::StatusOr<Json> layout = ParseJson(meta.at("quantd.layers.0.mlp.weight"));
+  absl::StatusOr<Json> layout =
+      ParseJson(meta.at("quantd.layers.0.mlp.weight"));
   ASSERT_TRUE(layout.ok()) << layout.status();
   EXPECT_EQ((*layout)["scheme"], "int4_asym_g128");
   EXPECT_EQ((*layout)["bits"], 4);
@@ -371,8 +397,8 @@ TEST_F(QuantizeModelTest, OutputIsTheSameForAnyStreamCount) {
   std::string first;
   for (int streams : {1, 3}) {
     for (int in_flight : {1, 4}) {
-      SCOPED_TRACE(testing::Message() << streams << " streams, " << in_flight
-                                      << " in flight");
+      SCOPED_TRACE(testing::Message()
+                   << streams << " streams, " << in_flight << " in flight");
       QuantizeModelOptions options = Options(model, "o.safetensors");
       options.scheme = "int3_g64";
       options.streams_per_server = streams;
@@ -431,7 +457,10 @@ TEST_F(QuantizeModelTest, BadTensorFailsAloneAndNothingIsWritten) {
   }
   EXPECT_TRUE(summary->output.empty());
   EXPECT_FALSE(fs::exists(options.output));
-  EXPECT_FALSE(fs::exists(options.output + ".partial"));
+  // Kept, with its manifest, for a rerun to resume.
+  EXPECT_EQ(summary->partial, options.output + ".partial");
+  EXPECT_TRUE(fs::exists(options.output + ".partial"));
+  EXPECT_TRUE(fs::exists(options.output + ".partial.manifest"));
   absl::StatusOr<Json> report = ParseJson(ReadFile(summary->report));
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ((*report)["totals"]["failed"], 1);
@@ -446,6 +475,172 @@ TEST_F(QuantizeModelTest, BadTensorFailsAloneAndNothingIsWritten) {
   EXPECT_TRUE(listed);
   EXPECT_NE(FormatSummaryTable(*summary).find("FAILED: INVALID_ARGUMENT"),
             std::string::npos);
+}
+
+// A run that fails part of its tensors leaves OUTPUT.partial and its
+// manifest; the same command again sends only what is missing, and the
+// output is byte for byte a clean run's.
+TEST_F(QuantizeModelTest, RerunResumesFromThePartialOutput) {
+  std::string model = WriteModel(kSpecs, 21);
+  QuantizeModelOptions clean = Options(model, "clean.safetensors");
+  absl::StatusOr<RunSummary> reference = QuantizeModel(clean);
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  ASSERT_EQ(reference->num_failed, 0);
+
+  QuantizeModelOptions options = Options(model, "resumed.safetensors");
+  options.max_in_flight_tensors = 1;
+  service_.Refuse("layers.0");
+  absl::StatusOr<RunSummary> first = QuantizeModel(options);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->num_failed, 2);  // layers.0.mlp, layers.0.attn
+  EXPECT_EQ(first->num_resumed, 0);
+  ASSERT_TRUE(fs::exists(options.output + ".partial.manifest"));
+  const int embed_sends = service_.Received("embed.weight");
+  const int head_sends = service_.Received("lm_head.weight");
+
+  service_.Refuse("");
+  absl::StatusOr<RunSummary> second = QuantizeModel(options);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->num_failed, 0);
+  EXPECT_EQ(second->num_quantized, 4);
+  EXPECT_EQ(second->num_resumed, 2);
+  // The finished tensors were not sent again.
+  EXPECT_EQ(service_.Received("embed.weight"), embed_sends);
+  EXPECT_EQ(service_.Received("lm_head.weight"), head_sends);
+  for (const TensorSummary& t : second->tensors) {
+    SCOPED_TRACE(t.name);
+    const bool kept = t.name == "embed.weight" || t.name == "lm_head.weight";
+    EXPECT_EQ(t.resumed, kept);
+    if (kept) {
+      // Metrics come back from the manifest.
+      const TensorSummary* before = nullptr;
+      for (const TensorSummary& r : reference->tensors) {
+        if (r.name == t.name) before = &r;
+      }
+      ASSERT_NE(before, nullptr);
+      EXPECT_DOUBLE_EQ(t.metrics.mse(), before->metrics.mse());
+      EXPECT_DOUBLE_EQ(t.metrics.sqnr_db(), before->metrics.sqnr_db());
+    }
+  }
+  EXPECT_NE(FormatSummaryTable(*second).find("2 resumed"), std::string::npos);
+  EXPECT_EQ(ReadFile(options.output), ReadFile(clean.output));
+  EXPECT_FALSE(fs::exists(options.output + ".partial"));
+  EXPECT_FALSE(fs::exists(options.output + ".partial.manifest"));
+}
+
+// What the manifest says is checked against the file and the input: a
+// damaged part or a changed tensor is sent again; --no-resume starts over.
+TEST_F(QuantizeModelTest, ResumeChecksPartsInputsAndCanBeTurnedOff) {
+  std::vector<Spec> specs = {{"a.weight", "F32", {8, 64}},
+                             {"b.weight", "F32", {8, 64}},
+                             {"c.weight", "F32", {8, 64}},
+                             {"z.refused.weight", "F32", {8, 64}}};
+  std::string model = WriteModel(specs, 5);
+  QuantizeModelOptions options = Options(model, "check.safetensors");
+  service_.Refuse("refused");
+  absl::StatusOr<RunSummary> first = QuantizeModel(options);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_EQ(first->num_failed, 1);
+
+  // Damage a.weight's codes in the partial file: find them by their offsets.
+  const std::string partial = options.output + ".partial";
+  {
+    std::string bytes = ReadFile(partial);
+    uint64_t header_size = 0;
+    std::memcpy(&header_size, bytes.data(), 8);
+    absl::StatusOr<Json> header =
+        ParseJson(bytes.substr(8, static_cast<size_t>(header_size)));
+    ASSERT_TRUE(header.ok());
+    const uint64_t begin =
+        (*header)["a.weight.qweight"]["data_offsets"][0].get<uint64_t>();
+    bytes[8 + header_size + begin] ^= 0x5a;
+    std::ofstream(partial, std::ios::binary | std::ios::trunc) << bytes;
+  }
+  service_.Refuse("");
+  const int a = service_.Received("a.weight");
+  const int b = service_.Received("b.weight");
+  const int c = service_.Received("c.weight");
+  absl::StatusOr<RunSummary> second = QuantizeModel(options);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->num_failed, 0);
+  EXPECT_EQ(second->num_resumed, 2);  // b and c
+  EXPECT_EQ(service_.Received("a.weight"), a + 1);
+  EXPECT_EQ(service_.Received("b.weight"), b);
+  EXPECT_EQ(service_.Received("c.weight"), c);
+
+  // A finished run leaves nothing to resume: everything is sent again.
+  absl::StatusOr<RunSummary> third = QuantizeModel(options);
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ(third->num_resumed, 0);
+  EXPECT_EQ(service_.Received("b.weight"), b + 1);
+
+  // An interrupted run, then a rerun with different input values (same
+  // plan): nothing matches, everything is sent.
+  service_.Refuse("refused");
+  ASSERT_TRUE(QuantizeModel(options).ok());
+  WriteModel(specs, 6);
+  service_.Refuse("");
+  absl::StatusOr<RunSummary> changed = QuantizeModel(options);
+  ASSERT_TRUE(changed.ok()) << changed.status();
+  EXPECT_EQ(changed->num_resumed, 0);
+  EXPECT_EQ(changed->num_failed, 0);
+
+  // --no-resume starts over even when the partial output would match.
+  service_.Refuse("refused");
+  ASSERT_TRUE(QuantizeModel(options).ok());
+  service_.Refuse("");
+  options.resume = false;
+  absl::StatusOr<RunSummary> fresh = QuantizeModel(options);
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_EQ(fresh->num_resumed, 0);
+  EXPECT_EQ(fresh->num_quantized, 4);
+}
+
+// A server that refuses every stream (UNAVAILABLE) is marked down and its
+// tensors move to the one that works; one that does not answer at start is
+// left out. The output is the same as with the good server alone.
+TEST_F(QuantizeModelTest, TensorsMoveAwayFromAServerThatIsDown) {
+  std::string model = WriteModel(kSpecs, 33);
+  QuantizeModelOptions clean = Options(model, "one.safetensors");
+  absl::StatusOr<RunSummary> reference = QuantizeModel(clean);
+  ASSERT_TRUE(reference.ok()) << reference.status();
+
+  FakeQuantizer draining;
+  draining.draining = true;
+  grpc::ServerBuilder builder;
+  builder.RegisterService(&draining);
+  std::unique_ptr<grpc::Server> second = builder.BuildAndStart();
+  ASSERT_NE(second, nullptr);
+  QuantizeModelOptions options = Options(model, "moved.safetensors");
+  options.channels = {
+      second->InProcessChannel(grpc::ChannelArguments()), Channel(),
+      grpc::CreateChannel("127.0.0.1:1", grpc::InsecureChannelCredentials())};
+  options.connect_timeout_seconds = 1;
+  options.max_in_flight_tensors = 1;
+  absl::StatusOr<RunSummary> summary = QuantizeModel(options);
+  second->Shutdown();
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->num_failed, 0);
+  EXPECT_EQ(summary->num_quantized, 4);
+  ASSERT_EQ(summary->down_servers.size(), 1u);
+  EXPECT_EQ(summary->down_servers[0].address, "channel2");
+  EXPECT_EQ(summary->down_servers[0].status.code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_GT(draining.streams(), 0);  // it was tried
+  int moved = 0;
+  for (const TensorSummary& t : summary->tensors) {
+    if (t.action != TensorAction::kQuantized) continue;
+    EXPECT_EQ(t.server, "channel1") << t.name;
+    if (t.moved) {
+      ++moved;
+      EXPECT_GE(t.attempts, 2) << t.name;
+    }
+  }
+  EXPECT_GT(moved, 0);
+  EXPECT_NE(FormatSummaryTable(*summary).find("(moved)"), std::string::npos);
+  EXPECT_NE(FormatSummaryTable(*summary).find("server left out"),
+            std::string::npos);
+  EXPECT_EQ(ReadFile(options.output), ReadFile(clean.output));
 }
 
 TEST_F(QuantizeModelTest, TransientErrorsAndBadChecksumsAreRetried) {
