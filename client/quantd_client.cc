@@ -254,6 +254,8 @@ absl::Status QuantdClient::RunJob(const JobConfig& config,
       if (tensor->scheme) {
         SchemeToProto(*tensor->scheme, header->mutable_scheme());
       }
+      header->mutable_importance()->Add(tensor->importance.begin(),
+                                        tensor->importance.end());
       if (!stream->Write(request)) return;
       // Each chunk carries its CRC-32C; the end carries the whole tensor's,
       // folded from the chunks' so the data is read once.

@@ -59,6 +59,12 @@ struct TensorRequest {
   // owned: must stay valid until this tensor's result callback has run (or
   // RunJob has returned). Sent in chunks; never copied whole.
   absl::Span<const uint8_t> data;
+  // Importance weights for a ggml block format (an imatrix entry): empty, or
+  // one per column (the last dimension), finite and >= 0. Sent in the
+  // header; the server answers INVALID_ARGUMENT naming the tensor for a
+  // wrong count or value, or for weights with an int scheme (see
+  // TensorHeader.importance in the proto).
+  std::vector<float> importance;
 };
 
 // A tensor's quantized result, assembled from its ShardChunks and checked

@@ -2,6 +2,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "kernels/ggml_formats.h"
 #include "kernels/quantize.h"
 
 namespace quantd {
@@ -10,6 +11,12 @@ absl::StatusOr<Scheme> SchemeFromProto(const v1::Scheme& proto) {
   Scheme scheme;
   if (proto.format().empty()) {
     return absl::InvalidArgumentError("scheme.format is empty");
+  }
+  if (const GgmlFormatTraits* block = FindGgmlFormat(proto.format());
+      block != nullptr) {
+    // A block fixes symmetry and granularity: the other fields are ignored.
+    scheme.format = block->name;
+    return scheme;
   }
   if (FindFormat(proto.format()) == nullptr) {
     return absl::InvalidArgumentError(
@@ -41,6 +48,10 @@ absl::StatusOr<Scheme> SchemeFromProto(const v1::Scheme& proto) {
 }
 
 void SchemeToProto(const Scheme& scheme, v1::Scheme* proto) {
+  if (const GgmlFormatTraits* block = GgmlFormatOf(scheme); block != nullptr) {
+    proto->set_format(block->name);
+    return;
+  }
   proto->set_format(scheme.format);
   proto->set_symmetric(scheme.symmetric);
   switch (scheme.granularity) {
@@ -85,8 +96,39 @@ void LayoutToProto(const Layout& layout, v1::Layout* proto) {
   proto->set_bits(static_cast<uint32_t>(layout.bits));
   proto->set_group_size(static_cast<uint64_t>(layout.group_size));
   proto->set_num_scales(static_cast<uint64_t>(layout.num_groups));
-  proto->set_has_zero_points(!layout.scheme.symmetric);
+  proto->set_has_zero_points(!layout.IsBlockFormat() &&
+                             !layout.scheme.symmetric);
   proto->set_packed_bytes(static_cast<uint64_t>(layout.packed_bytes));
+  if (const GgmlFormatTraits* block = GgmlFormatOf(layout.scheme);
+      layout.IsBlockFormat() && block != nullptr) {
+    proto->set_block_size(static_cast<uint32_t>(layout.block_size));
+    proto->set_block_bytes(static_cast<uint32_t>(layout.block_bytes));
+    proto->set_ggml_type(static_cast<uint32_t>(block->type));
+  }
+}
+
+void FormatTablesToProto(v1::ServerInfo* info) {
+  for (const FormatTraits& f : FormatTable()) {
+    v1::FormatInfo* fi = info->add_formats();
+    fi->set_name(f.name);
+    fi->set_bits(static_cast<uint32_t>(f.bits));
+    fi->add_granularities(v1::GRANULARITY_PER_TENSOR);
+    fi->add_granularities(v1::GRANULARITY_PER_CHANNEL);
+    fi->add_granularities(v1::GRANULARITY_PER_GROUP);
+    fi->set_symmetric(f.symmetric_ok);
+    fi->set_asymmetric(f.asymmetric_ok);
+    fi->set_description(f.description);
+  }
+  for (const GgmlFormatTraits& f : GgmlFormatTable()) {
+    v1::FormatInfo* fi = info->add_formats();
+    fi->set_name(f.name);
+    fi->set_block_size(static_cast<uint32_t>(f.block_size));
+    fi->set_block_bytes(static_cast<uint32_t>(f.block_bytes));
+    fi->set_ggml_type(static_cast<uint32_t>(f.type));
+    fi->set_bits_per_weight(8.0 * f.block_bytes / f.block_size);
+    fi->set_uses_importance(f.uses_importance);
+    fi->set_description(f.description);
+  }
 }
 
 void MetricsToProto(const ErrorMetrics& metrics, v1::Metrics* proto) {

@@ -1,6 +1,8 @@
 // Conversions between wire messages (quantd.v1) and kernel values. Every
 // function that reads a wire value validates it: unknown enum values and
-// missing fields are INVALID_ARGUMENT.
+// missing fields are INVALID_ARGUMENT. A Scheme naming a ggml block format
+// (any case) becomes the canonical Scheme of that format; its symmetry,
+// granularity and group size fields are ignored.
 #ifndef QUANTD_PROTO_WIRE_CONVERT_H_
 #define QUANTD_PROTO_WIRE_CONVERT_H_
 
@@ -16,6 +18,9 @@ void SchemeToProto(const Scheme& scheme, v1::Scheme* proto);
 absl::StatusOr<DType> DTypeFromProto(int dtype);
 v1::DType DTypeToProto(DType dtype);
 void LayoutToProto(const Layout& layout, v1::Layout* proto);
+// Appends one FormatInfo per format: the int formats of FormatTable(), then
+// the ggml block formats of GgmlFormatTable(), in table order.
+void FormatTablesToProto(v1::ServerInfo* info);
 void MetricsToProto(const ErrorMetrics& metrics, v1::Metrics* proto);
 
 }  // namespace quantd

@@ -1,5 +1,6 @@
 #include "server/assembler.h"
 
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <utility>
@@ -7,7 +8,9 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
 #include "kernels/crc32c.h"
+#include "kernels/ggml_formats.h"
 #include "kernels/status_macros.h"
 #include "proto/wire_convert.h"
 
@@ -17,6 +20,52 @@ namespace {
 absl::Status Bad(absl::string_view tensor, absl::string_view what) {
   if (tensor.empty()) return absl::InvalidArgumentError(what);
   return absl::InvalidArgumentError(absl::StrCat("tensor ", tensor, ": ", what));
+}
+
+// Checks TensorHeader.importance against the tensor's layout (see the
+// proto): empty, or row_length finite weights >= 0 for a block format whose
+// importance path the kernels implement.
+absl::Status CheckImportance(absl::string_view tensor, const Layout& layout,
+                             absl::Span<const float> importance) {
+  if (importance.empty()) return absl::OkStatus();
+  if (!layout.IsBlockFormat()) {
+    return Bad(tensor, absl::StrCat(
+                           importance.size(), " importance weights sent, but ",
+                           SchemeToString(layout.scheme),
+                           " has no importance path (only ggml block formats "
+                           "take them)"));
+  }
+  if (static_cast<int64_t>(importance.size()) != layout.row_length) {
+    return Bad(tensor,
+               absl::StrCat(importance.size(),
+                            " importance weights sent; the row length is ",
+                            layout.row_length, " (one weight per column)"));
+  }
+  for (size_t i = 0; i < importance.size(); ++i) {
+    const float v = importance[i];
+    if (!std::isfinite(v) || v < 0) {
+      return Bad(tensor, absl::StrCat("importance weight ", i, " is ", v,
+                                      " (weights must be finite and >= 0)"));
+    }
+  }
+  // Ask the kernels on one block whether this format takes weights, so an
+  // unsupported request fails before the tensor is uploaded.
+  const GgmlFormatTraits* block = GgmlFormatOf(layout.scheme);
+  if (block == nullptr) {
+    return absl::InternalError(absl::StrCat(
+        "tensor ", tensor, ": block format ", layout.scheme.format,
+        " not in the table"));
+  }
+  const std::vector<float> zeros(static_cast<size_t>(block->block_size), 0.0f);
+  std::vector<uint8_t> probe(static_cast<size_t>(block->block_bytes));
+  absl::Status s = GgmlQuantize(*block, zeros.data(), 1, block->block_size,
+                                importance.data(), probe.data());
+  if (!s.ok()) {
+    return absl::Status(s.code(),
+                        absl::StrCat("tensor ", tensor, ": importance weights: ",
+                                     s.message()));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -99,6 +148,11 @@ absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnHeader(
   }
   absl::StatusOr<Layout> layout = MakeLayout(scheme, shape);
   if (!layout.ok()) return Bad(name, layout.status().message());
+  const absl::Span<const float> importance(header.importance().data(),
+                                           header.importance().size());
+  if (absl::Status s = CheckImportance(name, *layout, importance); !s.ok()) {
+    return s;
+  }
 
   const int64_t elem = DTypeSize(*dtype);
   if (layout->num_elements > limits_.max_tensor_bytes / elem) {
@@ -116,6 +170,7 @@ absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnHeader(
   tensor->output = output_;
   tensor->layout = *std::move(layout);
   tensor->bytes = expected_bytes_;
+  tensor->importance.assign(importance.begin(), importance.end());
   seen_names_.insert(name);
   open_name_ = name;
 

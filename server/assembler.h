@@ -13,9 +13,13 @@
 // Errors (each message names the tensor when there is one):
 //   INVALID_ARGUMENT: message before JobStart, two JobStarts, header inside
 //     an open tensor, chunk/end without header, empty or duplicate name, bad
-//     dtype/shape/scheme, chunk offset not equal to bytes received, more
-//     bytes than the shape holds, end with too few bytes, stream ends inside
-//     a tensor.
+//     dtype/shape/scheme (including a row length that is not whole blocks of
+//     a block format), importance weights that are not row_length finite
+//     values >= 0 or sent with an int scheme, chunk offset not equal to
+//     bytes received, more bytes than the shape holds, end with too few
+//     bytes, stream ends inside a tensor.
+//   UNIMPLEMENTED: importance weights for a block format whose importance
+//     path the kernels do not implement.
 //   RESOURCE_EXHAUSTED: tensor larger than max_tensor_bytes, chunk larger
 //     than max_chunk_bytes (the message names the limit and its value).
 //   DATA_LOSS: a chunk whose crc32c does not match its data, or a tensor

@@ -7,6 +7,8 @@
 #include "absl/time/clock.h"
 #include "kernels/convert.h"
 #include "kernels/crc32c.h"
+#include "kernels/ggml_formats.h"
+#include "kernels/status_macros.h"
 
 namespace quantd {
 namespace {
@@ -27,10 +29,45 @@ int64_t TensorWorkingSetBytes(const Layout& layout, DType dtype,
   const int64_t n = layout.num_elements;
   int64_t bytes = n * DTypeSize(dtype);  // received
   if (dtype != DType::kF32) bytes += 4 * n;  // f32 copy
-  if (output != OutputKind::kPacked) bytes += 4 * n;  // fake-quant values
+  if (output != OutputKind::kPacked || layout.IsBlockFormat()) {
+    bytes += 4 * n;  // dequantized values
+  }
+  if (layout.IsBlockFormat()) bytes += 4 * layout.row_length;  // importance
   bytes += layout.packed_bytes + layout.num_groups * 5;
   return bytes;
 }
+
+namespace {
+
+// Quantizes `src` into out.quantized with the layout's block format and
+// measures the round trip through ggml's dequantizer. The dequantized values
+// are left in `w_hat` (n floats) for a fake-quant output.
+absl::Status RunBlockFormat(const TensorInput& input, const float* src,
+                            const std::atomic<bool>& cancelled,
+                            TensorOutput& out, std::vector<float>& w_hat) {
+  const Layout& layout = input.layout;
+  const GgmlFormatTraits* block = GgmlFormatOf(layout.scheme);
+  if (block == nullptr) {
+    return absl::InternalError(absl::StrCat(
+        "layout of block format ", layout.scheme.format, " not in the table"));
+  }
+  const float* importance =
+      input.importance.empty() ? nullptr : input.importance.data();
+  QUANTD_RETURN_IF_ERROR(GgmlQuantize(*block, src, layout.rows,
+                                      layout.row_length, importance,
+                                      out.quantized.codes.data()));
+  if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
+  w_hat.resize(static_cast<size_t>(layout.num_elements));
+  QUANTD_RETURN_IF_ERROR(GgmlDequantize(*block, out.quantized.codes.data(),
+                                        layout.rows, layout.row_length,
+                                        w_hat.data()));
+  if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
+  out.metrics = ComputeErrorMetrics(src, w_hat.data(), w_hat.size());
+  out.metrics.bits_per_weight = layout.BitsPerWeight();
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::StatusOr<TensorOutput> RunQuantizeJob(TensorInput& input,
                                             const std::atomic<bool>& cancelled) {
@@ -55,16 +92,22 @@ absl::StatusOr<TensorOutput> RunQuantizeJob(TensorInput& input,
   out.name = input.name;
   out.bytes_in = input.bytes;
   out.quantized = AllocateQuantized(layout);
-  if (absl::Status s = Quantize(src, out.quantized); !s.ok()) {
-    return NameTensor(input.name, s);
-  }
-  if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
-
-  // One pass: the dequantized values exist in full only when they are sent.
   std::vector<float> w_hat;
-  if (input.output != OutputKind::kPacked) w_hat.resize(n);
-  out.metrics = DequantizeAndMeasure(out.quantized, src,
-                                     w_hat.empty() ? nullptr : w_hat.data());
+  if (layout.IsBlockFormat()) {
+    absl::Status s = RunBlockFormat(input, src, cancelled, out, w_hat);
+    if (absl::IsCancelled(s)) return s;
+    if (!s.ok()) return NameTensor(input.name, s);
+    if (input.output == OutputKind::kPacked) std::vector<float>().swap(w_hat);
+  } else {
+    if (absl::Status s = Quantize(src, out.quantized); !s.ok()) {
+      return NameTensor(input.name, s);
+    }
+    if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
+    // One pass: the dequantized values exist in full only when they are sent.
+    if (input.output != OutputKind::kPacked) w_hat.resize(n);
+    out.metrics = DequantizeAndMeasure(out.quantized, src,
+                                       w_hat.empty() ? nullptr : w_hat.data());
+  }
   // The input is no longer needed: give its memory back before sending.
   std::vector<float>().swap(input.storage);
   std::vector<float>().swap(f32);

@@ -2,6 +2,12 @@
 // (rejecting NaN/Inf), quantize with the tensor's Layout, dequantize, measure
 // the error and checksum each output part. No gRPC here: the reactor hands a
 // TensorInput in and streams the TensorOutput back.
+//
+// Int formats go through Quantize / DequantizeAndMeasure (quantize.h); ggml
+// block formats (Layout::IsBlockFormat) through GgmlQuantize with the
+// tensor's importance weights and GgmlDequantize, the metrics measured
+// against ggml's dequantized values. For a block format the output's codes
+// are the ggml bytes and it has no scales or zero points.
 #ifndef QUANTD_SERVER_QUANTIZE_JOB_H_
 #define QUANTD_SERVER_QUANTIZE_JOB_H_
 
@@ -27,6 +33,9 @@ struct TensorInput {
   // The received little-endian bytes, in storage aligned for f32.
   std::vector<float> storage;
   int64_t bytes = 0;  // valid bytes in storage
+  // Block formats: empty, or layout.row_length importance weights (finite,
+  // >= 0; the assembler checks) passed to GgmlQuantize.
+  std::vector<float> importance;
 };
 
 struct TensorOutput {
@@ -46,13 +55,16 @@ struct TensorOutput {
 
 // Bytes a tensor holds from header to last response: received bytes, an f32
 // copy when the input is F16/BF16, the dequantized (fake-quant) values when
-// `output` asks for them, codes, scales and zero points. What MemoryBudget
-// reserves per tensor.
+// `output` asks for them, codes, scales and zero points. A block format
+// always dequantizes the whole tensor to measure it, and may hold
+// row_length importance weights. What MemoryBudget reserves per tensor.
 int64_t TensorWorkingSetBytes(const Layout& layout, DType dtype,
                               OutputKind output);
 
 // Runs the job. `cancelled` is checked between steps: if set, CANCELLED.
 // INVALID_ARGUMENT "tensor <name>: element <i> is NaN" for non-finite input.
+// UNIMPLEMENTED naming the tensor for importance weights with a block
+// format whose importance path the kernels lack (GgmlQuantize's contract).
 // Consumes `input.storage`.
 absl::StatusOr<TensorOutput> RunQuantizeJob(TensorInput& input,
                                             const std::atomic<bool>& cancelled);

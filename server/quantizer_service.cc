@@ -445,16 +445,7 @@ grpc::ServerUnaryReactor* QuantizerService::GetServerInfo(
   }
   info->set_version(QUANTD_VERSION);
   info->set_build(QUANTD_GIT_REV);
-  for (const FormatTraits& f : FormatTable()) {
-    v1::FormatInfo* fi = info->add_formats();
-    fi->set_name(f.name);
-    fi->set_bits(static_cast<uint32_t>(f.bits));
-    fi->add_granularities(v1::GRANULARITY_PER_TENSOR);
-    fi->add_granularities(v1::GRANULARITY_PER_CHANNEL);
-    fi->add_granularities(v1::GRANULARITY_PER_GROUP);
-    fi->set_symmetric(f.symmetric_ok);
-    fi->set_asymmetric(f.asymmetric_ok);
-  }
+  FormatTablesToProto(info);
   info->add_dtypes(v1::DTYPE_F32);
   info->add_dtypes(v1::DTYPE_F16);
   info->add_dtypes(v1::DTYPE_BF16);

@@ -9,8 +9,13 @@
 //         QuantizeRequest] frames, parsed with protobuf (the wire path);
 //   odd:  a sequence of one-byte opcodes with small operands that build
 //         requests directly (start, header, chunk, end, empty); unless bit
-//         1 of the first byte is set, a valid JobStart comes first.
+//         1 of the first byte is set, a valid JobStart comes first. Formats
+//         include ggml block formats; headers may carry importance weights
+//         (one per column, or any count, NaN/Inf/negative included).
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
+#include <iterator>
 #include <cstdint>
 #include <cstdlib>
 #include <cstdio>
@@ -54,6 +59,7 @@ void CheckCode(const absl::Status& status) {
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kResourceExhausted:
     case absl::StatusCode::kDataLoss:
+    case absl::StatusCode::kUnimplemented:  // importance path not implemented
       return;
     default:
       std::fprintf(stderr, "status outside the contract: %s\n",
@@ -66,11 +72,14 @@ void CheckCode(const absl::Status& status) {
 bool NextOpcodeRequest(Reader& in, QuantizeRequest& req, uint64_t& offset) {
   if (in.empty()) return false;
   req.Clear();
-  static const char* const kFormats[] = {"int2", "int3", "int4", "int8", "int9", ""};
+  static const char* const kFormats[] = {"int2", "int3", "int4", "int8",
+                                         "int9", "",     "q4_0", "Q8_0",
+                                         "IQ4_NL", "q5_1", "Q4_0_g8"};
+  constexpr size_t kNumFormats = std::size(kFormats);
   switch (in.U8() % 5) {
     case 0: {
       auto* scheme = req.mutable_start()->mutable_scheme();
-      scheme->set_format(kFormats[in.U8() % 6]);
+      scheme->set_format(kFormats[in.U8() % kNumFormats]);
       scheme->set_symmetric(in.U8() & 1);
       scheme->set_granularity(static_cast<quantd::v1::Granularity>(in.U8() % 5));
       scheme->set_group_size(in.U8() % 40);
@@ -89,9 +98,23 @@ bool NextOpcodeRequest(Reader& in, QuantizeRequest& req, uint64_t& offset) {
       }
       if (in.U8() & 1) {
         auto* s = h->mutable_scheme();
-        s->set_format(kFormats[in.U8() % 6]);
+        s->set_format(kFormats[in.U8() % kNumFormats]);
         s->set_granularity(static_cast<quantd::v1::Granularity>(in.U8() % 4));
         s->set_group_size(in.U8() % 40);
+      }
+      // Importance weights: none, one per column, or any count; a byte per
+      // weight, 255 = NaN, 254 = Inf, small negatives included.
+      const uint8_t mode = in.U8();
+      if (mode % 4 == 1 || mode % 4 == 2) {
+        const uint64_t count = mode % 4 == 1 && h->shape_size() > 0
+                                   ? std::min<uint64_t>(h->shape(h->shape_size() - 1), 64)
+                                   : mode >> 2;
+        for (uint64_t i = 0; i < count; ++i) {
+          const uint8_t b = in.U8();
+          h->add_importance(b == 255   ? std::nanf("")
+                            : b == 254 ? HUGE_VALF
+                                       : static_cast<float>(b - 4) / 16.0f);
+        }
       }
       offset = 0;
       break;

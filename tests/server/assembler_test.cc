@@ -1,12 +1,16 @@
 #include "server/assembler.h"
 
+#include <cmath>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "kernels/crc32c.h"
+#include "kernels/ggml_formats.h"
 
 namespace quantd {
 namespace {
@@ -235,6 +239,149 @@ TEST(AssemblerTest, AcceptsF16AndBF16ByteCounts) {
 TEST(AssemblerTest, ScalarAndEmptyShapes) {
   // A 0-D tensor holds one element.
   EXPECT_TRUE(Feed({Start(), Header("s", {}), Chunk(0, 4), End()}).ok());
+}
+
+Req WithImportance(Req header, const std::vector<float>& weights) {
+  for (float w : weights) header.mutable_header()->add_importance(w);
+  return header;
+}
+
+// Opens one tensor of `shape` under `format` with `weights`; the header's
+// status, and the tensor when the whole stream is accepted.
+absl::Status OpenBlockTensor(const std::string& format,
+                             std::vector<uint64_t> shape,
+                             const std::vector<float>& weights,
+                             std::unique_ptr<TensorInput>* tensor = nullptr,
+                             int64_t* working_set_bytes = nullptr) {
+  StreamAssembler a({});
+  Req start = Start(format);
+  if (auto ev = a.Consume(start); !ev.ok()) return ev.status();
+  uint64_t n = 1;
+  for (uint64_t d : shape) n *= d;
+  Req header = WithImportance(Header("w", std::move(shape)), weights);
+  auto opened = a.Consume(header);
+  if (!opened.ok()) return opened.status();
+  if (working_set_bytes != nullptr) {
+    *working_set_bytes = opened->working_set_bytes;
+  }
+  Req chunk = Chunk(0, static_cast<size_t>(n * 4));
+  if (auto ev = a.Consume(chunk); !ev.ok()) return ev.status();
+  Req end = End();
+  auto ev = a.Consume(end);
+  if (!ev.ok()) return ev.status();
+  if (tensor != nullptr) *tensor = std::move(ev->tensor);
+  return a.Finish();
+}
+
+TEST(AssemblerTest, BlockFormatTensorsCarryTheirImportanceWeights) {
+  for (const GgmlFormatTraits& f : GgmlFormatTable()) {
+    SCOPED_TRACE(f.name);
+    const auto row = static_cast<uint64_t>(2 * f.block_size);
+    std::vector<float> weights(row);
+    for (size_t i = 0; i < weights.size(); ++i) {
+      weights[i] = 0.25f * static_cast<float>(i % 5);
+    }
+    // What the kernels say about weights for this format decides.
+    std::vector<float> x(row, 1.0f);
+    std::vector<uint8_t> bytes(static_cast<size_t>(2 * f.block_bytes));
+    const absl::Status local = GgmlQuantize(
+        f, x.data(), 1, static_cast<int64_t>(row), weights.data(), bytes.data());
+    std::unique_ptr<TensorInput> tensor;
+    absl::Status s = OpenBlockTensor(f.name, {3, row}, weights, &tensor);
+    ASSERT_EQ(s.code(), local.code()) << s;
+    if (!s.ok()) {
+      EXPECT_NE(s.message().find("tensor w"), std::string::npos) << s;
+      continue;
+    }
+    ASSERT_NE(tensor, nullptr);
+    EXPECT_EQ(tensor->importance, weights);
+    EXPECT_TRUE(tensor->layout.IsBlockFormat());
+    EXPECT_EQ(tensor->layout.block_bytes, f.block_bytes);
+    // Without weights every format is accepted and holds none.
+    ASSERT_TRUE(OpenBlockTensor(f.name, {3, row}, {}, &tensor).ok());
+    EXPECT_TRUE(tensor->importance.empty());
+  }
+}
+
+TEST(AssemblerTest, BadImportanceWeightsAreInvalidArgumentNamingTheTensor) {
+  const std::vector<float> ones(32, 1.0f);
+  std::vector<float> with_nan = ones;
+  with_nan[7] = std::nanf("");
+  std::vector<float> with_inf = ones;
+  with_inf[3] = HUGE_VALF;
+  std::vector<float> negative = ones;
+  negative[31] = -0.5f;
+  struct Case {
+    const char* what;
+    std::string format;
+    std::vector<float> weights;
+    const char* message_part;
+  };
+  const Case cases[] = {
+      {"too few", "Q8_0", std::vector<float>(31, 1.0f), "31 importance"},
+      {"too many", "IQ4_NL", std::vector<float>(64, 1.0f), "row length is 32"},
+      {"nan", "IQ4_NL", with_nan, "weight 7"},
+      {"inf", "Q8_0", with_inf, "weight 3"},
+      {"negative", "IQ4_NL", negative, "weight 31"},
+      {"int scheme", "int4", ones, "only ggml block formats"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    absl::Status s = OpenBlockTensor(c.format, {2, 32}, c.weights);
+    ASSERT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_NE(s.message().find("tensor w"), std::string::npos) << s;
+    EXPECT_NE(s.message().find(c.message_part), std::string::npos) << s;
+  }
+}
+
+TEST(AssemblerTest, BlockFormatRowNotWholeBlocksIsInvalidArgument) {
+  for (const GgmlFormatTraits& f : GgmlFormatTable()) {
+    SCOPED_TRACE(f.name);
+    const auto row = static_cast<uint64_t>(f.block_size + 4);
+    absl::Status s = OpenBlockTensor(f.name, {2, row}, {});
+    ASSERT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_NE(s.message().find("tensor w"), std::string::npos) << s;
+    EXPECT_NE(s.message().find(absl::StrCat(row)), std::string::npos) << s;
+    EXPECT_NE(s.message().find(absl::StrCat(f.block_size)), std::string::npos)
+        << s;
+  }
+}
+
+TEST(AssemblerTest, WireSchemeOfABlockFormatIgnoresIntOptions) {
+  // proto3 leaves symmetric false and the granularity unset; a block format
+  // takes neither, in any spelling.
+  Req start;
+  auto* scheme = start.mutable_start()->mutable_scheme();
+  scheme->set_format("q4_0");
+  scheme->set_symmetric(false);
+  scheme->set_granularity(v1::GRANULARITY_PER_GROUP);
+  scheme->set_group_size(7);
+  StreamAssembler a({});
+  ASSERT_TRUE(a.Consume(start).ok());
+  Req header = Header("w", {2, 64});
+  auto ev = a.Consume(header);
+  ASSERT_TRUE(ev.ok()) << ev.status();
+  Req chunk = Chunk(0, 2 * 64 * 4);
+  ASSERT_TRUE(a.Consume(chunk).ok());
+  Req end = End();
+  ev = a.Consume(end);
+  ASSERT_TRUE(ev.ok()) << ev.status();
+  const Layout& layout = ev->tensor->layout;
+  EXPECT_EQ(layout.scheme.format, "Q4_0");
+  EXPECT_EQ(layout.packed_bytes, 2 * 2 * 18);
+  EXPECT_EQ(layout.num_groups, 0);
+}
+
+TEST(AssemblerTest, BlockFormatWorkingSetCoversDequantizedValues) {
+  int64_t working_set = 0;
+  ASSERT_TRUE(OpenBlockTensor("Q4_0", {4, 64}, {}, nullptr, &working_set).ok());
+  const int64_t n = 4 * 64;
+  // Input, the dequantized values used for the metrics, the ggml bytes and
+  // the importance weights, even for a packed-only output.
+  EXPECT_GE(working_set, 4 * n + 4 * n + 4 * 2 * 18 + 4 * 64);
+  EXPECT_EQ(working_set,
+            TensorWorkingSetBytes(*MakeLayout(*ParseScheme("Q4_0"), {4, 64}),
+                                  DType::kF32, OutputKind::kPacked));
 }
 
 }  // namespace

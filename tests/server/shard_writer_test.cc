@@ -101,5 +101,55 @@ TEST(ShardWriterTest, ResultCarriesLayout) {
   EXPECT_FALSE(writer.Next(&r));
 }
 
+TEST(ShardWriterTest, BlockFormatSendsOnlyCodesAndDescribesTheBlock) {
+  absl::StatusOr<Layout> layout = MakeLayout(*ParseScheme("q4_0"), {3, 64});
+  ASSERT_TRUE(layout.ok()) << layout.status();
+  TensorOutput out;
+  out.name = "t";
+  out.quantized = AllocateQuantized(*layout);
+  ASSERT_EQ(out.quantized.codes.size(), 3u * 2 * 18);
+  for (size_t i = 0; i < out.quantized.codes.size(); ++i) {
+    out.quantized.codes[i] = static_cast<uint8_t>(i * 13);
+  }
+  out.metrics.bits_per_weight = layout->BitsPerWeight();
+  ShardWriter writer(out, 0, 50);
+  v1::QuantizeResponse r;
+  v1::TensorResult result;
+  Collected c;
+  while (writer.Next(&r)) {
+    if (r.has_result()) {
+      result = r.result();
+      continue;
+    }
+    ASSERT_EQ(r.shard().part(), v1::ShardChunk::PART_CODES);
+    c.codes.append(r.shard().data());
+  }
+  EXPECT_EQ(c.codes, std::string(out.quantized.codes.begin(),
+                                 out.quantized.codes.end()));
+  const v1::Layout& l = result.layout();
+  EXPECT_EQ(l.scheme().format(), "Q4_0");
+  EXPECT_EQ(l.packed_bytes(), 3u * 2 * 18);
+  EXPECT_EQ(l.block_size(), 32u);
+  EXPECT_EQ(l.block_bytes(), 18u);
+  EXPECT_EQ(l.ggml_type(), 2u);  // GGML_TYPE_Q4_0
+  EXPECT_EQ(l.num_scales(), 0u);
+  EXPECT_EQ(l.bits(), 0u);
+  EXPECT_FALSE(l.has_zero_points());
+  EXPECT_EQ(result.metrics().bits_per_weight(), 4.5);
+  EXPECT_EQ(result.scales_crc32c(), 0u);
+}
+
+TEST(ShardWriterTest, IntLayoutHasNoBlockFields) {
+  ShardWriter writer(MakeOutput(3, 10, true, false), 0, 1 << 20);
+  v1::QuantizeResponse r;
+  v1::TensorResult result;
+  while (writer.Next(&r)) {
+    if (r.has_result()) result = r.result();
+  }
+  EXPECT_EQ(result.layout().block_size(), 0u);
+  EXPECT_EQ(result.layout().block_bytes(), 0u);
+  EXPECT_EQ(result.layout().ggml_type(), 0u);
+}
+
 }  // namespace
 }  // namespace quantd

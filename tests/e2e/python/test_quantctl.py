@@ -151,7 +151,10 @@ def test_info_prints_server_limits(server):
     r = _quantctl("info", "--server", server.target, "--json")
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
-    assert [f["name"] for f in info["formats"]] == [f"int{b}" for b in range(2, 9)]
+    names = [f["name"] for f in info["formats"]]
+    # The int formats, then ggml's block formats (Q8_0, Q4_0, ...).
+    assert names[:7] == [f"int{b}" for b in range(2, 9)]
+    assert {"Q8_0", "Q4_0", "IQ4_NL"} <= set(names[7:])
     assert int(info["limits"]["maxChunkBytes" if "maxChunkBytes" in info["limits"]
                               else "max_chunk_bytes"]) == 1 << 20
     assert info["workers"] == 2
