@@ -12,7 +12,6 @@
 #include "kernels/convert.h"
 #include "kernels/cpu.h"
 #include "kernels/ggml_formats.h"
-#include "kernels/internal/ggml_kquants.h"
 #include "kernels/internal/isa_kernels.h"
 #include "kernels/metrics.h"
 #include "kernels/onednn_int8.h"
@@ -101,84 +100,66 @@ QUANTD_BENCH(int3_asym_g64/reference, "int3_asym_g64", kReference);
 QUANTD_BENCH(int3_asym_g64/fast, "int3_asym_g64", kFast);
 QUANTD_BENCH(int3_asym_g64/avx2, "int3_asym_g64", kAvx2);
 
-// ggml block formats (GgmlQuantize over the whole 4096 x 4096 tensor,
-// including the finiteness check), GB/s of f32 input: the scalar reference
-// against the dispatched fast path (equal to the reference where a format
-// has no vector path yet).
-void BM_GgmlQuantize(benchmark::State& state, const char* type, bool reference) {
+// ggml block formats through the format table (GgmlQuantize, including the
+// finiteness check), GB/s of f32 input: the scalar reference against the
+// dispatched fast path (QUANTD_ISA caps it). The 32-element formats run over
+// the whole 4096 x 4096 tensor; the 256-element ones (K-quants, IQ4_XS,
+// whose references take ~0.1 s per 4 MiB) over its first 256 rows, with and
+// without an importance matrix shared by the rows.
+void BM_GgmlQuantize(benchmark::State& state, const char* type, bool reference,
+                     bool importance) {
   const std::vector<float>& w = Weights();
   const GgmlFormatTraits* f = FindGgmlFormat(type);
-  std::vector<uint8_t> dst(static_cast<size_t>(kRows * *GgmlRowBytes(*f, kCols)));
-  for (auto _ : state) {
-    absl::Status s =
-        reference ? GgmlQuantizeReference(*f, w.data(), kRows, kCols, nullptr, dst.data())
-                  : GgmlQuantize(*f, w.data(), kRows, kCols, nullptr, dst.data());
-    if (!s.ok()) state.SkipWithError(s.ToString().c_str());
-    benchmark::DoNotOptimize(dst.data());
-  }
-  SetBytes(state, static_cast<int64_t>(w.size() * sizeof(float)));
-}
-
-#define QUANTD_GGML_BENCH(type)                                          \
-  BENCHMARK_CAPTURE(BM_GgmlQuantize, type/reference, #type, true)        \
-      ->Unit(benchmark::kMillisecond);                                   \
-  BENCHMARK_CAPTURE(BM_GgmlQuantize, type/fast, #type, false)            \
-      ->Unit(benchmark::kMillisecond)
-
-QUANTD_GGML_BENCH(Q8_0);
-QUANTD_GGML_BENCH(Q4_0);
-QUANTD_GGML_BENCH(Q4_1);
-QUANTD_GGML_BENCH(Q5_0);
-QUANTD_GGML_BENCH(Q5_1);
-QUANTD_GGML_BENCH(IQ4_NL);
-QUANTD_GGML_BENCH(MXFP4);
-
-// ggml K-quants, block quantizers called directly on the first 256 rows of
-// the tensor (4 MiB of f32; the references take ~0.1 s per pass), with and
-// without an importance matrix: the scalar reference against the AVX2 path.
-void BM_GgmlKQuant(benchmark::State& state, GgmlQuantizeFn fn, int block_bytes,
-                   bool importance) {
-  if (internal::CpuIsa() < Isa::kAvx2) {
-    state.SkipWithError("no AVX2");
+  if (f == nullptr) {
+    state.SkipWithError("unknown ggml type");
     return;
   }
-  constexpr int64_t kKRows = 256;
-  const std::vector<float>& w = Weights();
+  const int64_t rows = f->block_size == kGgmlBlock256 ? 256 : kRows;
   std::vector<float> imatrix(static_cast<size_t>(kCols));
   for (size_t j = 0; j < imatrix.size(); ++j) {
     imatrix[j] = 0.5f + static_cast<float>(j % 13);
   }
-  const int64_t blocks_per_row = kCols / kGgmlBlock256;
-  std::vector<uint8_t> dst(static_cast<size_t>(kKRows * blocks_per_row * block_bytes));
+  const float* qw = importance ? imatrix.data() : nullptr;
+  std::vector<uint8_t> dst(static_cast<size_t>(rows * *GgmlRowBytes(*f, kCols)));
   for (auto _ : state) {
-    for (int64_t r = 0; r < kKRows; ++r) {
-      fn(w.data() + r * kCols, blocks_per_row, importance ? imatrix.data() : nullptr,
-         dst.data() + r * blocks_per_row * block_bytes);
-    }
+    absl::Status s =
+        reference ? GgmlQuantizeReference(*f, w.data(), rows, kCols, qw, dst.data())
+                  : GgmlQuantize(*f, w.data(), rows, kCols, qw, dst.data());
+    if (!s.ok()) state.SkipWithError(s.ToString().c_str());
     benchmark::DoNotOptimize(dst.data());
   }
-  SetBytes(state, kKRows * kCols * static_cast<int64_t>(sizeof(float)));
+  SetBytes(state, rows * kCols * static_cast<int64_t>(sizeof(float)));
 }
 
-#define QUANTD_KQUANT_BENCH(type, bytes)                                       \
-  BENCHMARK_CAPTURE(BM_GgmlKQuant, type/reference, internal::GgmlQuantize##type##Reference, \
-                    bytes, false)                                              \
-      ->Unit(benchmark::kMillisecond);                                         \
-  BENCHMARK_CAPTURE(BM_GgmlKQuant, type/avx2, internal::GgmlQuantize##type##Avx2, bytes, \
-                    false)                                                     \
-      ->Unit(benchmark::kMillisecond);                                         \
-  BENCHMARK_CAPTURE(BM_GgmlKQuant, type/imatrix/reference,                     \
-                    internal::GgmlQuantize##type##Reference, bytes, true)      \
-      ->Unit(benchmark::kMillisecond);                                         \
-  BENCHMARK_CAPTURE(BM_GgmlKQuant, type/imatrix/avx2, internal::GgmlQuantize##type##Avx2, \
-                    bytes, true)                                               \
+#define QUANTD_GGML_BENCH(type)                                          \
+  BENCHMARK_CAPTURE(BM_GgmlQuantize, type/reference, #type, true, false) \
+      ->Unit(benchmark::kMillisecond);                                   \
+  BENCHMARK_CAPTURE(BM_GgmlQuantize, type/fast, #type, false, false)     \
+      ->Unit(benchmark::kMillisecond)
+#define QUANTD_GGML_IMATRIX_BENCH(type)                                          \
+  BENCHMARK_CAPTURE(BM_GgmlQuantize, type/imatrix/reference, #type, true, true) \
+      ->Unit(benchmark::kMillisecond);                                           \
+  BENCHMARK_CAPTURE(BM_GgmlQuantize, type/imatrix/fast, #type, false, true)     \
       ->Unit(benchmark::kMillisecond)
 
-QUANTD_KQUANT_BENCH(Q2_K, 84);
-QUANTD_KQUANT_BENCH(Q3_K, 110);
-QUANTD_KQUANT_BENCH(Q4_K, 144);
-QUANTD_KQUANT_BENCH(Q5_K, 176);
-QUANTD_KQUANT_BENCH(Q6_K, 210);
+QUANTD_GGML_BENCH(Q4_0);
+QUANTD_GGML_BENCH(Q4_1);
+QUANTD_GGML_BENCH(Q5_0);
+QUANTD_GGML_BENCH(Q5_1);
+QUANTD_GGML_BENCH(Q8_0);
+QUANTD_GGML_BENCH(Q2_K);
+QUANTD_GGML_IMATRIX_BENCH(Q2_K);
+QUANTD_GGML_BENCH(Q3_K);
+QUANTD_GGML_IMATRIX_BENCH(Q3_K);
+QUANTD_GGML_BENCH(Q4_K);
+QUANTD_GGML_IMATRIX_BENCH(Q4_K);
+QUANTD_GGML_BENCH(Q5_K);
+QUANTD_GGML_IMATRIX_BENCH(Q5_K);
+QUANTD_GGML_BENCH(Q6_K);
+QUANTD_GGML_IMATRIX_BENCH(Q6_K);
+QUANTD_GGML_BENCH(IQ4_NL);
+QUANTD_GGML_BENCH(IQ4_XS);
+QUANTD_GGML_BENCH(MXFP4);
 
 void BM_ConvertF16(benchmark::State& state, bool reference) {
   const size_t n = static_cast<size_t>(kRows * kCols);

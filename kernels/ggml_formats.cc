@@ -17,6 +17,7 @@
 #include "kernels/convert.h"
 #include "kernels/cpu.h"
 #include "kernels/internal/ggml_kernels.h"
+#include "kernels/internal/ggml_kquants.h"
 #include "kernels/internal/ggml_search.h"
 #include "kernels/internal/isa_kernels.h"
 
@@ -601,40 +602,47 @@ GgmlQuantizeFn Pick(GgmlQuantizeFn reference, GgmlQuantizeFn avx2,
 
 absl::Span<const GgmlFormatTraits> GgmlFormatTable() {
   using namespace internal;  // NOLINT: the kernels of this table
-  static const auto table = std::to_array<GgmlFormatTraits>({
-      {GgmlType::kQ4_0, "Q4_0", 32, 18, GgmlQuantizeQ4_0Reference,
-       Pick(GgmlQuantizeQ4_0Reference, GgmlQuantizeQ4_0Avx2,
-            GgmlQuantizeQ4_0Avx512),
-       DequantizeQ4_0, true, "4-bit symmetric, f16 scale, 4.5 bpw"},
-      {GgmlType::kQ4_1, "Q4_1", 32, 20, GgmlQuantizeQ4_1Reference,
-       Pick(GgmlQuantizeQ4_1Reference, GgmlQuantizeQ4_1Avx2,
-            GgmlQuantizeQ4_1Avx512),
-       DequantizeQ4_1, true, "4-bit with f16 scale and minimum, 5 bpw"},
-      {GgmlType::kQ5_0, "Q5_0", 32, 22, GgmlQuantizeQ5_0Reference,
-       Pick(GgmlQuantizeQ5_0Reference, GgmlQuantizeQ5_0Avx2,
-            GgmlQuantizeQ5_0Avx512),
-       DequantizeQ5_0, true, "5-bit symmetric, f16 scale, 5.5 bpw"},
-      {GgmlType::kQ5_1, "Q5_1", 32, 24, GgmlQuantizeQ5_1Reference,
-       Pick(GgmlQuantizeQ5_1Reference, nullptr, GgmlQuantizeQ5_1Avx512),
-       DequantizeQ5_1, true,
-       "5-bit with f16 scale and minimum, 6 bpw"},
-      {GgmlType::kQ8_0, "Q8_0", 32, 34, GgmlQuantizeQ8_0Reference,
-       Pick(GgmlQuantizeQ8_0Reference, GgmlQuantizeQ8_0Avx2,
-            GgmlQuantizeQ8_0Avx512),
-       DequantizeQ8_0, false, "8-bit symmetric, f16 scale, 8.5 bpw"},
-      {GgmlType::kIq4Nl, "IQ4_NL", 32, 18, GgmlQuantizeIq4NlReference,
-       Pick(GgmlQuantizeIq4NlReference, nullptr, GgmlQuantizeIq4NlAvx512),
-       DequantizeIq4Nl, true,
-       "4-bit non-linear table, searched f16 scale, 4.5 bpw"},
-      {GgmlType::kIq4Xs, "IQ4_XS", 256, 136, GgmlQuantizeIq4XsReference,
-       Pick(GgmlQuantizeIq4XsReference, nullptr, GgmlQuantizeIq4XsAvx512),
-       DequantizeIq4Xs, true,
-       "4-bit non-linear table, 6-bit sub-block scales, 4.25 bpw"},
-      {GgmlType::kMxfp4, "MXFP4", 32, 17, GgmlQuantizeMxfp4Reference,
-       Pick(GgmlQuantizeMxfp4Reference, nullptr, GgmlQuantizeMxfp4Avx512),
-       DequantizeMxfp4, false,
-       "OCP MX FP4 (E2M1) with an E8M0 block exponent, 4.25 bpw"},
-  });
+  static const auto table = [] {
+    const absl::Span<const GgmlFormatTraits> k = GgmlKQuantFormats();
+    return std::to_array<GgmlFormatTraits>({
+        {GgmlType::kQ4_0, "Q4_0", 32, 18, GgmlQuantizeQ4_0Reference,
+         Pick(GgmlQuantizeQ4_0Reference, GgmlQuantizeQ4_0Avx2,
+              GgmlQuantizeQ4_0Avx512),
+         DequantizeQ4_0, true, "4-bit symmetric, f16 scale, 4.5 bpw"},
+        {GgmlType::kQ4_1, "Q4_1", 32, 20, GgmlQuantizeQ4_1Reference,
+         Pick(GgmlQuantizeQ4_1Reference, GgmlQuantizeQ4_1Avx2,
+              GgmlQuantizeQ4_1Avx512),
+         DequantizeQ4_1, true, "4-bit with f16 scale and minimum, 5 bpw"},
+        {GgmlType::kQ5_0, "Q5_0", 32, 22, GgmlQuantizeQ5_0Reference,
+         Pick(GgmlQuantizeQ5_0Reference, GgmlQuantizeQ5_0Avx2,
+              GgmlQuantizeQ5_0Avx512),
+         DequantizeQ5_0, true, "5-bit symmetric, f16 scale, 5.5 bpw"},
+        {GgmlType::kQ5_1, "Q5_1", 32, 24, GgmlQuantizeQ5_1Reference,
+         Pick(GgmlQuantizeQ5_1Reference, nullptr, GgmlQuantizeQ5_1Avx512),
+         DequantizeQ5_1, true, "5-bit with f16 scale and minimum, 6 bpw"},
+        {GgmlType::kQ8_0, "Q8_0", 32, 34, GgmlQuantizeQ8_0Reference,
+         Pick(GgmlQuantizeQ8_0Reference, GgmlQuantizeQ8_0Avx2,
+              GgmlQuantizeQ8_0Avx512),
+         DequantizeQ8_0, false, "8-bit symmetric, f16 scale, 8.5 bpw"},
+        k[0],  // Q2_K
+        k[1],  // Q3_K
+        k[2],  // Q4_K
+        k[3],  // Q5_K
+        k[4],  // Q6_K
+        {GgmlType::kIq4Nl, "IQ4_NL", 32, 18, GgmlQuantizeIq4NlReference,
+         Pick(GgmlQuantizeIq4NlReference, nullptr, GgmlQuantizeIq4NlAvx512),
+         DequantizeIq4Nl, true,
+         "4-bit non-linear table, searched f16 scale, 4.5 bpw"},
+        {GgmlType::kIq4Xs, "IQ4_XS", 256, 136, GgmlQuantizeIq4XsReference,
+         Pick(GgmlQuantizeIq4XsReference, nullptr, GgmlQuantizeIq4XsAvx512),
+         DequantizeIq4Xs, true,
+         "4-bit non-linear table, 6-bit sub-block scales, 4.25 bpw"},
+        {GgmlType::kMxfp4, "MXFP4", 32, 17, GgmlQuantizeMxfp4Reference,
+         Pick(GgmlQuantizeMxfp4Reference, nullptr, GgmlQuantizeMxfp4Avx512),
+         DequantizeMxfp4, false,
+         "OCP MX FP4 (E2M1) with an E8M0 block exponent, 4.25 bpw"},
+    });
+  }();
   return table;
 }
 

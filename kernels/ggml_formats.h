@@ -46,6 +46,11 @@
 // d = -(the sub-block scale of largest magnitude, the first on ties) / 32,
 // and the codes recomputed from the f32 d * l.
 //
+// The K-quants Q2_K..Q6_K (256-element super-blocks) follow
+// quantize_row_qX_K_ref without and quantize_row_qX_K_impl with an
+// importance matrix (internal/ggml_kquants.h describes their two stages);
+// their weights are computed per super-block, as ggml does for each type.
+//
 // Importance matrices (llama.cpp's --imatrix): IQ4_NL, IQ4_XS, Q4_0, Q4_1,
 // Q5_0 and Q5_1 follow ggml's quant_weights paths (quantize_iq4_nl,
 // quantize_iq4_xs, quantize_row_q4_0_impl ... quantize_row_q5_1_impl):
@@ -265,7 +270,8 @@ struct GgmlFormatTraits {
   const char* description;
 };
 
-// All formats, in ggml type order. This is a table of its own, apart from
+// All formats, in ggml type order: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K,
+// Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, MXFP4. This is a table of its own, apart from
 // FormatTable() in quantize.h: a block format carries its scales inside the
 // block bytes, which the int formats' QuantizedTensor (codes + f32 scales +
 // zero points per Layout group) does not describe.

@@ -14,6 +14,7 @@
 #include "kernels/convert.h"
 #include "kernels/cpu.h"
 #include "kernels/internal/ggml_kernels.h"
+#include "kernels/internal/ggml_kquants.h"
 #include "kernels/internal/isa_kernels.h"
 
 namespace quantd {
@@ -130,9 +131,18 @@ std::vector<Path> VectorPaths(GgmlType type) {
       return {{"avx512", Isa::kAvx512, GgmlQuantizeIq4XsAvx512}};
     case GgmlType::kMxfp4:
       return {{"avx512", Isa::kAvx512, GgmlQuantizeMxfp4Avx512}};
-    default:
-      return {};
+    case GgmlType::kQ2_K:
+      return {{"avx2", Isa::kAvx2, GgmlQuantizeQ2_KAvx2}};
+    case GgmlType::kQ3_K:
+      return {{"avx2", Isa::kAvx2, GgmlQuantizeQ3_KAvx2}};
+    case GgmlType::kQ4_K:
+      return {{"avx2", Isa::kAvx2, GgmlQuantizeQ4_KAvx2}};
+    case GgmlType::kQ5_K:
+      return {{"avx2", Isa::kAvx2, GgmlQuantizeQ5_KAvx2}};
+    case GgmlType::kQ6_K:
+      return {{"avx2", Isa::kAvx2, GgmlQuantizeQ6_KAvx2}};
   }
+  return {};
 }
 
 Bytes QuantizeRef(const GgmlFormatTraits& f, const std::vector<float>& x,
@@ -159,31 +169,64 @@ TEST(GgmlFormatTableTest, LayoutsAndNamesMatchGgml) {
   struct Want {
     const char* name;
     GgmlType type;
+    int ggml_type;  // ggml's enum value, as GGUF stores it
+    int block_size;
     int bytes;
   };
-  const Want wants[] = {{"Q4_0", GgmlType::kQ4_0, 18},  {"Q4_1", GgmlType::kQ4_1, 20},
-                        {"Q5_0", GgmlType::kQ5_0, 22},  {"Q5_1", GgmlType::kQ5_1, 24},
-                        {"Q8_0", GgmlType::kQ8_0, 34},  {"IQ4_NL", GgmlType::kIq4Nl, 18},
-                        {"IQ4_XS", GgmlType::kIq4Xs, 136},
-                        {"MXFP4", GgmlType::kMxfp4, 17}};
-  ASSERT_EQ(GgmlFormatTable().size(), std::size(wants));
-  for (const Want& w : wants) {
+  // In ggml type order, as the table is.
+  const Want wants[] = {
+      {"Q4_0", GgmlType::kQ4_0, 2, 32, 18},
+      {"Q4_1", GgmlType::kQ4_1, 3, 32, 20},
+      {"Q5_0", GgmlType::kQ5_0, 6, 32, 22},
+      {"Q5_1", GgmlType::kQ5_1, 7, 32, 24},
+      {"Q8_0", GgmlType::kQ8_0, 8, 32, 34},
+      {"Q2_K", GgmlType::kQ2_K, 10, 256, 84},
+      {"Q3_K", GgmlType::kQ3_K, 11, 256, 110},
+      {"Q4_K", GgmlType::kQ4_K, 12, 256, 144},
+      {"Q5_K", GgmlType::kQ5_K, 13, 256, 176},
+      {"Q6_K", GgmlType::kQ6_K, 14, 256, 210},
+      {"IQ4_NL", GgmlType::kIq4Nl, 20, 32, 18},
+      {"IQ4_XS", GgmlType::kIq4Xs, 23, 256, 136},
+      {"MXFP4", GgmlType::kMxfp4, 39, 32, 17}};
+  const absl::Span<const GgmlFormatTraits> table = GgmlFormatTable();
+  ASSERT_EQ(table.size(), std::size(wants));
+  for (size_t i = 0; i < table.size(); ++i) {
+    const Want& w = wants[i];
     SCOPED_TRACE(w.name);
     const GgmlFormatTraits* f = FindGgmlFormat(w.name);
     ASSERT_NE(f, nullptr);
+    EXPECT_EQ(f, &table[i]);
+    EXPECT_STREQ(f->name, w.name);
+    EXPECT_EQ(static_cast<int>(f->type), w.ggml_type);
     EXPECT_EQ(f, FindGgmlFormat(w.type));
     EXPECT_EQ(f, FindGgmlFormat(absl::AsciiStrToLower(w.name)));
-    EXPECT_EQ(f->block_size, w.type == GgmlType::kIq4Xs ? 256 : 32);
+    EXPECT_EQ(f->block_size, w.block_size);
     EXPECT_EQ(f->block_bytes, w.bytes);
     EXPECT_NE(f->reference, nullptr);
     EXPECT_NE(f->fast, nullptr);
     EXPECT_NE(f->dequantize, nullptr);
+    EXPECT_NE(std::string(f->description), "");
   }
-  EXPECT_EQ(FindGgmlFormat("Q4_K"), nullptr);
-  EXPECT_EQ(static_cast<int>(GgmlType::kQ8_0), 8);
-  EXPECT_EQ(static_cast<int>(GgmlType::kIq4Nl), 20);
-  EXPECT_EQ(static_cast<int>(GgmlType::kIq4Xs), 23);
-  EXPECT_EQ(static_cast<int>(GgmlType::kMxfp4), 39);
+  EXPECT_EQ(FindGgmlFormat("Q4_K")->block_bytes, 144);
+  EXPECT_EQ(FindGgmlFormat("Q8_K"), nullptr);
+  EXPECT_EQ(FindGgmlFormat("IQ4"), nullptr);
+  EXPECT_EQ(FindGgmlFormat(""), nullptr);
+  EXPECT_EQ(FindGgmlFormat(static_cast<GgmlType>(15)), nullptr);  // Q8_K
+}
+
+TEST(GgmlFormatTableTest, KQuantRowsAreTheKQuantTable) {
+  // The K-quants reach the table through internal::GgmlKQuantFormats(),
+  // which their own tests check path by path; the table holds those rows.
+  for (const GgmlFormatTraits& k : internal::GgmlKQuantFormats()) {
+    SCOPED_TRACE(k.name);
+    const GgmlFormatTraits* f = FindGgmlFormat(k.type);
+    ASSERT_NE(f, nullptr);
+    EXPECT_STREQ(f->name, k.name);
+    EXPECT_EQ(f->reference, k.reference);
+    EXPECT_EQ(f->fast, k.fast);
+    EXPECT_EQ(f->dequantize, k.dequantize);
+    EXPECT_TRUE(f->uses_importance);
+  }
 }
 
 TEST(GgmlFormatTableTest, RowLengthNotAMultipleOfTheBlockIsInvalidArgument) {

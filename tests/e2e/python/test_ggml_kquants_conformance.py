@@ -10,10 +10,12 @@ here wrote.
   calls through ggml_quantize_chunk), and our bytes must equal its bytes,
   with and without an importance matrix. Skipped without the package.
 
-Our bytes come from build/tests/kernels/ggml_kquants_tool (scalar reference
-and AVX2 path).
+Our bytes come from build/tests/kernels/ggml_quantize_tool (`reference`: the
+scalar reference; `quantize`: the path dispatched on this CPU, which
+QUANTD_ISA caps).
 """
 import ctypes
+import os
 import pathlib
 import subprocess
 import warnings
@@ -25,30 +27,34 @@ from gguf import quants
 
 from conftest import BIN_DIR
 
-TOOL = BIN_DIR / "tests" / "kernels" / "ggml_kquants_tool"
+TOOL = BIN_DIR / "tests" / "kernels" / "ggml_quantize_tool"
 BLOCK_BYTES = {"Q2_K": 84, "Q3_K": 110, "Q4_K": 144, "Q5_K": 176, "Q6_K": 210}
 TYPES = list(BLOCK_BYTES)
 F32 = np.float32
 QK = 256
 
 
-def run_tool(mode, qtype, row_length, data: bytes, imatrix=None, tmp=None):
+def run_tool(mode, qtype, row_length, data: bytes, imatrix=None, tmp=None,
+             isa=None):
     assert TOOL.exists(), f"{TOOL} not built"
     args = [str(TOOL), mode, qtype, str(row_length)]
     if imatrix is not None:
         path = tmp / "imatrix.f32"
         imatrix.astype("<f4").tofile(path)
         args.append(str(path))
-    r = subprocess.run(args, input=data, capture_output=True, check=False)
-    if r.returncode == 3:
-        pytest.skip("no AVX2 on this CPU")
+    env = dict(os.environ)
+    if isa is not None:
+        env["QUANTD_ISA"] = isa
+    r = subprocess.run(args, input=data, capture_output=True, check=False,
+                       env=env)
     assert r.returncode == 0, r.stderr.decode()
     return r.stdout
 
 
-def ours(x, qtype, mode="reference", imatrix=None, tmp=None) -> bytes:
+def ours(x, qtype, mode="reference", imatrix=None, tmp=None,
+         isa=None) -> bytes:
     return run_tool(mode, qtype, x.shape[-1], x.astype("<f4").tobytes(),
-                    imatrix, tmp)
+                    imatrix, tmp, isa)
 
 
 def our_dequant(blocks: bytes, qtype: str, row_length: int) -> np.ndarray:
@@ -124,12 +130,15 @@ def test_kquant_dequantize_arbitrary_bytes_matches_gguf(qtype):
                                   bits(their_dequant(blocks, qtype)))
 
 
+@pytest.mark.parametrize("isa", ["avx2", "avx512"])
 @pytest.mark.parametrize("qtype", TYPES)
-def test_kquant_avx2_bytes_equal_reference(qtype, tmp_path):
+def test_kquant_fast_bytes_equal_reference(qtype, isa, tmp_path):
+    # The dispatched path with the ISA capped (a cap above the CPU's ISA
+    # runs the best path the CPU has).
     x = np.concatenate([weights(4, 2048, 21, 1.0).reshape(-1, QK), HARD])
     imatrix = np.random.default_rng(3).lognormal(0, 2, QK).astype(F32)
-    assert ours(x, qtype, "avx2") == ours(x, qtype, "reference")
-    assert (ours(x, qtype, "avx2", imatrix, tmp_path)
+    assert ours(x, qtype, "quantize", isa=isa) == ours(x, qtype, "reference")
+    assert (ours(x, qtype, "quantize", imatrix, tmp_path, isa)
             == ours(x, qtype, "reference", imatrix, tmp_path))
 
 
