@@ -546,9 +546,10 @@ class Client:
         """
         item = {"name": name, "array": array, "scheme": None,
                 "importance": importance, "dtype": dtype}
-        for result in self.quantize_many([item], scheme, output=output):
-            return result
-        raise errors.InternalError(f"tensor {name}: no result")  # unreachable
+        # Read the stream to its end, so that it finishes with OK rather than
+        # being cancelled once the result is in.
+        (result,) = self.quantize_many([item], scheme, output=output)
+        return result
 
     def quantize_many(self, tensors: Iterable[Any], scheme: SchemeLike = "int8", *,
                       output: str = "both", max_in_flight: Optional[int] = None,

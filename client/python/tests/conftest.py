@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import urllib.request
 
 import pytest
 
@@ -68,6 +69,7 @@ class Server:
             stderr=subprocess.PIPE, text=True)
         self.log = []
         self.port = None
+        self.metrics_port = None
         ready = threading.Event()
 
         def pump():
@@ -79,6 +81,7 @@ class Server:
                     continue
                 if entry.get("msg") == "serving":
                     self.port = entry["grpc_port"]
+                    self.metrics_port = entry["metrics_port"]
                     ready.set()
             ready.set()
 
@@ -87,6 +90,18 @@ class Server:
             self.proc.kill()
             raise RuntimeError("quantd did not start:\n" + "".join(self.log))
         self.target = f"127.0.0.1:{self.port}"
+
+    def handled(self, method: str) -> dict:
+        """grpc_server_handled_total of `method` by status code name."""
+        text = urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).read().decode()
+        counts = {}
+        for line in text.splitlines():
+            if line.startswith("grpc_server_handled_total{") and \
+                    f'grpc_method="{method}"' in line:
+                code = line.split('grpc_code="')[1].split('"')[0]
+                counts[code] = counts.get(code, 0) + float(line.rsplit(" ", 1)[1])
+        return counts
 
     def kill(self):
         if self.proc.poll() is None:

@@ -1,5 +1,7 @@
 """Many tensors on one stream: every result arrives once, correct, while the
 source is read lazily (at most max_in_flight arrays ahead of the results)."""
+import time
+
 import numpy as np
 import pytest
 
@@ -78,3 +80,17 @@ def test_caller_mistakes_are_python_errors(client):
         list(client.quantize_many([w]))
     with pytest.raises(ValueError, match="malformed scheme"):
         client.quantize(w, "int4_g")
+
+
+def test_finished_calls_end_with_ok_not_cancelled(make_server):
+    s = make_server()
+    w = np.ones((4, 32), np.float32)
+    with quantd.Client(s.target) as c:
+        for _ in range(3):
+            c.quantize(w, "int4")
+        assert len(list(c.quantize_many([("a", w), ("b", w)]))) == 2
+    # The server counts a stream once its status is sent; wait for the four.
+    deadline = time.monotonic() + 20
+    while s.handled("Quantize").get("OK", 0) < 4 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert s.handled("Quantize") == {"OK": 4}
