@@ -65,3 +65,11 @@ def test_error_from_status_maps_every_code():
         assert e.code == code and e.details == "m" and e.tensor == "t"
     assert type(quantd.errors.error_from_status(
         grpc.StatusCode.DATA_LOSS, "x")) is quantd.DataLossError
+
+
+def test_deadline_is_raised_at_once(server):
+    w = np.random.default_rng(10).standard_normal((1024, 1024)).astype(np.float32)
+    with quantd.Client(server.target, timeout=1e-4, max_attempts=5) as c:
+        with pytest.raises(quantd.DeadlineExceededError) as e:
+            list(c.quantize_many([("a", w), ("b", w)], return_exceptions=True))
+        assert e.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
