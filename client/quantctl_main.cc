@@ -6,6 +6,7 @@
 //       [--quantize-1d] [--max-attempts N] [--no-resume]
 //       [--progress auto|bar|lines|none] [--quiet]
 //   quantctl info --server host:port [--json]
+//   quantctl bench --server host:port [--concurrency N] [--duration 30s] ...
 //
 // Flags are parsed by hand (not absl::flags) because --override repeats and
 // its regexes may contain commas. Exit status: 0 success, 1 failure (any
@@ -29,8 +30,12 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "client/json.h"
+#include "client/load_generator.h"
 #include "client/quantd_client.h"
 #include "client/quantize_model.h"
+#include "client/quantize_gguf.h"
 #include "kernels/version.h"
 
 namespace quantd {
@@ -41,7 +46,13 @@ constexpr char kUsage[] = R"(quantctl: quantize models with quantd servers.
 usage:
   quantctl quantize MODEL --scheme SCHEME --out OUT.safetensors
                     --server HOST:PORT[,HOST:PORT...] [options]
+  quantctl quantize IN.gguf --type PRESET --out OUT.gguf --server HOST:PORT
+                    [--pure] [--imatrix FILE] [--dry-run] ... (llama.cpp
+                    presets; see client/README.md)
   quantctl info --server HOST:PORT [--json]
+  quantctl bench --server HOST:PORT [--concurrency N] [--duration 30s]
+                 [--shape 1024x1024] [--dtype f32|f16|bf16] [--scheme S]
+                 [--bad-fraction F] [--report OUT.json]
   quantctl --version | --help
 
 MODEL is a .safetensors file, a model.safetensors.index.json (sharded), or a
@@ -72,7 +83,22 @@ quantize options:
   --progress MODE      auto, bar, lines or none (default: auto)
   --quiet              no progress and no per-tensor table
 
-security options (quantize and info):
+bench options (a load generator: streams busy for a duration with random
+tensors, throughput and per-tensor latency p50/p90/p99; exit 1 if a good
+tensor failed or a bad request got an unexpected status):
+  --concurrency N      parallel streams (default: 4)
+  --duration D         how long, e.g. 30s, 5m (default: 10s)
+  --shape AxB          tensor shape (default: 1024x1024)
+  --dtype T            f32, f16 or bf16 (default: f32)
+  --scheme TEXT        (default: int8)
+  --tensors-per-stream N  good tensors per stream before a new one (default: 16)
+  --bad-fraction F     share of streams that carry one bad request instead
+                       (NaN, unknown scheme, bad group size, deadline
+                       mid-upload) (default: 0)
+  --seed N             random seed (default: 1)
+  --report PATH        also write the results as JSON
+
+security options (quantize, info and bench):
   --tls-ca PATH        PEM CA of the servers' certificates: use TLS
   --tls-cert PATH      PEM client certificate, with --tls-key (mutual TLS)
   --tls-key PATH       PEM key of --tls-cert
@@ -365,6 +391,100 @@ int Quantize(const Args& args) {
   return 0;
 }
 
+int Bench(const Args& args) {
+  LoadOptions options;
+  Security security;
+  std::string report_path;
+  std::string error;
+  for (const auto& [name, value] : args.flags) {
+    if (ParseSecurityFlag(name, value, security, error)) {
+      if (!error.empty()) return Usage(error);
+    } else if (name == "server") {
+      options.target = value;
+    } else if (name == "concurrency") {
+      if (!ParseInt(name, value, options.concurrency, error)) {
+        return Usage(error);
+      }
+    } else if (name == "tensors-per-stream") {
+      if (!ParseInt(name, value, options.tensors_per_stream, error)) {
+        return Usage(error);
+      }
+    } else if (name == "duration") {
+      absl::Duration d;
+      double seconds = 0;
+      if (absl::ParseDuration(value, &d) && d > absl::ZeroDuration()) {
+        options.duration = d;
+      } else if (absl::SimpleAtod(value, &seconds) && seconds > 0) {
+        options.duration = absl::Seconds(seconds);
+      } else {
+        return Usage(
+            absl::StrCat("--duration needs a duration such as 30s or "
+                         "2m, not \"",
+                         value, "\""));
+      }
+    } else if (name == "shape") {
+      options.shape.clear();
+      for (absl::string_view dim : absl::StrSplit(value, 'x')) {
+        int64_t d = 0;
+        if (!absl::SimpleAtoi(dim, &d) || d < 1) {
+          return Usage(
+              absl::StrCat("--shape needs dimensions like 4096x4096, "
+                           "not \"",
+                           value, "\""));
+        }
+        options.shape.push_back(d);
+      }
+    } else if (name == "dtype") {
+      absl::StatusOr<DType> dtype = ParseDType(absl::AsciiStrToUpper(value));
+      if (!dtype.ok()) return Usage("--dtype must be f32, f16 or bf16");
+      options.dtype = *dtype;
+    } else if (name == "scheme") {
+      options.scheme = value;
+    } else if (name == "bad-fraction") {
+      if (!absl::SimpleAtod(value, &options.bad_fraction) ||
+          !(options.bad_fraction >= 0 && options.bad_fraction <= 1)) {
+        return Usage("--bad-fraction needs a number in [0, 1]");
+      }
+    } else if (name == "seed") {
+      if (!absl::SimpleAtoi(value, &options.seed)) {
+        return Usage("--seed needs an integer");
+      }
+    } else if (name == "report") {
+      report_path = value;
+    } else {
+      return Usage(absl::StrCat("unknown flag --", name, " for bench"));
+    }
+  }
+  if (options.target.empty()) return Usage("bench needs --server HOST:PORT");
+  if (!args.positional.empty()) return Usage("bench takes no arguments");
+  TokenFromEnvironment(security);
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      MakeChannelCredentials(security.ca_file, security.cert_file,
+                             security.key_file);
+  if (!credentials.ok()) return Usage(credentials.status().message());
+  options.channel = grpc::CreateChannel(options.target, *credentials);
+  options.auth_token = security.token;
+  QuantdClient probe(options.channel, security.token);
+  if (absl::StatusOr<v1::ServerInfo> info = probe.GetServerInfo(); !info.ok()) {
+    std::fprintf(stderr, "quantctl: server %s: %s\n", options.target.c_str(),
+                 info.status().ToString().c_str());
+    return 1;
+  }
+  absl::StatusOr<LoadReport> report = RunLoad(options);
+  if (!report.ok()) return Usage(report.status().message());
+  std::cout << FormatLoadReport(*report);
+  std::cout.flush();
+  if (!report_path.empty()) {
+    std::ofstream out(report_path, std::ios::trunc);
+    out << WritePrettyJson(LoadReportToJson(*report)) << "\n";
+    if (!out) {
+      std::fprintf(stderr, "quantctl: cannot write %s\n", report_path.c_str());
+      return 1;
+    }
+  }
+  return report->unexpected == 0 && report->good_failed == 0 ? 0 : 1;
+}
+
 int Main(int argc, char** argv) {
   if (argc < 2) return Usage("no command");
   absl::string_view command = argv[1];
@@ -375,6 +495,10 @@ int Main(int argc, char** argv) {
   if (command == "--version") {
     std::printf("quantctl %s (%s)\n", QUANTD_VERSION, QUANTD_GIT_REV);
     return 0;
+  }
+  if (command == "quantize") {
+    std::vector<std::string> rest(argv + 2, argv + argc);
+    if (IsGgufQuantizeCommand(rest)) return QuantctlQuantizeGguf(rest);
   }
   std::string error;
   std::optional<Args> args = ParseArgs(argc, argv, 2, error);
@@ -387,6 +511,7 @@ int Main(int argc, char** argv) {
   }
   if (command == "quantize") return Quantize(*args);
   if (command == "info") return Info(*args);
+  if (command == "bench") return Bench(*args);
   return Usage(absl::StrCat("unknown command \"", command, "\""));
 }
 

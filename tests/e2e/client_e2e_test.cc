@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "client/load_generator.h"
 #include "client/quantize_model.h"
 #include "client/safetensors.h"
 #include "gtest/gtest.h"
@@ -163,6 +164,52 @@ TEST(ClientE2eTest, QuantizeModelOverTwoServersMatchesKernels) {
     EXPECT_EQ(answered, 4);
   }
   EXPECT_EQ(outputs[0], outputs[1]) << "output depends on the stream count";
+}
+
+// The load generator against the real server: good tensors are all
+// answered and timed, every kind of bad request gets the status a correct
+// server gives, and the server still serves afterwards.
+TEST(LoadGeneratorE2eTest, GoodAndBadLoadGetTheRightAnswers) {
+  auto server = testing::StartTestServer();
+  LoadOptions options;
+  options.channel = testing::ChannelTo(*server);
+  options.target = "test";
+  options.concurrency = 3;
+  options.duration = absl::Seconds(2);
+  options.shape = {256, 512};
+  options.scheme = "int4_asym_g64";
+  options.tensors_per_stream = 4;
+  options.bad_fraction = 0.5;
+  options.seed = 7;
+  absl::StatusOr<LoadReport> report = RunLoad(options);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_GT(report->good_ok, 0);
+  EXPECT_EQ(report->good_failed, 0);
+  EXPECT_EQ(report->good_ok, report->good_sent);
+  EXPECT_EQ(static_cast<int64_t>(report->latencies_ms.size()), report->good_ok);
+  EXPECT_EQ(report->unexpected, 0) << FormatLoadReport(*report);
+  int64_t bad = 0;
+  for (const auto& [kind, counts] : report->bad) {
+    EXPECT_EQ(counts.expected, counts.sent) << kind;
+    bad += counts.sent;
+  }
+  EXPECT_GT(bad, 0);
+  EXPECT_LE(report->p50_ms, report->p99_ms);
+  EXPECT_LE(report->p99_ms, report->max_ms);
+  EXPECT_EQ(report->tensor_bytes, 256 * 512 * 4);
+  const std::string table = FormatLoadReport(*report);
+  EXPECT_NE(table.find("p99"), std::string::npos);
+  EXPECT_NE(table.find("unexpected:   0"), std::string::npos);
+  EXPECT_EQ(LoadReportToJson(*report)["unexpected"], 0);
+
+  // Options it refuses.
+  options.scheme = "int4_g100";  // 100 does not divide 512
+  EXPECT_EQ(RunLoad(options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  options.scheme = "int8";
+  options.concurrency = 0;
+  EXPECT_EQ(RunLoad(options).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
