@@ -75,6 +75,14 @@ void GgmlQuantizeQ4_1Avx2(const float* src, int64_t num_blocks,
                           const float* importance, uint8_t* dst);
 void GgmlQuantizeQ5_0Avx2(const float* src, int64_t num_blocks,
                           const float* importance, uint8_t* dst);
+void GgmlQuantizeQ5_1Avx2(const float* src, int64_t num_blocks,
+                          const float* importance, uint8_t* dst);
+void GgmlQuantizeIq4NlAvx2(const float* src, int64_t num_blocks,
+                           const float* importance, uint8_t* dst);
+void GgmlQuantizeIq4XsAvx2(const float* src, int64_t num_blocks,
+                           const float* importance, uint8_t* dst);
+void GgmlQuantizeMxfp4Avx2(const float* src, int64_t num_blocks,
+                           const float* importance, uint8_t* dst);
 void GgmlQuantizeQ5_1Avx512(const float* src, int64_t num_blocks,
                             const float* importance, uint8_t* dst);
 void GgmlQuantizeIq4NlAvx512(const float* src, int64_t num_blocks,

@@ -124,13 +124,17 @@ std::vector<Path> VectorPaths(GgmlType type) {
       return {{"avx2", Isa::kAvx2, GgmlQuantizeQ5_0Avx2},
               {"avx512", Isa::kAvx512, GgmlQuantizeQ5_0Avx512}};
     case GgmlType::kQ5_1:
-      return {{"avx512", Isa::kAvx512, GgmlQuantizeQ5_1Avx512}};
+      return {{"avx2", Isa::kAvx2, GgmlQuantizeQ5_1Avx2},
+              {"avx512", Isa::kAvx512, GgmlQuantizeQ5_1Avx512}};
     case GgmlType::kIq4Nl:
-      return {{"avx512", Isa::kAvx512, GgmlQuantizeIq4NlAvx512}};
+      return {{"avx2", Isa::kAvx2, GgmlQuantizeIq4NlAvx2},
+              {"avx512", Isa::kAvx512, GgmlQuantizeIq4NlAvx512}};
     case GgmlType::kIq4Xs:
-      return {{"avx512", Isa::kAvx512, GgmlQuantizeIq4XsAvx512}};
+      return {{"avx2", Isa::kAvx2, GgmlQuantizeIq4XsAvx2},
+              {"avx512", Isa::kAvx512, GgmlQuantizeIq4XsAvx512}};
     case GgmlType::kMxfp4:
-      return {{"avx512", Isa::kAvx512, GgmlQuantizeMxfp4Avx512}};
+      return {{"avx2", Isa::kAvx2, GgmlQuantizeMxfp4Avx2},
+              {"avx512", Isa::kAvx512, GgmlQuantizeMxfp4Avx512}};
     case GgmlType::kQ2_K:
       return {{"avx2", Isa::kAvx2, GgmlQuantizeQ2_KAvx2}};
     case GgmlType::kQ3_K:
