@@ -112,15 +112,14 @@ float SumSquares(const float* x, int n) {
   return s;
 }
 
-// Stage 2 of Q4_K and Q5_K (ggml's quantize_row_q{4,5}_K_{ref,impl} after
-// the sub-block loop); kQ5 selects Q5_K's code range, clamp and packing.
+// The scale fields of Q4_K and Q5_K (ggml's quantize_row_q{4,5}_K_{ref,impl}
+// after the sub-block loop) and each sub-block's d and dm; kQ5 selects
+// Q5_K's clamp of the importance path.
 template <bool kQ5>
-void FinishQ45K(const float* x, const float* scales, const float* mins,
-                const float* sw, uint8_t* L, uint8_t* dst) {
-  constexpr int kNmax = kQ5 ? 31 : 15;
-  uint8_t sc_bytes[12] = {};
-  uint16_t d_half;
-  uint16_t dmin_half;
+void ScalesQ45K(const float* scales, const float* mins, const float* sw,
+                uint16_t& d_half, uint16_t& dmin_half, uint8_t* sc_bytes,
+                float* sub_d, float* sub_dm) {
+  std::memset(sc_bytes, 0, 12);
   if (sw == nullptr) {
     float max_scale = 0.0f;
     float max_min = 0.0f;
@@ -159,10 +158,25 @@ void FinishQ45K(const float* x, const float* scales, const float* mins,
   for (int j = 0; j < kQK / 32; ++j) {
     uint8_t sc, m;
     GetScaleMinK4(j, sc_bytes, sc, m);
-    const float d = F16(d_half) * static_cast<float>(sc);
-    if (d == 0.0f) continue;
-    const float dm = F16(dmin_half) * static_cast<float>(m);
-    RequantizeAsym(x + 32 * j, 32, d, dm, kNmax, L + 32 * j);
+    sub_d[j] = F16(d_half) * static_cast<float>(sc);
+    sub_dm[j] = F16(dmin_half) * static_cast<float>(m);
+  }
+}
+
+// Stage 2 of Q4_K and Q5_K; kQ5 selects Q5_K's code range and packing.
+template <bool kQ5>
+void FinishQ45K(const float* x, const float* scales, const float* mins,
+                const float* sw, uint8_t* L, uint8_t* dst) {
+  constexpr int kNmax = kQ5 ? 31 : 15;
+  uint8_t sc_bytes[12];
+  uint16_t d_half;
+  uint16_t dmin_half;
+  float sub_d[kQK / 32];
+  float sub_dm[kQK / 32];
+  ScalesQ45K<kQ5>(scales, mins, sw, d_half, dmin_half, sc_bytes, sub_d, sub_dm);
+  for (int j = 0; j < kQK / 32; ++j) {
+    if (sub_d[j] == 0.0f) continue;
+    RequantizeAsym(x + 32 * j, 32, sub_d[j], sub_dm[j], kNmax, L + 32 * j);
   }
   if constexpr (kQ5) {
     GgmlBlockQ5_K y;
@@ -261,11 +275,10 @@ void QuantizeQ45K(const float* src, int64_t num_blocks, const float* importance,
 
 }  // namespace
 
-// Stage 2 of Q2_K: quantize_row_q2_K_ref (sw == nullptr) or _impl.
-void GgmlFinishQ2_K(const float* x, const float* scales, const float* mins,
-                    const float* sw, uint8_t* L, uint8_t* dst) {
+// The scale fields of Q2_K: quantize_row_q2_K_ref (sw == nullptr) or _impl.
+void GgmlScalesQ2_K(const float* scales, const float* mins, const float* sw,
+                    GgmlBlockQ2_K& y, float* sub_d, float* sub_dm) {
   constexpr float kQ4Scale = 15.0f;
-  GgmlBlockQ2_K y;
   if (sw == nullptr) {
     float max_scale = 0.0f;
     float max_min = 0.0f;
@@ -305,19 +318,29 @@ void GgmlFinishQ2_K(const float* x, const float* scales, const float* mins,
     }
   }
   for (int j = 0; j < kQK / 16; ++j) {
-    const float d = F16(y.d) * static_cast<float>(y.scales[j] & 0xF);
-    if (d == 0.0f) continue;
-    const float dm = F16(y.dmin) * static_cast<float>(y.scales[j] >> 4);
-    RequantizeAsym(x + 16 * j, 16, d, dm, 3, L + 16 * j);
+    sub_d[j] = F16(y.d) * static_cast<float>(y.scales[j] & 0xF);
+    sub_dm[j] = F16(y.dmin) * static_cast<float>(y.scales[j] >> 4);
+  }
+}
+
+// Stage 2 of Q2_K.
+void GgmlFinishQ2_K(const float* x, const float* scales, const float* mins,
+                    const float* sw, uint8_t* L, uint8_t* dst) {
+  GgmlBlockQ2_K y;
+  float sub_d[kQK / 16];
+  float sub_dm[kQK / 16];
+  GgmlScalesQ2_K(scales, mins, sw, y, sub_d, sub_dm);
+  for (int j = 0; j < kQK / 16; ++j) {
+    if (sub_d[j] == 0.0f) continue;
+    RequantizeAsym(x + 16 * j, 16, sub_d[j], sub_dm[j], 3, L + 16 * j);
   }
   Pack2Bit(L, y.qs);
   std::memcpy(dst, &y, sizeof(y));
 }
 
-// Stage 2 of Q3_K: quantize_row_q3_K_ref (sw == nullptr) or _impl.
-void GgmlFinishQ3_K(const float* x, const float* scales, const float* sw,
-                    int8_t* L, uint8_t* dst) {
-  GgmlBlockQ3_K y;
+// The scale fields of Q3_K: quantize_row_q3_K_ref (sw == nullptr) or _impl.
+void GgmlScalesQ3_K(const float* scales, const float* sw, GgmlBlockQ3_K& y,
+                    float* sub_d) {
   std::memset(y.scales, 0, sizeof(y.scales));
   if (sw == nullptr) {
     float max_scale = 0.0f;
@@ -347,9 +370,19 @@ void GgmlFinishQ3_K(const float* x, const float* scales, const float* sw,
     y.d = FloatToHalf(d_block);
   }
   for (int j = 0; j < kQK / 16; ++j) {
-    const float d = F16(y.d) * static_cast<float>(ScaleQ3(j, y.scales));
-    if (d == 0.0f) continue;
-    RequantizeSym(x + 16 * j, 16, d, 4, L + 16 * j);
+    sub_d[j] = F16(y.d) * static_cast<float>(ScaleQ3(j, y.scales));
+  }
+}
+
+// Stage 2 of Q3_K.
+void GgmlFinishQ3_K(const float* x, const float* scales, const float* sw,
+                    int8_t* L, uint8_t* dst) {
+  GgmlBlockQ3_K y;
+  float sub_d[kQK / 16];
+  GgmlScalesQ3_K(scales, sw, y, sub_d);
+  for (int j = 0; j < kQK / 16; ++j) {
+    if (sub_d[j] == 0.0f) continue;
+    RequantizeSym(x + 16 * j, 16, sub_d[j], 4, L + 16 * j);
   }
   std::memset(y.hmask, 0, sizeof(y.hmask));
   int m = 0;
@@ -368,6 +401,16 @@ void GgmlFinishQ3_K(const float* x, const float* scales, const float* sw,
   std::memcpy(dst, &y, sizeof(y));
 }
 
+void GgmlScalesQ4_K(const float* scales, const float* mins, const float* sw,
+                    GgmlBlockQ4_K& y, float* sub_d, float* sub_dm) {
+  ScalesQ45K<false>(scales, mins, sw, y.d, y.dmin, y.scales, sub_d, sub_dm);
+}
+
+void GgmlScalesQ5_K(const float* scales, const float* mins, const float* sw,
+                    GgmlBlockQ5_K& y, float* sub_d, float* sub_dm) {
+  ScalesQ45K<true>(scales, mins, sw, y.d, y.dmin, y.scales, sub_d, sub_dm);
+}
+
 void GgmlFinishQ4_K(const float* x, const float* scales, const float* mins,
                     const float* sw, uint8_t* L, uint8_t* dst) {
   FinishQ45K<false>(x, scales, mins, sw, L, dst);
@@ -378,10 +421,8 @@ void GgmlFinishQ5_K(const float* x, const float* scales, const float* mins,
   FinishQ45K<true>(x, scales, mins, sw, L, dst);
 }
 
-// Stage 2 of Q6_K: the same in quantize_row_q6_K_ref and _impl.
-void GgmlFinishQ6_K(const float* x, const float* scales, int8_t* L,
-                    uint8_t* dst) {
-  GgmlBlockQ6_K y;
+// The scale fields of Q6_K: the same in quantize_row_q6_K_ref and _impl.
+bool GgmlScalesQ6_K(const float* scales, GgmlBlockQ6_K& y, float* sub_d) {
   float max_scale = 0.0f;
   float max_abs_scale = 0.0f;
   for (int ib = 0; ib < kQK / 16; ++ib) {
@@ -394,8 +435,7 @@ void GgmlFinishQ6_K(const float* x, const float* scales, int8_t* L,
   if (max_abs_scale < kGgmlGroupMaxEps) {
     std::memset(&y, 0, sizeof(y));
     y.d = FloatToHalf(0.0f);
-    std::memcpy(dst, &y, sizeof(y));
-    return;
+    return false;
   }
   const float iscale = -128.0f / max_scale;
   y.d = FloatToHalf(1.0f / iscale);
@@ -404,9 +444,23 @@ void GgmlFinishQ6_K(const float* x, const float* scales, int8_t* L,
     y.scales[ib] = static_cast<int8_t>(l < 127 ? l : 127);
   }
   for (int j = 0; j < kQK / 16; ++j) {
-    const float d = F16(y.d) * static_cast<float>(y.scales[j]);
-    if (d == 0.0f) continue;
-    RequantizeSym(x + 16 * j, 16, d, 32, L + 16 * j);
+    sub_d[j] = F16(y.d) * static_cast<float>(y.scales[j]);
+  }
+  return true;
+}
+
+// Stage 2 of Q6_K.
+void GgmlFinishQ6_K(const float* x, const float* scales, int8_t* L,
+                    uint8_t* dst) {
+  GgmlBlockQ6_K y;
+  float sub_d[kQK / 16];
+  if (!GgmlScalesQ6_K(scales, y, sub_d)) {
+    std::memcpy(dst, &y, sizeof(y));
+    return;
+  }
+  for (int j = 0; j < kQK / 16; ++j) {
+    if (sub_d[j] == 0.0f) continue;
+    RequantizeSym(x + 16 * j, 16, sub_d[j], 32, L + 16 * j);
   }
   uint8_t* ql = y.ql;
   uint8_t* qh = y.qh;

@@ -10,7 +10,11 @@
 // and every lane performs exactly the scalar reference's sequence of
 // operations on its own sub-block, comparisons and tie breaks included
 // (ggml's `if (a < b) b = a` is _mm256_min_ps(a, b); conditional updates are
-// blends under the same comparison). Stage 2 is the scalar GgmlFinish*.
+// blends under the same comparison). Stage 2 takes the scale fields from
+// the shared scalar GgmlScales* (a few dozen operations per block) and
+// requantizes the 256 codes eight at a time (the same f32 division and
+// nearest_int per element as the scalar loop) and packs them with byte
+// vectors.
 #include <immintrin.h>
 
 #include <cmath>
@@ -301,6 +305,186 @@ __m256 Q3Quants(Lanes& s, int n, int nmax) {
   return Blend(scale, zero, flat);
 }
 
+// ---- Stage 2: the scale fields from the shared scalar GgmlScales*, then
+// the 256 codes requantized and packed here.
+
+// 32 int32 codes (each 0..255) in element order as 32 bytes.
+inline __m256i PackBytes(const __m256i* q) {
+  const __m256i w01 = _mm256_packs_epi32(q[0], q[1]);
+  const __m256i w23 = _mm256_packs_epi32(q[2], q[3]);
+  return _mm256_permutevar8x32_epi32(_mm256_packus_epi16(w01, w23),
+                                     _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+inline __m256i LoadBytes(const void* p) {
+  return _mm256_loadu_si256(static_cast<const __m256i*>(p));
+}
+inline void StoreBytes(void* p, __m256i v) {
+  _mm256_storeu_si256(static_cast<__m256i*>(p), v);
+}
+
+// The requantization of stage 2 over the 256 codes L (bytes), sub-blocks of
+// `sub_size` elements: asymmetric (kAsym) l = clamp(nearest_int((x + dm) /
+// d), 0, limit), or symmetric l = clamp(nearest_int(x / d), -limit,
+// limit - 1) + limit; a sub-block with d == 0 keeps its codes. The same
+// f32 division and nearest_int per element as the scalar loops.
+template <bool kAsym>
+void Requantize(const float* x, const float* sub_d, const float* sub_dm,
+                int sub_size, int limit, void* codes) {
+  auto* L = static_cast<uint8_t*>(codes);
+  for (int c = 0; c < kQK / 32; ++c) {
+    __m256i q[4];
+    int64_t keep[4] = {0, 0, 0, 0};
+    bool any_keep = false;
+    for (int i = 0; i < 4; ++i) {
+      const int e = 32 * c + 8 * i;
+      const int j = e / sub_size;
+      if (sub_d[j] == 0.0f) {
+        keep[i] = -1;
+        any_keep = true;
+        q[i] = _mm256_setzero_si256();
+        continue;
+      }
+      const __m256 d = _mm256_set1_ps(sub_d[j]);
+      const __m256 v = _mm256_loadu_ps(x + e);
+      if constexpr (kAsym) {
+        q[i] = Clamp(NearestInt(_mm256_div_ps(
+                         _mm256_add_ps(v, _mm256_set1_ps(sub_dm[j])), d)),
+                     0, limit);
+      } else {
+        q[i] = _mm256_add_epi32(
+            Clamp(NearestInt(_mm256_div_ps(v, d)), -limit, limit - 1),
+            _mm256_set1_epi32(limit));
+      }
+    }
+    __m256i bytes = PackBytes(q);
+    if (any_keep) {
+      bytes = _mm256_blendv_epi8(
+          bytes, LoadBytes(L + 32 * c),
+          _mm256_setr_epi64x(keep[0], keep[1], keep[2], keep[3]));
+    }
+    StoreBytes(L + 32 * c, bytes);
+  }
+}
+
+// ggml's 2-bit packing of codes 0..3: byte l of each 128-element half holds
+// elements l, l + 32, l + 64, l + 96.
+inline void Pack2Bit(const uint8_t* L, uint8_t* qs) {
+  for (int j = 0; j < kQK; j += 128) {
+    const __m256i v = _mm256_or_si256(
+        _mm256_or_si256(LoadBytes(L + j), _mm256_slli_epi16(LoadBytes(L + j + 32), 2)),
+        _mm256_or_si256(_mm256_slli_epi16(LoadBytes(L + j + 64), 4),
+                        _mm256_slli_epi16(LoadBytes(L + j + 96), 6)));
+    StoreBytes(qs + j / 4, v);
+  }
+}
+
+void FinishQ2_K(const float* x, const float* scales, const float* mins,
+                const float* sw, uint8_t* L, uint8_t* dst) {
+  GgmlBlockQ2_K y;
+  float sub_d[kQK / 16];
+  float sub_dm[kQK / 16];
+  GgmlScalesQ2_K(scales, mins, sw, y, sub_d, sub_dm);
+  Requantize<true>(x, sub_d, sub_dm, 16, 3, L);
+  Pack2Bit(L, y.qs);
+  std::memcpy(dst, &y, sizeof(y));
+}
+
+void FinishQ3_K(const float* x, const float* scales, const float* sw,
+                int8_t* L, uint8_t* dst) {
+  GgmlBlockQ3_K y;
+  float sub_d[kQK / 16];
+  GgmlScalesQ3_K(scales, sw, y, sub_d);
+  Requantize<false>(x, sub_d, nullptr, 16, 4, L);
+  // Bit 2 of element j goes to bit j / 32 of hmask[j % 32].
+  auto* codes = reinterpret_cast<uint8_t*>(L);
+  __m256i hmask = _mm256_setzero_si256();
+  for (int c = 0; c < kQK / 32; ++c) {
+    const __m256i v = LoadBytes(codes + 32 * c);
+    const __m256i high = _mm256_cmpgt_epi8(v, _mm256_set1_epi8(3));
+    hmask = _mm256_or_si256(
+        hmask, _mm256_and_si256(high, _mm256_set1_epi8(static_cast<char>(1 << c))));
+    StoreBytes(codes + 32 * c,
+               _mm256_sub_epi8(v, _mm256_and_si256(high, _mm256_set1_epi8(4))));
+  }
+  StoreBytes(y.hmask, hmask);
+  Pack2Bit(codes, y.qs);
+  std::memcpy(dst, &y, sizeof(y));
+}
+
+template <bool kQ5>
+void FinishQ45K(const float* x, const float* scales, const float* mins,
+                const float* sw, uint8_t* L, uint8_t* dst) {
+  float sub_d[kQK / 32];
+  float sub_dm[kQK / 32];
+  if constexpr (kQ5) {
+    GgmlBlockQ5_K y;
+    GgmlScalesQ5_K(scales, mins, sw, y, sub_d, sub_dm);
+    Requantize<true>(x, sub_d, sub_dm, 32, 31, L);
+    // Bit 4 of elements n + l and n + 32 + l (n = 64 i) go to bits 2i and
+    // 2i + 1 of qh[l]; the low nibbles pair up as in Q4_K.
+    __m256i qh = _mm256_setzero_si256();
+    for (int i = 0; i < 4; ++i) {
+      __m256i lo = LoadBytes(L + 64 * i);
+      __m256i hi = LoadBytes(L + 64 * i + 32);
+      const __m256i lo_high = _mm256_cmpgt_epi8(lo, _mm256_set1_epi8(15));
+      const __m256i hi_high = _mm256_cmpgt_epi8(hi, _mm256_set1_epi8(15));
+      qh = _mm256_or_si256(
+          qh, _mm256_or_si256(
+                  _mm256_and_si256(lo_high, _mm256_set1_epi8(static_cast<char>(1 << (2 * i)))),
+                  _mm256_and_si256(hi_high,
+                                   _mm256_set1_epi8(static_cast<char>(2 << (2 * i))))));
+      lo = _mm256_sub_epi8(lo, _mm256_and_si256(lo_high, _mm256_set1_epi8(16)));
+      hi = _mm256_sub_epi8(hi, _mm256_and_si256(hi_high, _mm256_set1_epi8(16)));
+      StoreBytes(y.qs + 32 * i, _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)));
+    }
+    StoreBytes(y.qh, qh);
+    std::memcpy(dst, &y, sizeof(y));
+  } else {
+    GgmlBlockQ4_K y;
+    GgmlScalesQ4_K(scales, mins, sw, y, sub_d, sub_dm);
+    Requantize<true>(x, sub_d, sub_dm, 32, 15, L);
+    for (int i = 0; i < 4; ++i) {
+      StoreBytes(y.qs + 32 * i,
+                 _mm256_or_si256(LoadBytes(L + 64 * i),
+                                 _mm256_slli_epi16(LoadBytes(L + 64 * i + 32), 4)));
+    }
+    std::memcpy(dst, &y, sizeof(y));
+  }
+}
+
+void FinishQ6_K(const float* x, const float* scales, int8_t* L, uint8_t* dst) {
+  GgmlBlockQ6_K y;
+  float sub_d[kQK / 16];
+  if (GgmlScalesQ6_K(scales, y, sub_d)) {
+    Requantize<false>(x, sub_d, nullptr, 16, 32, L);
+    const auto* codes = reinterpret_cast<const uint8_t*>(L);
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    const __m256i two = _mm256_set1_epi8(0x03);
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* c = codes + 128 * h;
+      const __m256i a = LoadBytes(c);
+      const __m256i b = LoadBytes(c + 32);
+      const __m256i e = LoadBytes(c + 64);
+      const __m256i f = LoadBytes(c + 96);
+      auto nibble = [&](__m256i v) { return _mm256_and_si256(v, low4); };
+      auto top = [&](__m256i v) {
+        return _mm256_and_si256(_mm256_srli_epi16(v, 4), two);
+      };
+      StoreBytes(y.ql + 64 * h,
+                 _mm256_or_si256(nibble(a), _mm256_slli_epi16(nibble(e), 4)));
+      StoreBytes(y.ql + 64 * h + 32,
+                 _mm256_or_si256(nibble(b), _mm256_slli_epi16(nibble(f), 4)));
+      StoreBytes(y.qh + 32 * h,
+                 _mm256_or_si256(
+                     _mm256_or_si256(top(a), _mm256_slli_epi16(top(b), 2)),
+                     _mm256_or_si256(_mm256_slli_epi16(top(e), 4),
+                                     _mm256_slli_epi16(top(f), 6))));
+    }
+  }
+  std::memcpy(dst, &y, sizeof(y));
+}
+
 float SumSquares(const float* x, int n) {
   float s = 0.0f;
   for (int l = 0; l < n; ++l) s += x[l] * x[l];
@@ -356,9 +540,9 @@ void QuantizeQ45K(const float* src, int64_t num_blocks, const float* importance,
     const float* sw_or_null = importance != nullptr ? sw : nullptr;
     uint8_t* y = dst + b * static_cast<int64_t>(kBytes);
     if constexpr (kQ5) {
-      GgmlFinishQ5_K(x, scales, mins, sw_or_null, L, y);
+      FinishQ45K<true>(x, scales, mins, sw_or_null, L, y);
     } else {
-      GgmlFinishQ4_K(x, scales, mins, sw_or_null, L, y);
+      FinishQ45K<false>(x, scales, mins, sw_or_null, L, y);
     }
   }
 }
@@ -392,7 +576,7 @@ void GgmlQuantizeQ6_KAvx2(const float* src, int64_t num_blocks,
       _mm256_store_ps(scales + 8 * g, QxQuants(s, 16, 32));
       StoreCodes(s.L, 16, L + 128 * g);
     }
-    GgmlFinishQ6_K(x, scales, L, dst + b * static_cast<int64_t>(sizeof(GgmlBlockQ6_K)));
+    FinishQ6_K(x, scales, L, dst + b * static_cast<int64_t>(sizeof(GgmlBlockQ6_K)));
   }
 }
 
@@ -418,7 +602,7 @@ void GgmlQuantizeQ3_KAvx2(const float* src, int64_t num_blocks,
       }
       StoreCodes(s.L, 16, L + 128 * g);
     }
-    GgmlFinishQ3_K(x, scales, importance != nullptr ? sw : nullptr, L,
+    FinishQ3_K(x, scales, importance != nullptr ? sw : nullptr, L,
                    dst + b * static_cast<int64_t>(sizeof(GgmlBlockQ3_K)));
   }
 }
@@ -450,7 +634,7 @@ void GgmlQuantizeQ2_KAvx2(const float* src, int64_t num_blocks,
       _mm256_store_ps(mins + 8 * g, the_min);
       StoreCodes(s.L, 16, L + 128 * g);
     }
-    GgmlFinishQ2_K(x, scales, mins, importance != nullptr ? sw : nullptr, L,
+    FinishQ2_K(x, scales, mins, importance != nullptr ? sw : nullptr, L,
                    dst + b * static_cast<int64_t>(sizeof(GgmlBlockQ2_K)));
   }
 }

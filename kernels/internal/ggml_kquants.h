@@ -11,8 +11,9 @@
 // The scalar references (ggml_kquants.cc) run both stages in scalar code.
 // The vector paths (ggml_kquants_avx2.cc) run stage 1 with one sub-block
 // per vector lane, each lane doing its sub-block's sums in ggml's order, so
-// the results are the same bits; stage 2 is the shared scalar Finish*
-// function below. Tests check every vector path against the reference byte
+// the results are the same bits; stage 2 computes the scale fields with the
+// shared scalar GgmlScales* below and requantizes and packs the 256 codes
+// in vector code (the same f32 division and nearest_int per element). Tests check every vector path against the reference byte
 // for byte.
 #ifndef QUANTD_KERNELS_INTERNAL_GGML_KQUANTS_H_
 #define QUANTD_KERNELS_INTERNAL_GGML_KQUANTS_H_
@@ -66,6 +67,26 @@ void GgmlFinishQ5_K(const float* x, const float* scales, const float* mins,
                     const float* sw, uint8_t* L, uint8_t* dst);
 void GgmlFinishQ6_K(const float* x, const float* scales, int8_t* L,
                     uint8_t* dst);
+
+// Stage 2 in two parts, for the vector paths: GgmlScales* computes the
+// block's scale fields into `y` (d, dmin and the packed sub-block scales;
+// the code arrays are left alone) and, per sub-block, the f32 `sub_d` and
+// `sub_dm` (16 for Q2_K, Q3_K, Q6_K, 8 for Q4_K, Q5_K) that its codes are
+// recomputed from: nearest_int((x + sub_dm) / sub_d) clamped (asymmetric)
+// or nearest_int(x / sub_d) clamped plus the offset (symmetric); a
+// sub-block with sub_d == 0 keeps its stage-1 codes. GgmlFinish* is
+// GgmlScales* followed by that requantization in scalar code and the
+// packing. GgmlScalesQ6_K returns false for a block whose scales are all
+// below kGgmlGroupMaxEps: `y` is then the finished (all-zero) block.
+void GgmlScalesQ2_K(const float* scales, const float* mins, const float* sw,
+                    GgmlBlockQ2_K& y, float* sub_d, float* sub_dm);
+void GgmlScalesQ3_K(const float* scales, const float* sw, GgmlBlockQ3_K& y,
+                    float* sub_d);
+void GgmlScalesQ4_K(const float* scales, const float* mins, const float* sw,
+                    GgmlBlockQ4_K& y, float* sub_d, float* sub_dm);
+void GgmlScalesQ5_K(const float* scales, const float* mins, const float* sw,
+                    GgmlBlockQ5_K& y, float* sub_d, float* sub_dm);
+bool GgmlScalesQ6_K(const float* scales, GgmlBlockQ6_K& y, float* sub_d);
 
 // AVX2 paths (ggml_kquants_avx2.cc, compiled with -mavx2 -mfma -mf16c).
 // REQUIRES: CpuIsa() >= Isa::kAvx2. Bit-identical to the references.
