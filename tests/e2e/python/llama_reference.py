@@ -384,6 +384,30 @@ def quantize_with_llama_cpp(src, dst, ftype: str, pure: bool = True,
     return pathlib.Path(dst)
 
 
+def quantize_with_ggml(x: np.ndarray, qtype: str,
+                      importance: np.ndarray | None = None) -> bytes:
+    """ggml's own quantizer for one tensor (ggml_quantize_chunk in the
+    libggml-base that llama-cpp-python ships), for inputs llama.cpp's file
+    writer refuses (ggml_validate_row_data) but the quantizer still defines."""
+    lib = require_llama_cpp()
+    import os
+    base = ctypes.CDLL(os.path.join(os.path.dirname(lib.__file__), "lib",
+                                    "libggml-base.so"))
+    fn = base.ggml_quantize_chunk
+    fn.restype = ctypes.c_size_t
+    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                   ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
+                   ctypes.c_void_p]
+    t = GGMLQuantizationType[qtype]
+    block, type_size = gguf.GGML_QUANT_SIZES[t]
+    x = np.ascontiguousarray(x, F32)
+    dst = np.zeros(x.shape[0] * x.shape[1] // block * type_size, np.uint8)
+    w = None if importance is None else np.ascontiguousarray(importance, F32)
+    fn(int(t), x.ctypes.data, dst.ctypes.data, 0, x.shape[0], x.shape[1],
+       None if w is None else w.ctypes.data)
+    return dst.tobytes()
+
+
 def quantd_tool_types(tool) -> list[str]:
     """The ggml types the quantize tool knows, asked type by type (a name it
     does not know exits 2 with 'unknown type')."""

@@ -42,7 +42,11 @@ TOKENS = [1, 300, 301, 17, 260, 42, 311]
 # the whole file. MXFP4: max |x| in [2^-126, 2^-125) gives the shared
 # exponent (uint8_t)(-1.0f) = 255, E8M0's NaN (quantd writes the same 255,
 # as ggml's C does; a GGUF carrying it is invalid either way).
-REFUSED_BY_LLAMA_CPP = {"MXFP4": {"subnormal_inverse_overflows"}}
+# Q4_1 with an importance matrix: on "fp16_limit" the weighted search picks
+# a minimum just below -65504, whose f16 is -Inf.
+REFUSED_BY_LLAMA_CPP = {("MXFP4", False): {"subnormal_inverse_overflows"},
+                        ("MXFP4", True): {"subnormal_inverse_overflows"},
+                        ("Q4_1", True): {"fp16_limit"}}
 # Least cosine similarity of a quantized model's logits with the f32 model's
 # (a sanity bound: llama.cpp computed something from the bytes, not noise).
 MIN_LOGIT_COSINE = {"Q2_K": 0.25, "Q3_K": 0.25, "Q8_0": 0.95}
@@ -63,12 +67,13 @@ def need(qtype, quantd_types):
 
 @pytest.fixture(scope="module")
 def hard_models(tmp_path_factory):
-    """qtype -> the tiny model with hard rows (less the blocks llama.cpp
-    refuses in that type), and its f32 GGUF."""
+    """(qtype, with imatrix) -> the tiny model with hard rows (less the
+    blocks llama.cpp refuses there), and its f32 GGUF."""
     cache = {}
 
-    def get(qtype):
-        exclude = frozenset(REFUSED_BY_LLAMA_CPP.get(qtype, ()))
+    def get(qtype, with_imatrix=False):
+        exclude = frozenset(
+            REFUSED_BY_LLAMA_CPP.get((qtype, with_imatrix), ()))
         if exclude not in cache:
             model = ref.SyntheticLlama(ref.ModelShape.tiny(), seed=7,
                                        hard_rows=True, exclude=exclude)
@@ -180,7 +185,7 @@ def test_pure_file_bytes_identical(qtype, quantd_types, hard_models,
 def test_pure_file_with_imatrix_bytes_identical(qtype, quantd_types,
                                                 hard_models, tmp_path):
     need(qtype, quantd_types)
-    model, f32 = hard_models(qtype)
+    model, f32 = hard_models(qtype, with_imatrix=True)
     imatrix = imatrix_for(model)
     if not quantd_takes_importance(qtype, tmp_path):
         pytest.skip(f"quantd has no importance-matrix path for {qtype} yet")
@@ -190,6 +195,24 @@ def test_pure_file_with_imatrix_bytes_identical(qtype, quantd_types,
     compared, _ = compare_file(model, out, quantd_types, tmp_path,
                                expect_type=qtype, imatrix=imatrix)
     assert compared == {qtype}
+
+
+@pytest.mark.parametrize("key", sorted(REFUSED_BY_LLAMA_CPP))
+def test_blocks_llama_cpp_refuses_still_match_ggml(key, quantd_types,
+                                                   tmp_path):
+    """The blocks excluded above, straight through ggml's quantizer
+    (ggml_quantize_chunk, no file validation): quantd's bytes equal ggml's."""
+    qtype, with_imatrix = key
+    need(qtype, quantd_types)
+    rng = np.random.default_rng(3)
+    for name in REFUSED_BY_LLAMA_CPP[key]:
+        x = np.tile(ref.HARD_BLOCKS[name], 8 * 4).reshape(4, 256)
+        w = rng.lognormal(0, 1, 256).astype(np.float32) if with_imatrix \
+            else None
+        ours = ref.quantize_with_quantd(TOOL, x, qtype, w, tmp_dir=tmp_path)
+        theirs = ref.quantize_with_ggml(x, qtype, w)
+        assert_same_bytes(name, qtype, x, ours,
+                          np.frombuffer(theirs, np.uint8).reshape(4, -1))
 
 
 def test_imatrix_reaches_llama_cpp(hard_models, tmp_path):
