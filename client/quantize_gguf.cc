@@ -1,0 +1,554 @@
+#include "client/quantize_gguf.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "client/dispatcher.h"
+#include "client/gguf.h"
+#include "client/imatrix.h"
+#include "client/llama_presets.h"
+#include "client/quantd_client.h"
+#include "kernels/convert.h"
+#include "kernels/scheme.h"
+#include "kernels/status_macros.h"
+
+namespace quantd {
+namespace {
+
+bool IsFloatType(uint32_t type) {
+  return type == kGgmlTypeF32 || type == kGgmlTypeF16 ||
+         type == kGgmlTypeBF16;
+}
+
+DType ToDType(uint32_t type) {
+  if (type == kGgmlTypeF16) return DType::kF16;
+  if (type == kGgmlTypeBF16) return DType::kBF16;
+  return DType::kF32;
+}
+
+// Converts between F32/F16/BF16 as ggml does (through f32, rounding to
+// nearest even).
+std::vector<uint8_t> ConvertFloat(const GgufTensor& t, uint32_t to) {
+  const size_t n = static_cast<size_t>(t.num_elements);
+  std::vector<float> f(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (t.type == kGgmlTypeF32) {
+      std::memcpy(&f[i], t.data.data() + 4 * i, 4);
+    } else {
+      uint16_t h;
+      std::memcpy(&h, t.data.data() + 2 * i, 2);
+      f[i] = t.type == kGgmlTypeF16 ? HalfToFloat(h) : BFloat16ToFloat(h);
+    }
+  }
+  std::vector<uint8_t> out;
+  if (to == kGgmlTypeF32) {
+    out.resize(4 * n);
+    std::memcpy(out.data(), f.data(), out.size());
+    return out;
+  }
+  out.resize(2 * n);
+  for (size_t i = 0; i < n; ++i) {
+    const uint16_t h =
+        to == kGgmlTypeF16 ? FloatToHalf(f[i]) : FloatToBFloat16(f[i]);
+    std::memcpy(out.data() + 2 * i, &h, 2);
+  }
+  return out;
+}
+
+// One request of the dispatch: a whole tensor, or one expert matrix of a
+// 3-D tensor (each expert has its own importance weights).
+struct Piece {
+  size_t tensor = 0;
+  uint64_t out_offset = 0;  // within the output tensor
+  uint64_t out_bytes = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<GgufRunSummary> QuantizeGguf(
+    const QuantizeGgufOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  if (options.input.empty()) {
+    return absl::InvalidArgumentError("no input GGUF given");
+  }
+  if (!options.dry_run && options.output.empty()) {
+    return absl::InvalidArgumentError("no output given (--out)");
+  }
+  QUANTD_ASSIGN_OR_RETURN(const LlamaPreset preset,
+                          ParseLlamaPreset(options.preset));
+  LlamaQuantizeParams params;
+  params.ftype = preset.ftype;
+  params.only_copy = preset.only_copy;
+  params.pure = options.pure;
+  params.leave_output_tensor = options.leave_output_tensor;
+  auto parse_type = [](const std::string& flag, const std::string& text)
+      -> absl::StatusOr<std::optional<uint32_t>> {
+    if (text.empty()) return std::optional<uint32_t>();
+    const GgmlTypeInfo* t = FindGgmlType(text);
+    if (t == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, ": unknown ggml type \"", text, "\""));
+    }
+    return std::optional<uint32_t>(t->type);
+  };
+  QUANTD_ASSIGN_OR_RETURN(
+      params.output_tensor_type,
+      parse_type("--output-tensor-type", options.output_tensor_type));
+  QUANTD_ASSIGN_OR_RETURN(
+      params.token_embedding_type,
+      parse_type("--token-embedding-type", options.token_embedding_type));
+  for (const std::string& rule : options.tensor_types) {
+    QUANTD_ASSIGN_OR_RETURN(LlamaTensorTypeRule parsed,
+                            ParseLlamaTensorTypeRule(rule));
+    params.tensor_types.push_back(std::move(parsed));
+  }
+  Imatrix imatrix;
+  if (!options.imatrix.empty()) {
+    QUANTD_ASSIGN_OR_RETURN(imatrix, LoadImatrix(options.imatrix));
+    params.has_imatrix = true;
+  }
+
+  QUANTD_ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> in,
+                          GgufFile::Open(options.input));
+  QUANTD_ASSIGN_OR_RETURN(const LlamaModelInfo model,
+                          LlamaModelInfoFromMetadata(in->metadata()));
+  const std::vector<GgufTensor>& tensors = in->tensors();
+  std::vector<LlamaTensorDesc> descs;
+  for (const GgufTensor& t : tensors) descs.push_back({t.name, t.ne, t.type});
+  QUANTD_ASSIGN_OR_RETURN(std::vector<LlamaTensorPlan> plan,
+                          PlanLlamaQuantization(model, params, descs));
+
+  GgufRunSummary summary;
+  summary.preset = preset.name;
+  summary.dry_run = options.dry_run;
+  summary.ftype = static_cast<int>(preset.ftype);
+  if (preset.only_copy) {
+    summary.ftype = static_cast<int>(
+        in->metadata().FindUint("general.file_type").value_or(0));
+  }
+  summary.tensors.resize(tensors.size());
+  std::vector<std::vector<float>> importance(tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const GgufTensor& t = tensors[i];
+    const LlamaTensorPlan& p = plan[i];
+    GgufTensorSummary& s = summary.tensors[i];
+    s.name = t.name;
+    s.shape = t.Shape();
+    s.input_type = GgmlTypeName(t.type);
+    s.output_type = GgmlTypeName(p.type);
+    s.input_bytes = t.data.size();
+    QUANTD_ASSIGN_OR_RETURN(s.output_bytes, GgmlTensorBytes(p.type, t.ne));
+    summary.params += t.num_elements;
+    summary.input_bytes += s.input_bytes;
+    summary.output_bytes += s.output_bytes;
+    if (p.fallback_from) {
+      ++summary.num_fallbacks;
+      s.note = absl::StrCat("fallback from ", GgmlTypeName(*p.fallback_from));
+    } else if (p.manual) {
+      s.note = "--tensor-type";
+    }
+    if (p.type == t.type) {
+      s.action = "copied";
+      continue;
+    }
+    if (!IsFloatType(t.type)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor ", t.name, " is already ", s.input_type,
+          "; requantizing to ", s.output_type, " is not supported"));
+    }
+    s.action = IsFloatType(p.type) ? "converted" : "quantized";
+    if (s.action != "quantized") continue;
+    if (p.requires_imatrix && !params.has_imatrix) {
+      if (options.dry_run) {
+        summary.requires_imatrix = true;
+      } else {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "this quantization requires an importance matrix (--imatrix): "
+            "tensor ",
+            t.name, " becomes ", s.output_type));
+      }
+    }
+    if (params.has_imatrix) {
+      const std::vector<float>* w = imatrix.Find(t.name);
+      const int64_t experts = t.ne.size() > 2 ? t.ne[2] : 1;
+      if (w != nullptr) {
+        if (static_cast<int64_t>(w->size()) == t.row_length() * experts) {
+          importance[i] = *w;
+        } else if (!absl::StrContains(t.name, "token_embd.weight")) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "imatrix size ", w->size(), " is different from tensor size ",
+              t.row_length() * experts, " for ", t.name));
+        }
+      }
+      if (importance[i].empty()) s.note = absl::StrCat(s.note, s.note.empty() ? "" : "; ", "no imatrix entry");
+    }
+  }
+  if (options.dry_run) {
+    summary.wall_seconds = std::chrono::duration<double>(
+                               std::chrono::steady_clock::now() - start)
+                               .count();
+    return summary;
+  }
+
+  // The output: metadata as llama-quantize updates it.
+  GgufMetadata meta = in->metadata();
+  auto set_last = [&](const std::string& key, GgufValue value) {
+    meta.Remove(key);  // ggml's gguf_set_* moves the key to the end
+    meta.Set(key, std::move(value));
+  };
+  set_last("general.quantization_version",
+           GgufValue::U32(kGgmlQuantizationVersion));
+  set_last("general.file_type",
+           GgufValue::U32(static_cast<uint32_t>(summary.ftype)));
+  meta.Remove("split.no");
+  meta.Remove("split.count");
+  meta.Remove("split.tensors.count");
+  if (params.has_imatrix) {
+    set_last("quantize.imatrix.file", GgufValue::String(options.imatrix));
+    if (!imatrix.datasets.empty()) {
+      set_last("quantize.imatrix.dataset",
+               GgufValue::String(imatrix.datasets[0]));
+    }
+    set_last("quantize.imatrix.entries_count",
+             GgufValue::U32(static_cast<uint32_t>(imatrix.weights.size())));
+    if (imatrix.chunk_count > 0) {
+      set_last("quantize.imatrix.chunks_count",
+               GgufValue::U32(static_cast<uint32_t>(imatrix.chunk_count)));
+    }
+  }
+  std::vector<GgufWriter::Entry> entries;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    entries.push_back({tensors[i].name, tensors[i].ne, plan[i].type});
+  }
+  QUANTD_ASSIGN_OR_RETURN(std::unique_ptr<GgufWriter> writer,
+                          GgufWriter::Create(options.output, meta, entries));
+
+  // Copies and conversions here; block formats through the servers.
+  std::vector<TensorRequest> requests;
+  std::vector<Piece> pieces;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const GgufTensor& t = tensors[i];
+    GgufTensorSummary& s = summary.tensors[i];
+    if (s.action == "copied") {
+      QUANTD_RETURN_IF_ERROR(writer->Write(t.name, 0, t.data));
+      continue;
+    }
+    if (s.action == "converted") {
+      QUANTD_RETURN_IF_ERROR(
+          writer->Write(t.name, 0, ConvertFloat(t, plan[i].type)));
+      continue;
+    }
+    QUANTD_ASSIGN_OR_RETURN(Scheme scheme,
+                            ParseScheme(GgmlTypeName(plan[i].type)));
+    const int64_t experts = t.ne.size() > 2 ? t.ne[2] : 1;
+    // With per-expert importance weights each expert matrix is its own
+    // request; otherwise rows are independent and the tensor goes whole.
+    const bool split = !importance[i].empty() && experts > 1;
+    const int64_t parts = split ? experts : 1;
+    const uint64_t in_part = t.data.size() / static_cast<uint64_t>(parts);
+    const uint64_t out_part = s.output_bytes / static_cast<uint64_t>(parts);
+    for (int64_t e = 0; e < parts; ++e) {
+      TensorRequest r;
+      r.name = split ? absl::StrCat(t.name, "#", e) : t.name;
+      r.dtype = ToDType(t.type);
+      if (split) {
+        r.shape = {t.num_elements / t.row_length() / experts, t.row_length()};
+      } else {
+        r.shape = t.Shape();
+      }
+      r.scheme = scheme;
+      r.data = t.data.subspan(static_cast<size_t>(in_part * e),
+                              static_cast<size_t>(in_part));
+      if (!importance[i].empty()) {
+        const size_t row = static_cast<size_t>(t.row_length());
+        r.importance.assign(importance[i].begin() + static_cast<long>(row * e),
+                            importance[i].begin() +
+                                static_cast<long>(row * (e + 1)));
+      }
+      requests.push_back(std::move(r));
+      pieces.push_back({i, out_part * static_cast<uint64_t>(e), out_part});
+    }
+  }
+
+  if (!requests.empty()) {
+    if (options.servers.empty()) {
+      return absl::InvalidArgumentError("no server given (--server)");
+    }
+    QUANTD_ASSIGN_OR_RETURN(
+        std::shared_ptr<grpc::ChannelCredentials> credentials,
+        MakeChannelCredentials(options.tls_ca_file, options.tls_cert_file,
+                               options.tls_key_file));
+    std::vector<std::unique_ptr<QuantdClient>> clients;
+    std::vector<DispatchServer> servers;
+    for (const std::string& address : options.servers) {
+      clients.push_back(std::make_unique<QuantdClient>(
+          grpc::CreateChannel(address, credentials), options.auth_token));
+      absl::StatusOr<v1::ServerInfo> info = clients.back()->GetServerInfo(
+          absl::Seconds(options.connect_timeout_seconds));
+      if (!info.ok()) {
+        return absl::UnavailableError(absl::StrCat(
+            "server ", address, ": ", info.status().message()));
+      }
+      DispatchServer server;
+      server.client = clients.back().get();
+      server.name = address;
+      if (info->limits().max_chunk_bytes() > 0) {
+        server.chunk_bytes =
+            std::min<uint64_t>(server.chunk_bytes,
+                               info->limits().max_chunk_bytes());
+      }
+      server.streams = options.streams_per_server;
+      servers.push_back(server);
+    }
+    DispatchOptions dispatch;
+    dispatch.job.client_name = "quantctl";
+    dispatch.max_attempts = options.max_attempts;
+    absl::Mutex mu;
+    Dispatch(
+        dispatch, servers, requests,
+        [&](size_t index, TensorReply reply,
+            const DispatchInfo& info) -> absl::Status {
+          const Piece& piece = pieces[index];
+          const std::string& name = tensors[piece.tensor].name;
+          if (reply.codes.size() != piece.out_bytes) {
+            return absl::DataLossError(absl::StrCat(
+                "tensor ", name, ": the server returned ", reply.codes.size(),
+                " bytes of ", summary.tensors[piece.tensor].output_type,
+                ", expected ", piece.out_bytes));
+          }
+          QUANTD_RETURN_IF_ERROR(
+              writer->Write(name, piece.out_offset, reply.codes));
+          absl::MutexLock lock(&mu);
+          GgufTensorSummary& s = summary.tensors[piece.tensor];
+          if (piece.out_offset == 0) s.metrics = reply.metrics;
+          s.seconds += reply.seconds;
+          s.attempts = std::max(s.attempts, info.attempts);
+          s.server = info.server;
+          return absl::OkStatus();
+        },
+        [&](size_t index, const absl::Status& status,
+            const DispatchInfo& info) {
+          absl::MutexLock lock(&mu);
+          GgufTensorSummary& s = summary.tensors[pieces[index].tensor];
+          if (s.status.ok()) s.status = status;
+          s.action = "failed";
+          s.attempts = std::max(s.attempts, info.attempts);
+          s.server = info.server;
+        });
+  }
+  for (const GgufTensorSummary& s : summary.tensors) {
+    summary.num_failed += s.action == "failed" ? 1 : 0;
+  }
+  if (summary.num_failed == 0) {
+    QUANTD_RETURN_IF_ERROR(writer->Finish());
+    summary.output = options.output;
+  }
+  summary.wall_seconds = std::chrono::duration<double>(
+                             std::chrono::steady_clock::now() - start)
+                             .count();
+  return summary;
+}
+
+std::string FormatGgufTable(const GgufRunSummary& summary) {
+  std::string out;
+  constexpr double kMiB = 1024.0 * 1024.0;
+  for (const GgufTensorSummary& s : summary.tensors) {
+    const std::string types =
+        s.input_type == s.output_type
+            ? s.output_type
+            : absl::StrCat(s.input_type, " -> ", s.output_type);
+    std::string line = absl::StrFormat(
+        "%-40s %-18s %-16s", s.name, absl::StrJoin(s.shape, "x"), types);
+    if (summary.dry_run) {
+      absl::StrAppendFormat(&line, " %9.3f MiB -> %9.3f MiB",
+                            static_cast<double>(s.input_bytes) / kMiB,
+                            static_cast<double>(s.output_bytes) / kMiB);
+    } else if (s.action == "failed") {
+      absl::StrAppend(&line, " FAILED ", s.status.ToString());
+    } else if (s.action == "quantized") {
+      absl::StrAppendFormat(&line, " bpw %6.3f  mse %10.3e  sqnr %7.2f dB  %7.1f ms",
+                            s.metrics.bits_per_weight(), s.metrics.mse(),
+                            s.metrics.sqnr_db(), s.seconds * 1e3);
+    } else {
+      absl::StrAppend(&line, " ", s.action);
+    }
+    if (!s.note.empty()) absl::StrAppend(&line, "  (", s.note, ")");
+    absl::StrAppend(&out, line, "\n");
+  }
+  const double bpw_in = summary.params == 0
+                            ? 0
+                            : 8.0 * static_cast<double>(summary.input_bytes) /
+                                  static_cast<double>(summary.params);
+  const double bpw_out = summary.params == 0
+                             ? 0
+                             : 8.0 * static_cast<double>(summary.output_bytes) /
+                                   static_cast<double>(summary.params);
+  absl::StrAppendFormat(
+      &out,
+      "%s: %d tensors, model size %.2f MiB (%.2f BPW) -> %.2f MiB (%.2f BPW), "
+      "%d fallbacks, %d failed, %.2f s\n",
+      summary.preset, summary.tensors.size(),
+      static_cast<double>(summary.input_bytes) / kMiB, bpw_in,
+      static_cast<double>(summary.output_bytes) / kMiB, bpw_out,
+      summary.num_fallbacks, summary.num_failed, summary.wall_seconds);
+  if (summary.requires_imatrix) {
+    absl::StrAppend(&out,
+                    "warning: the real run will require an importance matrix "
+                    "(--imatrix)\n");
+  }
+  return out;
+}
+
+bool IsGgufQuantizeCommand(const std::vector<std::string>& args) {
+  if (!args.empty() && absl::EndsWith(args[0], ".gguf")) return true;
+  for (const std::string& a : args) {
+    if (a == "--type" || absl::StartsWith(a, "--type=")) return true;
+  }
+  return false;
+}
+
+int QuantctlQuantizeGguf(const std::vector<std::string>& args) {
+  QuantizeGgufOptions options;
+  bool quiet = false;
+  std::vector<std::string> positional;
+  auto usage = [](const std::string& error) {
+    std::fprintf(
+        stderr,
+        "quantctl: %s\n\nusage: quantctl quantize IN.gguf --type PRESET "
+        "--out OUT.gguf --server HOST:PORT[,...]\n"
+        "  [--pure] [--leave-output-tensor] [--output-tensor-type T]\n"
+        "  [--token-embedding-type T] [--tensor-type REGEX=T]... "
+        "[--imatrix FILE]\n"
+        "  [--dry-run] [--streams N] [--max-attempts N] [--quiet]\n"
+        "  [--tls-ca PEM] [--tls-cert PEM --tls-key PEM] [--token-file F]\n"
+        "presets: %s\n",
+        error.c_str(), absl::StrJoin(LlamaPresetNames(), " ").c_str());
+    return 2;
+  };
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string word = args[i];
+    if (!absl::StartsWith(word, "--")) {
+      positional.push_back(word);
+      continue;
+    }
+    std::string name = word.substr(2);
+    std::string value;
+    bool has_value = false;
+    if (size_t eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+      has_value = true;
+    }
+    std::replace(name.begin(), name.end(), '_', '-');
+    auto take = [&]() -> bool {
+      if (has_value) return true;
+      if (i + 1 >= args.size()) return false;
+      value = args[++i];
+      return true;
+    };
+    auto positive = [&](int& out) {
+      return take() && absl::SimpleAtoi(value, &out) && out >= 1;
+    };
+    if (name == "pure") {
+      options.pure = true;
+    } else if (name == "leave-output-tensor") {
+      options.leave_output_tensor = true;
+    } else if (name == "dry-run") {
+      options.dry_run = true;
+    } else if (name == "quiet") {
+      quiet = true;
+    } else if (name == "type") {
+      if (!take()) return usage("--type needs a value");
+      options.preset = value;
+    } else if (name == "out") {
+      if (!take()) return usage("--out needs a value");
+      options.output = value;
+    } else if (name == "output-tensor-type") {
+      if (!take()) return usage("--output-tensor-type needs a value");
+      options.output_tensor_type = value;
+    } else if (name == "token-embedding-type") {
+      if (!take()) return usage("--token-embedding-type needs a value");
+      options.token_embedding_type = value;
+    } else if (name == "tensor-type") {
+      if (!take()) return usage("--tensor-type needs a value");
+      options.tensor_types.push_back(value);
+    } else if (name == "imatrix") {
+      if (!take()) return usage("--imatrix needs a value");
+      options.imatrix = value;
+    } else if (name == "server") {
+      if (!take()) return usage("--server needs a value");
+      for (absl::string_view s : absl::StrSplit(value, ',', absl::SkipEmpty())) {
+        options.servers.emplace_back(s);
+      }
+    } else if (name == "streams") {
+      if (!positive(options.streams_per_server)) {
+        return usage("--streams needs a positive integer");
+      }
+    } else if (name == "max-attempts") {
+      if (!positive(options.max_attempts)) {
+        return usage("--max-attempts needs a positive integer");
+      }
+    } else if (name == "tls-ca" || name == "tls-cert" || name == "tls-key" ||
+               name == "token-file") {
+      if (!take()) return usage(absl::StrCat("--", name, " needs a value"));
+      if (name == "tls-ca") options.tls_ca_file = value;
+      if (name == "tls-cert") options.tls_cert_file = value;
+      if (name == "tls-key") options.tls_key_file = value;
+      if (name == "token-file") {
+        FILE* f = std::fopen(value.c_str(), "r");
+        char line[4096] = {0};
+        if (f == nullptr || std::fgets(line, sizeof(line), f) == nullptr) {
+          if (f != nullptr) std::fclose(f);
+          return usage(absl::StrCat("--token-file ", value,
+                                    " cannot be read"));
+        }
+        std::fclose(f);
+        options.auth_token = std::string(absl::StripAsciiWhitespace(line));
+      }
+    } else {
+      return usage(absl::StrCat("unknown flag --", name,
+                                " for quantize of a GGUF model"));
+    }
+  }
+  if (options.auth_token.empty()) {
+    if (const char* env = std::getenv("QUANTD_TOKEN"); env != nullptr) {
+      options.auth_token = std::string(absl::StripAsciiWhitespace(env));
+    }
+  }
+  if (positional.size() != 1) return usage("quantize takes exactly one IN.gguf");
+  options.input = positional[0];
+  if (options.preset.empty()) return usage("--type PRESET is required");
+  absl::StatusOr<GgufRunSummary> summary = QuantizeGguf(options);
+  if (!summary.ok()) {
+    std::fprintf(stderr, "quantctl: %s\n", summary.status().ToString().c_str());
+    return 1;
+  }
+  if (!quiet || options.dry_run) std::cout << FormatGgufTable(*summary);
+  if (summary->num_failed > 0) {
+    std::fprintf(stderr, "quantctl: %lld tensor(s) failed; %s not written\n",
+                 static_cast<long long>(summary->num_failed),
+                 options.output.c_str());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace quantd
