@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # README command 2: installs what is missing, builds everything, runs a short
-# fuzzing session, then the whole test suite with ctest (C++ unit and
+# fuzzing session, the suite under ASan+UBSan and the pool/budget tests under
+# TSan, then the whole test suite with ctest (C++ unit and
 # end-to-end tests, the Python integration tests, the deploy checks: the
 # dashboard against a real Prometheus, the Kubernetes manifests and the
 # container image). Output ends with ctest's summary line.
@@ -26,6 +27,17 @@ if [[ "${QUANTD_TEST_SANITIZE:-1}" != 0 ]]; then
     exit 1
   }
   tail -3 "$QUANTD_ROOT/build-address-undefined.log"
+  # The job queue and the memory budget (the server's shared state between
+  # reactors and workers) under ThreadSanitizer.
+  echo "test: the worker pool and memory budget tests under TSan"
+  QUANTD_TARGETS=quantd_server_tests "$QUANTD_ROOT/scripts/sanitize.sh" thread \
+    -R '^server\.(WorkerPool|MemoryBudget)' \
+    >"$QUANTD_ROOT/build-thread.log" 2>&1 || {
+    tail -80 "$QUANTD_ROOT/build-thread.log"
+    echo "test: FAILED under TSan (log: build-thread.log)" >&2
+    exit 1
+  }
+  tail -3 "$QUANTD_ROOT/build-thread.log"
 fi
 cd "$QUANTD_BUILD"
 exec ctest --output-on-failure -j"$QUANTD_JOBS" --timeout 900 "$@"

@@ -38,7 +38,7 @@ absl::StatusOr<MemoryBudget::Reservation> MemoryBudget::Reserve(
   if (bytes < 0) return absl::InvalidArgumentError("negative reservation");
   int64_t now;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     if (bytes > limit_bytes_ - reserved_bytes_) {
       return absl::ResourceExhaustedError(absl::StrCat(
           what, " needs ", bytes, " bytes; memory_budget_bytes=", limit_bytes_,
@@ -52,14 +52,14 @@ absl::StatusOr<MemoryBudget::Reservation> MemoryBudget::Reserve(
 }
 
 int64_t MemoryBudget::reserved_bytes() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return reserved_bytes_;
 }
 
 void MemoryBudget::Return(int64_t bytes) {
   int64_t now;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     reserved_bytes_ -= bytes;
     now = reserved_bytes_;
   }

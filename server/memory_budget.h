@@ -13,10 +13,10 @@
 
 #include <cstdint>
 #include <functional>
+#include <mutex>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 
 namespace quantd {
 
@@ -61,8 +61,10 @@ class MemoryBudget {
 
   const int64_t limit_bytes_;
   const std::function<void(int64_t)> on_change_;
-  mutable absl::Mutex mu_;
-  int64_t reserved_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // std::mutex (not absl::Mutex) so that ThreadSanitizer sees it; see
+  // worker_pool.h.
+  mutable std::mutex mu_;
+  int64_t reserved_bytes_ = 0;  // guarded by mu_
 };
 
 }  // namespace quantd

@@ -19,29 +19,35 @@ WorkerPool::~WorkerPool() {
 }
 
 void WorkerPool::Stop() {
-  absl::MutexLock lock(&mu_);
-  stopping_ = true;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  work_.notify_all();
 }
 
 absl::Status WorkerPool::Submit(Job job) {
-  absl::MutexLock lock(&mu_);
-  if (stopping_) return absl::UnavailableError("worker pool is stopping");
-  if (static_cast<int64_t>(queue_.size()) >= options_.max_queue_jobs) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("job queue full: max_queue_jobs=", options_.max_queue_jobs));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return absl::UnavailableError("worker pool is stopping");
+    if (static_cast<int64_t>(queue_.size()) >= options_.max_queue_jobs) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "job queue full: max_queue_jobs=", options_.max_queue_jobs));
+    }
+    queue_.push_back(Entry{std::move(job), absl::Now()});
+    NotifyLocked();
   }
-  queue_.push_back(Entry{std::move(job), absl::Now()});
-  NotifyLocked();
+  work_.notify_one();
   return absl::OkStatus();
 }
 
 int64_t WorkerPool::queue_depth() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return static_cast<int64_t>(queue_.size());
 }
 
 int64_t WorkerPool::busy_workers() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return busy_;
 }
 
@@ -55,12 +61,8 @@ void WorkerPool::WorkerLoop() {
   while (true) {
     Entry entry;
     {
-      absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(
-          +[](WorkerPool* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) {
-            return !p->queue_.empty() || p->stopping_;
-          },
-          this));
+      std::unique_lock<std::mutex> lock(mu_);
+      work_.wait(lock, [this] { return !queue_.empty() || stopping_; });
       if (queue_.empty()) return;  // stopping and drained
       entry = std::move(queue_.front());
       queue_.pop_front();
@@ -69,7 +71,7 @@ void WorkerPool::WorkerLoop() {
     }
     entry.job(absl::Now() - entry.enqueued);
     {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard<std::mutex> lock(mu_);
       --busy_;
       NotifyLocked();
     }

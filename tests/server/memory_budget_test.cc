@@ -1,6 +1,9 @@
 #include "server/memory_budget.h"
 
+#include <atomic>
+#include <thread>
 #include <utility>
+#include <vector>
 
 #include "gtest/gtest.h"
 
@@ -15,7 +18,8 @@ TEST(MemoryBudgetTest, ReserveAndReleaseTrackTotal) {
   EXPECT_EQ(budget.reserved_bytes(), 60);
   EXPECT_EQ(last_seen, 60);
   {
-    absl::StatusOr<MemoryBudget::Reservation> b = budget.Reserve(40, "tensor b");
+    absl::StatusOr<MemoryBudget::Reservation> b =
+        budget.Reserve(40, "tensor b");
     ASSERT_TRUE(b.ok());
     EXPECT_EQ(budget.reserved_bytes(), 100);
   }
@@ -54,6 +58,35 @@ TEST(MemoryBudgetTest, NegativeIsInvalid) {
   MemoryBudget budget(100);
   EXPECT_EQ(budget.Reserve(-1, "x").status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// Reservations taken and returned from many threads at once never exceed
+// the limit and return to zero (run under ThreadSanitizer too).
+TEST(MemoryBudgetTest, ConcurrentReservationsStayWithinTheLimit) {
+  std::atomic<int64_t> max_seen{0};
+  MemoryBudget budget(1000, [&](int64_t now) {
+    int64_t seen = max_seen.load();
+    while (now > seen && !max_seen.compare_exchange_weak(seen, now)) {
+    }
+  });
+  std::atomic<int> refused{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 2000; ++i) {
+        absl::StatusOr<MemoryBudget::Reservation> r =
+            budget.Reserve(100 + 10 * t, "tensor");
+        if (!r.ok()) {
+          EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted);
+          ++refused;
+        }
+      }  // each reservation is returned at the end of its iteration
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(budget.reserved_bytes(), 0);
+  EXPECT_LE(max_seen.load(), 1000);
+  EXPECT_GT(max_seen.load(), 0);
 }
 
 }  // namespace
