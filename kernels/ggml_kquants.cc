@@ -717,34 +717,48 @@ void GgmlDequantizeQ6_K(const uint8_t* src, int64_t num_blocks, float* dst) {
 
 absl::Span<const GgmlFormatTraits> GgmlKQuantFormats() {
   static const std::array<GgmlFormatTraits, 5> rows = [] {
-    const bool avx2 = DetectedIsa() != Isa::kScalar;
-    auto pick = [avx2](GgmlQuantizeFn reference, GgmlQuantizeFn vector) {
-      return avx2 ? vector : reference;
+    const Isa isa = DetectedIsa();
+    auto pick = [isa](GgmlQuantizeFn reference, GgmlQuantizeFn avx2,
+                      GgmlQuantizeFn avx512) {
+      switch (isa) {
+        case Isa::kAvx512:
+          return avx512;
+        case Isa::kAvx2:
+          return avx2;
+        case Isa::kScalar:
+          break;
+      }
+      return reference;
     };
     return std::array<GgmlFormatTraits, 5>{{
         {GgmlType::kQ2_K, "Q2_K", kQK, static_cast<int>(sizeof(GgmlBlockQ2_K)),
          GgmlQuantizeQ2_KReference,
-         pick(GgmlQuantizeQ2_KReference, GgmlQuantizeQ2_KAvx2),
+         pick(GgmlQuantizeQ2_KReference, GgmlQuantizeQ2_KAvx2,
+              GgmlQuantizeQ2_KAvx512),
          GgmlDequantizeQ2_K, true,
          "2-bit codes, 4-bit sub-block scales and minima of 16, 2.625 bpw"},
         {GgmlType::kQ3_K, "Q3_K", kQK, static_cast<int>(sizeof(GgmlBlockQ3_K)),
          GgmlQuantizeQ3_KReference,
-         pick(GgmlQuantizeQ3_KReference, GgmlQuantizeQ3_KAvx2),
+         pick(GgmlQuantizeQ3_KReference, GgmlQuantizeQ3_KAvx2,
+              GgmlQuantizeQ3_KAvx512),
          GgmlDequantizeQ3_K, true,
          "3-bit symmetric codes, 6-bit sub-block scales of 16, 3.4375 bpw"},
         {GgmlType::kQ4_K, "Q4_K", kQK, static_cast<int>(sizeof(GgmlBlockQ4_K)),
          GgmlQuantizeQ4_KReference,
-         pick(GgmlQuantizeQ4_KReference, GgmlQuantizeQ4_KAvx2),
+         pick(GgmlQuantizeQ4_KReference, GgmlQuantizeQ4_KAvx2,
+              GgmlQuantizeQ4_KAvx512),
          GgmlDequantizeQ4_K, true,
          "4-bit codes, 6-bit sub-block scales and minima of 32, 4.5 bpw"},
         {GgmlType::kQ5_K, "Q5_K", kQK, static_cast<int>(sizeof(GgmlBlockQ5_K)),
          GgmlQuantizeQ5_KReference,
-         pick(GgmlQuantizeQ5_KReference, GgmlQuantizeQ5_KAvx2),
+         pick(GgmlQuantizeQ5_KReference, GgmlQuantizeQ5_KAvx2,
+              GgmlQuantizeQ5_KAvx512),
          GgmlDequantizeQ5_K, true,
          "5-bit codes, 6-bit sub-block scales and minima of 32, 5.5 bpw"},
         {GgmlType::kQ6_K, "Q6_K", kQK, static_cast<int>(sizeof(GgmlBlockQ6_K)),
          GgmlQuantizeQ6_KReference,
-         pick(GgmlQuantizeQ6_KReference, GgmlQuantizeQ6_KAvx2),
+         pick(GgmlQuantizeQ6_KReference, GgmlQuantizeQ6_KAvx2,
+              GgmlQuantizeQ6_KAvx512),
          GgmlDequantizeQ6_K, true,
          "6-bit symmetric codes, 8-bit sub-block scales of 16, 6.5625 bpw"},
     }};

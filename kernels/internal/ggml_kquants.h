@@ -9,12 +9,14 @@
 //      super-block's d (and dmin), stores those as f16, recomputes the codes
 //      from the stored scales and packs the block.
 // The scalar references (ggml_kquants.cc) run both stages in scalar code.
-// The vector paths (ggml_kquants_avx2.cc) run stage 1 with one sub-block
-// per vector lane, each lane doing its sub-block's sums in ggml's order, so
-// the results are the same bits; stage 2 computes the scale fields with the
-// shared scalar GgmlScales* below and requantizes and packs the 256 codes
-// in vector code (the same f32 division and nearest_int per element). Tests check every vector path against the reference byte
-// for byte.
+// The vector paths (ggml_kquants_avx2.cc with 8 lanes,
+// ggml_kquants_avx512.cc with 16; both from internal/ggml_kquants_lanes.h)
+// run stage 1 with one sub-block per vector lane, each lane doing its
+// sub-block's sums in ggml's order, so the results are the same bits;
+// stage 2 computes the scale fields with the shared scalar GgmlScales*
+// below and requantizes and packs the 256 codes in vector code (the same
+// f32 division and nearest_int per element). Tests check every vector path
+// against the reference byte for byte.
 #ifndef QUANTD_KERNELS_INTERNAL_GGML_KQUANTS_H_
 #define QUANTD_KERNELS_INTERNAL_GGML_KQUANTS_H_
 
@@ -27,7 +29,7 @@ namespace quantd::internal {
 
 // The K-quants' rows for the ggml format table, in ggml type order (Q2_K,
 // Q3_K, Q4_K, Q5_K, Q6_K): block size 256, `fast` chosen once from
-// DetectedIsa() (the AVX2 path on AVX2 and AVX-512 CPUs), importance used.
+// DetectedIsa(), importance used.
 absl::Span<const GgmlFormatTraits> GgmlKQuantFormats();
 
 // Scalar references (ggml_kquants.cc), the specification; GgmlQuantizeFn
@@ -100,6 +102,19 @@ void GgmlQuantizeQ5_KAvx2(const float* src, int64_t num_blocks,
                           const float* importance, uint8_t* dst);
 void GgmlQuantizeQ6_KAvx2(const float* src, int64_t num_blocks,
                           const float* importance, uint8_t* dst);
+
+// AVX-512 paths (ggml_kquants_avx512.cc): sixteen sub-blocks per pass.
+// REQUIRES: CpuIsa() >= Isa::kAvx512. Bit-identical to the references.
+void GgmlQuantizeQ2_KAvx512(const float* src, int64_t num_blocks,
+                            const float* importance, uint8_t* dst);
+void GgmlQuantizeQ3_KAvx512(const float* src, int64_t num_blocks,
+                            const float* importance, uint8_t* dst);
+void GgmlQuantizeQ4_KAvx512(const float* src, int64_t num_blocks,
+                            const float* importance, uint8_t* dst);
+void GgmlQuantizeQ5_KAvx512(const float* src, int64_t num_blocks,
+                            const float* importance, uint8_t* dst);
+void GgmlQuantizeQ6_KAvx512(const float* src, int64_t num_blocks,
+                            const float* importance, uint8_t* dst);
 
 }  // namespace quantd::internal
 

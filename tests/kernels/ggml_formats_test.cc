@@ -136,15 +136,20 @@ std::vector<Path> VectorPaths(GgmlType type) {
       return {{"avx2", Isa::kAvx2, GgmlQuantizeMxfp4Avx2},
               {"avx512", Isa::kAvx512, GgmlQuantizeMxfp4Avx512}};
     case GgmlType::kQ2_K:
-      return {{"avx2", Isa::kAvx2, GgmlQuantizeQ2_KAvx2}};
+      return {{"avx2", Isa::kAvx2, GgmlQuantizeQ2_KAvx2},
+              {"avx512", Isa::kAvx512, GgmlQuantizeQ2_KAvx512}};
     case GgmlType::kQ3_K:
-      return {{"avx2", Isa::kAvx2, GgmlQuantizeQ3_KAvx2}};
+      return {{"avx2", Isa::kAvx2, GgmlQuantizeQ3_KAvx2},
+              {"avx512", Isa::kAvx512, GgmlQuantizeQ3_KAvx512}};
     case GgmlType::kQ4_K:
-      return {{"avx2", Isa::kAvx2, GgmlQuantizeQ4_KAvx2}};
+      return {{"avx2", Isa::kAvx2, GgmlQuantizeQ4_KAvx2},
+              {"avx512", Isa::kAvx512, GgmlQuantizeQ4_KAvx512}};
     case GgmlType::kQ5_K:
-      return {{"avx2", Isa::kAvx2, GgmlQuantizeQ5_KAvx2}};
+      return {{"avx2", Isa::kAvx2, GgmlQuantizeQ5_KAvx2},
+              {"avx512", Isa::kAvx512, GgmlQuantizeQ5_KAvx512}};
     case GgmlType::kQ6_K:
-      return {{"avx2", Isa::kAvx2, GgmlQuantizeQ6_KAvx2}};
+      return {{"avx2", Isa::kAvx2, GgmlQuantizeQ6_KAvx2},
+              {"avx512", Isa::kAvx512, GgmlQuantizeQ6_KAvx512}};
   }
   return {};
 }

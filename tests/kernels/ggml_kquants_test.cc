@@ -31,22 +31,35 @@ struct KQuant {
   int block_bytes;
   GgmlQuantizeFn reference;
   GgmlQuantizeFn avx2;
+  GgmlQuantizeFn avx512;
   GgmlDequantizeFn dequantize;
 };
+
+// The vector paths of a K-quant this CPU can run.
+struct VectorPath {
+  const char* isa;
+  GgmlQuantizeFn fn;
+};
+std::vector<VectorPath> VectorPaths(const KQuant& k) {
+  std::vector<VectorPath> paths;
+  if (internal::CpuIsa() >= Isa::kAvx2) paths.push_back({"avx2", k.avx2});
+  if (internal::CpuIsa() >= Isa::kAvx512) paths.push_back({"avx512", k.avx512});
+  return paths;
+}
 
 std::vector<KQuant> KQuants() {
   using namespace internal;  // NOLINT
   return {
       {"Q2_K", GgmlType::kQ2_K, 84, GgmlQuantizeQ2_KReference,
-       GgmlQuantizeQ2_KAvx2, GgmlDequantizeQ2_K},
+       GgmlQuantizeQ2_KAvx2, GgmlQuantizeQ2_KAvx512, GgmlDequantizeQ2_K},
       {"Q3_K", GgmlType::kQ3_K, 110, GgmlQuantizeQ3_KReference,
-       GgmlQuantizeQ3_KAvx2, GgmlDequantizeQ3_K},
+       GgmlQuantizeQ3_KAvx2, GgmlQuantizeQ3_KAvx512, GgmlDequantizeQ3_K},
       {"Q4_K", GgmlType::kQ4_K, 144, GgmlQuantizeQ4_KReference,
-       GgmlQuantizeQ4_KAvx2, GgmlDequantizeQ4_K},
+       GgmlQuantizeQ4_KAvx2, GgmlQuantizeQ4_KAvx512, GgmlDequantizeQ4_K},
       {"Q5_K", GgmlType::kQ5_K, 176, GgmlQuantizeQ5_KReference,
-       GgmlQuantizeQ5_KAvx2, GgmlDequantizeQ5_K},
+       GgmlQuantizeQ5_KAvx2, GgmlQuantizeQ5_KAvx512, GgmlDequantizeQ5_K},
       {"Q6_K", GgmlType::kQ6_K, 210, GgmlQuantizeQ6_KReference,
-       GgmlQuantizeQ6_KAvx2, GgmlDequantizeQ6_K},
+       GgmlQuantizeQ6_KAvx2, GgmlQuantizeQ6_KAvx512, GgmlDequantizeQ6_K},
   };
 }
 
@@ -202,9 +215,9 @@ TEST(GgmlKQuantsTest, TableRowsDispatchToPathsEqualToTheReference) {
     EXPECT_TRUE(f.uses_importance);
     EXPECT_EQ(f.reference, want[i].reference);
     EXPECT_EQ(f.dequantize, want[i].dequantize);
-    EXPECT_EQ(f.fast, internal::CpuIsa() >= Isa::kAvx2 && DetectedIsa() != Isa::kScalar
-                          ? want[i].avx2
-                          : want[i].reference);
+    EXPECT_EQ(f.fast, DetectedIsa() == Isa::kAvx512 ? want[i].avx512
+                      : DetectedIsa() == Isa::kAvx2 ? want[i].avx2
+                                                    : want[i].reference);
     // Three rows of two blocks; the importance covers one row.
     EXPECT_EQ(QuantizeWith(f.fast, want[i], x, nullptr),
               QuantizeWith(f.reference, want[i], x, nullptr));
@@ -240,10 +253,14 @@ TEST(GgmlKQuantsTest, VectorPathsMatchReferenceOnRandomTensors) {
         const std::vector<float> x =
             RandomWeights(static_cast<size_t>(blocks * kQK), s, spread);
         for (const Weights& w : ImportanceCases(x.size(), s * 3)) {
-          SCOPED_TRACE(absl::StrCat(k.name, " blocks ", blocks, " spread ",
-                                    spread, " importance ", w.name, " seed ", s));
           const float* imp = w.w.empty() ? nullptr : w.w.data();
-          ExpectSameBlocks(k, QuantizeWith(k.avx2, k, x, imp), QuantizeWith(k.reference, k, x, imp));
+          const Bytes want = QuantizeWith(k.reference, k, x, imp);
+          for (const VectorPath& path : VectorPaths(k)) {
+            SCOPED_TRACE(absl::StrCat(k.name, " ", path.isa, " blocks ", blocks,
+                                      " spread ", spread, " importance ", w.name,
+                                      " seed ", s));
+            ExpectSameBlocks(k, QuantizeWith(path.fn, k, x, imp), want);
+          }
         }
       }
     }
@@ -255,10 +272,13 @@ TEST(GgmlKQuantsTest, VectorPathsMatchReferenceOnHardBlocks) {
   const std::vector<float> hard = HardSuperBlocks();
   for (const KQuant& k : KQuants()) {
     for (const Weights& w : ImportanceCases(hard.size(), 99)) {
-      SCOPED_TRACE(absl::StrCat(k.name, " hard blocks, importance ", w.name));
       const float* imp = w.w.empty() ? nullptr : w.w.data();
-      ExpectSameBlocks(k, QuantizeWith(k.avx2, k, hard, imp),
-                       QuantizeWith(k.reference, k, hard, imp));
+      const Bytes want = QuantizeWith(k.reference, k, hard, imp);
+      for (const VectorPath& path : VectorPaths(k)) {
+        SCOPED_TRACE(absl::StrCat(k.name, " ", path.isa,
+                                  " hard blocks, importance ", w.name));
+        ExpectSameBlocks(k, QuantizeWith(path.fn, k, hard, imp), want);
+      }
     }
   }
 }
@@ -277,10 +297,13 @@ TEST(GgmlKQuantsTest, VectorPathsMatchReferenceOnManySmallBlocks) {
   }
   const std::vector<float> imp = RandomImportance(x.size(), seed);
   for (const KQuant& k : KQuants()) {
-    SCOPED_TRACE(absl::StrCat(k.name, " seed ", seed));
-    ExpectSameBlocks(k, QuantizeWith(k.avx2, k, x, nullptr), QuantizeWith(k.reference, k, x, nullptr));
-    ExpectSameBlocks(k, QuantizeWith(k.avx2, k, x, imp.data()),
-                     QuantizeWith(k.reference, k, x, imp.data()));
+    for (const VectorPath& path : VectorPaths(k)) {
+      SCOPED_TRACE(absl::StrCat(k.name, " ", path.isa, " seed ", seed));
+      ExpectSameBlocks(k, QuantizeWith(path.fn, k, x, nullptr),
+                       QuantizeWith(k.reference, k, x, nullptr));
+      ExpectSameBlocks(k, QuantizeWith(path.fn, k, x, imp.data()),
+                       QuantizeWith(k.reference, k, x, imp.data()));
+    }
   }
 }
 
