@@ -53,7 +53,8 @@ class Dispatcher {
         attempts_(requests.size(), 0),
         last_failed_server_(requests.size(), kNoServer),
         down_until_(servers.size(), absl::InfinitePast()),
-        server_failures_(servers.size(), 0) {
+        server_failures_(servers.size(), 0),
+        dead_(servers.size(), false) {
     for (size_t i = 0; i < requests_.size(); ++i) {
       by_name_[requests_[i].name] = i;
     }
@@ -117,8 +118,10 @@ class Dispatcher {
         }
         return requests_[next];
       };
+      bool answered_any = false;
       auto on_result = [&](const std::string& name,
                            absl::StatusOr<TensorReply> reply) {
+        answered_any = true;
         auto it = by_name_.find(name);
         if (it == by_name_.end()) return;  // RunJob reports only ours
         if (reply.ok()) {
@@ -130,35 +133,39 @@ class Dispatcher {
       std::vector<std::string> unanswered;
       const absl::Status status =
           server.client->RunJob(config, source, on_result, &unanswered);
+      int failures = 0;
       {
         absl::MutexLock lock(&mu_);
-        if (status.code() == absl::StatusCode::kUnavailable &&
-            !NamesOneOf(status, unanswered)) {
-          MarkDown(s);
-        } else if (status.ok() || !unanswered.empty()) {
-          server_failures_[static_cast<size_t>(s)] = 0;
+        const size_t i = static_cast<size_t>(s);
+        if (status.ok() || answered_any) {
+          server_failures_[i] = 0;
+        } else if (!NamesOneOf(status, unanswered) &&
+                   (unanswered.empty() ||
+                    status.code() == absl::StatusCode::kUnavailable)) {
+          // The server's fault, not a tensor's: it could not open a
+          // stream, or it went away.
+          failures = ++server_failures_[i];
+          if (status.code() == absl::StatusCode::kUnavailable) {
+            CoolDown(i, failures);
+          }
+          if (failures >= options_.max_attempts) {
+            dead_[i] = true;
+            dead_status_ = absl::Status(
+                status.code(), absl::StrCat(server.name, ": ", status.message(),
+                                            " (no server reachable after ",
+                                            failures, " attempts)"));
+          }
+        }
+        if (take.solo && !solo_taken) {
+          // The re-send never left: it goes back, not charged.
+          retry_.push_front(*take.solo);
+          ++retry_pushes_;
         }
       }
       if (status.ok()) continue;
       if (unanswered.empty()) {
-        // The stream failed before a tensor was in it: charge the tensor it
-        // would have sent, so that dead servers cannot loop forever.
-        std::optional<size_t> charged;
-        {
-          absl::MutexLock lock(&mu_);
-          if (take.solo && !solo_taken) {
-            charged = take.solo;
-          } else if (!take.solo && !normal_.empty()) {
-            charged = normal_.front();
-            normal_.pop_front();
-          }
-          if (charged) ++attempts_[*charged];
-        }
-        if (charged) {
-          Reject(*charged,
-                 absl::Status(status.code(), absl::StrCat(server.name, ": ",
-                                                          status.message())),
-                 /*alone=*/false, s);
+        if (status.code() != absl::StatusCode::kUnavailable && failures > 0) {
+          SleepFor(Backoff(failures));
         }
         continue;
       }
@@ -191,9 +198,39 @@ class Dispatcher {
   // Blocks until there is work for server `s` (and it is not down), or all
   // tensors are settled.
   Take Next(int s) {
+    std::vector<size_t> orphans;
+    absl::Status orphan_status;
+    Take take = NextLocked(s, orphans, orphan_status);
+    for (size_t index : orphans) {
+      DispatchInfo info;
+      info.server = servers_[static_cast<size_t>(s)].name;
+      {
+        absl::MutexLock lock(&mu_);
+        info.attempts = attempts_[index];
+      }
+      on_failure_(index, orphan_status, info);
+      Settle();
+    }
+    return take;
+  }
+
+  Take NextLocked(int s, std::vector<size_t>& orphans,
+                  absl::Status& orphan_status) {
     absl::MutexLock lock(&mu_);
     while (true) {
       if (outstanding_ == 0) return Take{.done = true};
+      if (dead_[static_cast<size_t>(s)]) {
+        // This server is given up on. When every server is, nothing can
+        // send the tensors still queued: they fail.
+        if (std::all_of(dead_.begin(), dead_.end(), [](bool d) { return d; })) {
+          orphans.assign(normal_.begin(), normal_.end());
+          orphans.insert(orphans.end(), retry_.begin(), retry_.end());
+          normal_.clear();
+          retry_.clear();
+          orphan_status = dead_status_;
+        }
+        return Take{.done = true};
+      }
       const absl::Time now = absl::Now();
       const absl::Time down_until = down_until_[static_cast<size_t>(s)];
       if (down_until > now) {
@@ -232,7 +269,9 @@ class Dispatcher {
   bool OtherServerUp(int s, absl::Time now) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     for (size_t t = 0; t < servers_.size(); ++t) {
-      if (static_cast<int>(t) != s && down_until_[t] <= now) return true;
+      if (static_cast<int>(t) != s && !dead_[t] && down_until_[t] <= now) {
+        return true;
+      }
     }
     return false;
   }
@@ -245,9 +284,9 @@ class Dispatcher {
     return false;
   }
 
-  void MarkDown(int s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    const size_t i = static_cast<size_t>(s);
-    const int failures = ++server_failures_[i];
+  // Marks server i down for a cooldown that grows with its consecutive
+  // failures.
+  void CoolDown(size_t i, int failures) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     absl::Duration cooldown = options_.server_cooldown;
     for (int k = 1; k < failures && cooldown < options_.max_server_cooldown;
          ++k) {
@@ -334,7 +373,10 @@ class Dispatcher {
   std::vector<int> attempts_ ABSL_GUARDED_BY(mu_);
   std::vector<int> last_failed_server_ ABSL_GUARDED_BY(mu_);
   std::vector<absl::Time> down_until_ ABSL_GUARDED_BY(mu_);
+  // Consecutive failed streams per server; at max_attempts it is dead.
   std::vector<int> server_failures_ ABSL_GUARDED_BY(mu_);
+  std::vector<bool> dead_ ABSL_GUARDED_BY(mu_);
+  absl::Status dead_status_ ABSL_GUARDED_BY(mu_);  // the last server's error
   int64_t outstanding_ ABSL_GUARDED_BY(mu_) = 0;
 
   absl::Mutex random_mu_;

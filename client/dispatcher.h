@@ -32,9 +32,11 @@
 //     max_server_cooldown, jittered); its streams wait meanwhile and the
 //     next stream they open is the probe. A tensor that failed on a server
 //     is re-sent to another server when one is up ("moved").
-//   - A tensor is failed after max_attempts sends; a server that cannot even
-//     open a stream charges the tensor it would have sent, so a run against
-//     dead servers ends.
+//   - A tensor is failed after max_attempts sends. A server whose streams
+//     fail max_attempts times in a row without answering anything (it cannot
+//     open one, or it goes away) is given up on; when every server is, the
+//     tensors still queued fail with its error, so a run against dead
+//     servers ends within a few cooldowns.
 //
 // Thread-safety: Dispatch blocks until every tensor is settled; the
 // callbacks run on its stream threads, concurrently for different tensors,

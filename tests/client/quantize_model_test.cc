@@ -57,9 +57,6 @@ class FakeQuantizer final : public v1::Quantizer::Service {
       grpc::ServerReaderWriter<v1::QuantizeResponse, v1::QuantizeRequest>*
           stream) override {
     streams_.fetch_add(1);
-    if (draining.load()) {
-      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "server is draining");
-    }
     v1::QuantizeRequest request;
     Scheme job_scheme;
     v1::OutputKind output = v1::OUTPUT_KIND_PACKED;
@@ -81,6 +78,10 @@ class FakeQuantizer final : public v1::Quantizer::Service {
       } else if (request.has_end()) {
         const std::string& name = header.name();
         CountEnd(name);
+        if (draining.load()) {
+          return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                              "server is draining");
+        }
         if (absl::StrContains(name, "bad") || Refused(name)) {
           return grpc::Status(
               grpc::StatusCode::INVALID_ARGUMENT,
@@ -113,8 +114,9 @@ class FakeQuantizer final : public v1::Quantizer::Service {
     return received_[name];
   }
   uint64_t max_chunk_bytes = 1 << 20;
-  uint64_t max_tensor_bytes = 0;      // 0: no limit
-  std::atomic<bool> draining{false};  // every stream fails UNAVAILABLE
+  uint64_t max_tensor_bytes = 0;  // 0: no limit
+  // Every stream fails UNAVAILABLE when its first tensor has arrived.
+  std::atomic<bool> draining{false};
 
  private:
   void CountEnd(const std::string& name) {

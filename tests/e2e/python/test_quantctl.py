@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import subprocess
+import time
 
 import ml_dtypes
 import numpy as np
@@ -158,3 +159,65 @@ def test_info_prints_server_limits(server):
     assert int(info["limits"]["maxChunkBytes" if "maxChunkBytes" in info["limits"]
                               else "max_chunk_bytes"]) == 1 << 20
     assert info["workers"] == 2
+
+
+def test_killed_server_restarted_and_rerun_resumes_to_a_clean_output(tmp_path):
+    """A server killed mid-run fails the rest of the run, which leaves
+    OUT.partial and its manifest; the same command against a restarted
+    server sends only what is missing, and the output equals a clean run's:
+    no tensor lost or duplicated."""
+    rng = np.random.default_rng(11)
+    tensors = {f"layers.{i:02d}.mlp.weight":
+               (rng.standard_normal((1024, 1024)) * 0.02).astype(np.float32)
+               for i in range(40)}
+    tensors["norm.weight"] = np.ones(1024, np.float32)
+    model = tmp_path / "model.safetensors"
+    save_file(tensors, model)
+    out = tmp_path / "out.safetensors"
+    manifest = pathlib.Path(str(out) + ".partial.manifest")
+    args = ["quantize", str(model), "--scheme", "int4_asym_g128",
+            "--out", str(out), "--streams", "1", "--max-attempts", "2",
+            "--progress", "none"]
+
+    first = Server("--workers=1")
+    run = subprocess.Popen([str(BIN_DIR / "client" / "quantctl"), *args,
+                            "--server", first.target],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and run.poll() is None:
+            if manifest.exists() and len(manifest.read_text().splitlines()) >= 4:
+                break
+            time.sleep(0.005)
+        first.proc.kill()  # SIGKILL: no drain
+        first.proc.wait()
+        stdout, stderr = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 1, stdout + stderr
+    assert "run the same command again to resume" in stderr
+    assert not out.exists()
+    done_before = len(manifest.read_text().splitlines())
+    assert 4 <= done_before < 40
+
+    second = Server("--workers=1")
+    try:
+        rerun = _quantctl(*args, "--server", second.target)
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        report = json.loads(pathlib.Path(str(out) + ".report.json").read_text())
+        assert report["totals"]["resumed"] == done_before
+        assert report["totals"]["quantized"] == 40
+        resumed = {t["name"] for t in report["tensors"] if t.get("resumed")}
+        assert len(resumed) == done_before
+        assert f"{done_before} resumed" in rerun.stdout
+        assert not manifest.exists()
+
+        clean = tmp_path / "clean.safetensors"
+        r = _quantctl("quantize", str(model), "--scheme", "int4_asym_g128",
+                      "--out", str(clean), "--server", second.target, "--quiet")
+        assert r.returncode == 0, r.stderr
+        assert out.read_bytes() == clean.read_bytes()
+    finally:
+        assert second.stop() == 0
