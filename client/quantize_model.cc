@@ -36,6 +36,7 @@
 #include "client/quantd_client.h"
 #include "client/safetensors.h"
 #include "kernels/crc32c.h"
+#include "kernels/ggml_formats.h"
 #include "kernels/scheme.h"
 #include "kernels/status_macros.h"
 #include "kernels/version.h"
@@ -290,6 +291,7 @@ class Manifest {
 std::vector<std::string> OutputNames(const Item& item, bool fake_quant) {
   const std::string& name = item.tensor->name;
   if (fake_quant) return {name};
+  if (item.layout.IsBlockFormat()) return {name + ".qweight"};
   std::vector<std::string> names = {name + ".qweight", name + ".scales"};
   if (!item.scheme.symmetric) names.push_back(name + ".zero_points");
   return names;
@@ -385,8 +387,22 @@ class Store {
             " scales) differs from the client's (", want.bits, " bits, ",
             want.packed_bytes, " packed bytes, ", want.num_groups, " scales)"));
       }
+      if (want.IsBlockFormat()) {
+        const GgmlFormatTraits* ggml = GgmlFormatOf(want.scheme);
+        if (got.block_size() != static_cast<uint32_t>(want.block_size) ||
+            got.block_bytes() != static_cast<uint32_t>(want.block_bytes) ||
+            ggml == nullptr ||
+            got.ggml_type() != static_cast<uint32_t>(ggml->type)) {
+          return absl::InternalError(absl::StrCat(
+              "tensor \"", name, "\": server block layout (", got.block_size(),
+              " elements, ", got.block_bytes(), " bytes, ggml type ",
+              got.ggml_type(), ") differs from the client's"));
+        }
+      }
       parts.emplace_back(name + ".qweight", &reply.codes);
-      parts.emplace_back(name + ".scales", &reply.scales);
+      if (!want.IsBlockFormat()) {
+        parts.emplace_back(name + ".scales", &reply.scales);
+      }
       if (got.has_zero_points()) {
         parts.emplace_back(name + ".zero_points", &reply.zero_points);
       }
@@ -468,6 +484,19 @@ std::string LayoutMetadata(const Layout& layout, const std::string& dtype,
   OrderedJson j;
   j["scheme"] = SchemeToString(layout.scheme);
   j["format"] = layout.scheme.format;
+  if (layout.IsBlockFormat()) {
+    // A ggml block format: NAME.qweight holds the blocks as in a GGUF.
+    const GgmlFormatTraits* ggml = GgmlFormatOf(layout.scheme);
+    j["ggml_type"] = ggml != nullptr ? static_cast<int>(ggml->type) : -1;
+    j["block_size"] = layout.block_size;
+    j["block_bytes"] = layout.block_bytes;
+    j["bits_per_weight"] = layout.BitsPerWeight();
+    j["shape"] = layout.shape;
+    j["packed_bytes"] = layout.packed_bytes;
+    j["dtype"] = dtype;
+    j["fake_quant"] = fake_quant;
+    return WriteJson(j);
+  }
   j["bits"] = layout.bits;
   j["symmetric"] = layout.scheme.symmetric;
   j["granularity"] = std::string(GranularityName(layout.scheme.granularity));
@@ -695,9 +724,11 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
     } else {
       entries.push_back(
           {tensor->name + ".qweight", "U8", {item.layout.packed_bytes}});
-      entries.push_back(
-          {tensor->name + ".scales", "F32", ScalesShape(item.layout)});
-      if (!item.scheme.symmetric) {
+      if (!item.layout.IsBlockFormat()) {
+        entries.push_back(
+            {tensor->name + ".scales", "F32", ScalesShape(item.layout)});
+      }
+      if (!item.layout.IsBlockFormat() && !item.scheme.symmetric) {
         entries.push_back(
             {tensor->name + ".zero_points", "U8", ScalesShape(item.layout)});
       }

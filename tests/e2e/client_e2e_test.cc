@@ -9,11 +9,13 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "client/json.h"
 #include "client/load_generator.h"
 #include "client/quantize_model.h"
 #include "client/safetensors.h"
 #include "gtest/gtest.h"
 #include "kernels/convert.h"
+#include "kernels/ggml_formats.h"
 #include "kernels/quantize.h"
 #include "tests/e2e/test_server.h"
 
@@ -69,7 +71,8 @@ std::vector<ModelTensor> MakeModel() {
 std::string WriteModel(const std::vector<ModelTensor>& model,
                        const std::string& path) {
   std::vector<SafetensorsWriter::Entry> entries;
-  for (const ModelTensor& t : model) entries.push_back({t.name, t.dtype, t.shape});
+  for (const ModelTensor& t : model)
+    entries.push_back({t.name, t.dtype, t.shape});
   auto writer = SafetensorsWriter::Create(path, entries, {{"format", "pt"}});
   EXPECT_TRUE(writer.ok()) << writer.status();
   for (const ModelTensor& t : model) {
@@ -137,8 +140,8 @@ TEST(ClientE2eTest, QuantizeModelOverTwoServersMatchesKernels) {
       const SafetensorsTensor* scales = (*out)->Find(t.name + ".scales");
       ASSERT_NE(codes, nullptr);
       ASSERT_NE(scales, nullptr);
-      EXPECT_TRUE(std::equal(q.codes.begin(), q.codes.end(), codes->data.begin(),
-                             codes->data.end()));
+      EXPECT_TRUE(std::equal(q.codes.begin(), q.codes.end(),
+                             codes->data.begin(), codes->data.end()));
       ASSERT_EQ(scales->data.size(), q.scales.size() * 4);
       EXPECT_EQ(0, std::memcmp(scales->data.data(), q.scales.data(),
                                scales->data.size()));
@@ -164,6 +167,56 @@ TEST(ClientE2eTest, QuantizeModelOverTwoServersMatchesKernels) {
     EXPECT_EQ(answered, 4);
   }
   EXPECT_EQ(outputs[0], outputs[1]) << "output depends on the stream count";
+}
+
+// A ggml block scheme in a safetensors run: NAME.qweight holds exactly the
+// kernel's ggml blocks (no scales tensors), and the metadata describes the
+// block format.
+TEST(ClientE2eTest, BlockSchemesWriteGgmlBlocks) {
+  auto server = testing::StartTestServer();
+  const std::string dir = ::testing::TempDir() + "/client_e2e_ggml";
+  fs::create_directories(dir);
+  const std::vector<ModelTensor> model = MakeModel();
+  const std::string input = WriteModel(model, dir + "/model.safetensors");
+  QuantizeModelOptions options;
+  options.model = input;
+  options.output = dir + "/q4k.safetensors";
+  options.scheme = "q4_0";
+  options.overrides = {"^blk\\.0\\.ffn_down\\.weight$=Q8_0"};
+  options.servers = {absl::StrCat("127.0.0.1:", server->grpc_port())};
+  options.progress = ProgressStyle::kNone;
+  absl::StatusOr<RunSummary> summary = QuantizeModel(options);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  ASSERT_EQ(summary->num_failed, 0);
+  auto out = SafetensorsFile::Open(options.output);
+  ASSERT_TRUE(out.ok()) << out.status();
+  for (const ModelTensor& t : model) {
+    if (t.shape.size() < 2) continue;
+    SCOPED_TRACE(t.name);
+    const GgmlFormatTraits* format =
+        FindGgmlFormat(t.name == "blk.0.ffn_down.weight" ? "Q8_0" : "Q4_0");
+    ASSERT_NE(format, nullptr);
+    const int64_t rows = t.shape[0];
+    const int64_t row_length = t.shape[1];
+    absl::StatusOr<int64_t> row_bytes = GgmlRowBytes(*format, row_length);
+    ASSERT_TRUE(row_bytes.ok());
+    std::vector<uint8_t> want(static_cast<size_t>(rows * *row_bytes));
+    ASSERT_TRUE(GgmlQuantizeReference(*format, t.values.data(), rows,
+                                      row_length, nullptr, want.data())
+                    .ok());
+    const SafetensorsTensor* codes = (*out)->Find(t.name + ".qweight");
+    ASSERT_NE(codes, nullptr);
+    EXPECT_TRUE(std::equal(want.begin(), want.end(), codes->data.begin(),
+                           codes->data.end()));
+    EXPECT_EQ((*out)->Find(t.name + ".scales"), nullptr);
+    EXPECT_EQ((*out)->Find(t.name + ".zero_points"), nullptr);
+    absl::StatusOr<Json> meta =
+        ParseJson((*out)->metadata().at("quantd." + t.name));
+    ASSERT_TRUE(meta.ok());
+    EXPECT_EQ((*meta)["ggml_type"], static_cast<int>(format->type));
+    EXPECT_EQ((*meta)["block_size"], format->block_size);
+    EXPECT_FALSE(meta->contains("num_scales"));
+  }
 }
 
 // The load generator against the real server: good tensors are all
