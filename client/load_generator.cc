@@ -171,7 +171,7 @@ class Load {
     JobConfig config;
     config.scheme = scheme_;
     config.client_name = "quantctl-bench";
-    config.max_in_flight_tensors = 1;
+    config.max_in_flight_tensors = 2;
     TensorRequest request =
         Request(absl::StrCat("bad.", bad.kind, ".", index), good_);
     const std::string kind = bad.kind;
@@ -191,16 +191,20 @@ class Load {
       config.timeout = absl::Milliseconds(1);
       config.chunk_bytes = 64 << 10;  // many chunks: it expires mid-upload
     }
-    bool taken = false;
+    // The deadline kind sends its tensor many times on one stream, so that
+    // even a fast server cannot finish them all within the deadline.
+    const int copies = kind == "deadline" ? 64 : 1;
+    int taken = 0;
     auto source = [&]() -> std::optional<TensorRequest> {
-      if (taken) return std::nullopt;
-      taken = true;
-      return request;
+      if (taken == copies) return std::nullopt;
+      TensorRequest next = request;
+      next.name = absl::StrCat(request.name, ".", taken++);
+      return next;
     };
     absl::StatusCode got = absl::StatusCode::kOk;
     auto on_result = [&](const std::string&,
                          absl::StatusOr<TensorReply> reply) {
-      got = reply.status().code();
+      if (got == absl::StatusCode::kOk) got = reply.status().code();
     };
     absl::Status status = client_.RunJob(config, source, on_result);
     if (!status.ok()) got = status.code();

@@ -19,7 +19,8 @@
 //   scheme    an unknown scheme format            INVALID_ARGUMENT
 //   shape     a group size that does not divide   INVALID_ARGUMENT
 //             the row
-//   deadline  a deadline that expires mid-upload  DEADLINE_EXCEEDED
+//   deadline  a 1 ms deadline on a stream of 64    DEADLINE_EXCEEDED
+//             copies of the tensor (expires mid-upload)
 // A bad request answered with another status counts as "unexpected".
 //
 // Thread-safety: RunLoad may run concurrently with itself.
