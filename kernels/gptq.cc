@@ -1,0 +1,358 @@
+#include "kernels/gptq.h"
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/internal/linalg.h"
+#include "kernels/internal/linalg_gram.h"
+#include "kernels/status_macros.h"
+
+namespace quantd {
+namespace {
+
+size_t Sz(int64_t n) { return static_cast<size_t>(n); }
+
+// One group's grid, with exactly the int<b> reference's arithmetic
+// (quantize.cc, QuantizeIntReference).
+struct GridParams {
+  float scale = 1.0f;
+  float inv = 1.0f;
+  int zero_point = 0;
+};
+
+struct Grid {
+  int bits = 8;
+  bool symmetric = true;
+  int qmin = 0;
+  int qmax = 0;
+  unsigned mask = 0;
+
+  GridParams Params(const float* x, int64_t n) const {
+    GridParams p;
+    if (symmetric) {
+      float amax = 0.0f;
+      for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+      p.scale = amax / static_cast<float>(qmax);
+    } else {
+      float lo = 0.0f;
+      float hi = 0.0f;
+      for (int64_t i = 0; i < n; ++i) {
+        lo = std::min(lo, x[i]);
+        hi = std::max(hi, x[i]);
+      }
+      p.scale = (hi - lo) / static_cast<float>(qmax);
+      if (p.scale < FLT_MIN) p.scale = FLT_MIN;
+      p.inv = 1.0f / p.scale;
+      p.zero_point = std::clamp(
+          static_cast<int>(std::nearbyint(-lo * p.inv)), 0, qmax);
+      return p;
+    }
+    if (p.scale < FLT_MIN) p.scale = FLT_MIN;
+    p.inv = 1.0f / p.scale;
+    return p;
+  }
+
+  // The code (q + zero point, clamped) of x.
+  int Code(float x, const GridParams& p) const {
+    return std::clamp(static_cast<int>(std::nearbyint(x * p.inv)) +
+                          p.zero_point,
+                      qmin, qmax);
+  }
+  float Value(int code, const GridParams& p) const {
+    return p.scale * static_cast<float>(code - p.zero_point);
+  }
+  uint8_t Field(int code) const {
+    return static_cast<uint8_t>(static_cast<unsigned>(code) & mask);
+  }
+};
+
+absl::StatusOr<Grid> GridOf(const Layout& layout) {
+  if (layout.IsBlockFormat() || FindFormat(layout.scheme.format) == nullptr ||
+      layout.bits < 2 || layout.bits > 8) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "calibrated methods need an int2..int8 layout, got ",
+        SchemeToString(layout.scheme)));
+  }
+  if (layout.rows < 1 || layout.row_length < 1 || layout.group_size < 1 ||
+      layout.num_groups < 1 ||
+      layout.num_groups * layout.group_size != layout.num_elements) {
+    return absl::InvalidArgumentError(
+        "inconsistent layout (build it with MakeLayout)");
+  }
+  Grid grid;
+  grid.bits = layout.bits;
+  grid.symmetric = layout.scheme.symmetric;
+  grid.mask = (1u << layout.bits) - 1;
+  if (grid.symmetric) {
+    grid.qmax = (1 << (layout.bits - 1)) - 1;
+    grid.qmin = -(grid.qmax + 1);
+  } else {
+    grid.qmax = (1 << layout.bits) - 1;
+    grid.qmin = 0;
+  }
+  return grid;
+}
+
+}  // namespace
+
+absl::Status ValidateGram(const GramView& gram, int64_t in_features) {
+  if (gram.f64.empty() == gram.f32.empty()) {
+    return absl::InvalidArgumentError(
+        "G must be given as exactly one of f64 or f32");
+  }
+  if (gram.features != in_features) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("G is ", gram.features, "x", gram.features,
+                     " but the weight has ", in_features,
+                     " input features (columns)"));
+  }
+  const size_t size = gram.f64.empty() ? gram.f32.size() : gram.f64.size();
+  if (gram.features < 1 ||
+      size != static_cast<size_t>(gram.features * gram.features)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("G has ", size, " entries, expected features^2 = ",
+                     gram.features, "^2"));
+  }
+  if (gram.tokens < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("G's token count is ", gram.tokens, ", must be >= 1"));
+  }
+  for (int64_t i = 0; i < gram.features; ++i) {
+    for (int64_t j = 0; j < gram.features; ++j) {
+      const double v = gram.at(i, j);
+      if (!std::isfinite(v)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "G has a non-finite value ", v, " at row ", i, ", column ", j));
+      }
+    }
+    if (gram.at(i, i) < 0.0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "G has a negative diagonal entry ", gram.at(i, i), " at ", i));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<double> OutputRelativeError(const float* w, const float* w_hat,
+                                           int64_t rows, int64_t cols,
+                                           const GramView& gram) {
+  QUANTD_RETURN_IF_ERROR(ValidateGram(gram, cols));
+  if (rows < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("weight has ", rows, " rows"));
+  }
+  QUANTD_RETURN_IF_ERROR(internal::CheckFinite(w, rows * cols, "w"));
+  QUANTD_RETURN_IF_ERROR(internal::CheckFinite(w_hat, rows * cols, "w_hat"));
+  const std::vector<float> g = internal::DenseGramF32(gram);
+  std::vector<float> diff(Sz(rows * cols));
+  for (size_t i = 0; i < diff.size(); ++i) diff[i] = w[i] - w_hat[i];
+  QUANTD_ASSIGN_OR_RETURN(
+      const double num,
+      internal::TraceQuadraticChunked(diff.data(), rows, cols, g.data()));
+  QUANTD_ASSIGN_OR_RETURN(
+      const double den,
+      internal::TraceQuadraticChunked(w, rows, cols, g.data()));
+  return internal::RelativeFromTraces(num, den);
+}
+
+absl::StatusOr<GptqResult> GptqQuantize(const float* w, const Layout& layout,
+                                        const GramView& gram,
+                                        const GptqOptions& options) {
+  QUANTD_ASSIGN_OR_RETURN(const Grid grid, GridOf(layout));
+  const int64_t rows = layout.rows;
+  const int64_t cols = layout.row_length;
+  QUANTD_RETURN_IF_ERROR(internal::CheckFinite(w, rows * cols, "weight"));
+  QUANTD_RETURN_IF_ERROR(ValidateGram(gram, cols));
+  if (!(options.damp_percent >= 0.0) || !std::isfinite(options.damp_percent)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "damp_percent is ", options.damp_percent, ", must be finite and >= 0"));
+  }
+  if (options.block_size < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "block_size is ", options.block_size, ", must be >= 1"));
+  }
+  if (cols > std::numeric_limits<int32_t>::max()) {
+    return absl::InvalidArgumentError("too many input features");
+  }
+  const Granularity granularity = layout.scheme.granularity;
+  const bool grouped = granularity == Granularity::kPerGroup;
+  const int64_t group = grouped ? layout.group_size : cols;
+  const int64_t groups_per_row = grouped ? cols / group : 1;
+  const bool dynamic_groups = grouped && !options.static_groups;
+
+  GptqResult result;
+  std::vector<float> work(w, w + rows * cols);
+  // Parameters: per tensor or per channel from the original W (dead columns
+  // included, as the reference's find_params(W) before zeroing them).
+  std::vector<GridParams> params(Sz(layout.num_groups));
+  if (granularity == Granularity::kPerTensor) {
+    params[0] = grid.Params(work.data(), rows * cols);
+  } else if (granularity == Granularity::kPerChannel) {
+    for (int64_t r = 0; r < rows; ++r) {
+      params[Sz(r)] = grid.Params(work.data() + r * cols, cols);
+    }
+  }
+
+  // H = 2 G / n; dead columns.
+  std::vector<float> h(Sz(cols * cols));
+  const double h_factor = 2.0 / static_cast<double>(gram.tokens);
+  for (int64_t i = 0; i < cols; ++i) {
+    for (int64_t j = 0; j < cols; ++j) {
+      h[Sz(i * cols + j)] = static_cast<float>(h_factor * gram.at(i, j));
+    }
+  }
+  for (int64_t c = 0; c < cols; ++c) {
+    if (gram.at(c, c) == 0.0) {
+      ++result.dead_columns;
+      h[Sz(c * cols + c)] = 1.0f;
+      for (int64_t r = 0; r < rows; ++r) work[Sz(r * cols + c)] = 0.0f;
+    }
+  }
+  if (grouped && options.static_groups) {
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t g = 0; g < groups_per_row; ++g) {
+        params[Sz(r * groups_per_row + g)] =
+            grid.Params(work.data() + r * cols + g * group, group);
+      }
+    }
+  }
+
+  // act_order: quantization order by descending diag(H), stable.
+  std::vector<int32_t> perm(Sz(cols));
+  std::iota(perm.begin(), perm.end(), 0);
+  if (options.act_order) {
+    std::stable_sort(perm.begin(), perm.end(), [&](int32_t a, int32_t b) {
+      return h[Sz(a * cols + a)] > h[Sz(b * cols + b)];
+    });
+    std::vector<float> tmp(Sz(cols));
+    for (int64_t r = 0; r < rows; ++r) {
+      float* row = work.data() + r * cols;
+      for (int64_t j = 0; j < cols; ++j) tmp[Sz(j)] = row[perm[Sz(j)]];
+      std::copy(tmp.begin(), tmp.end(), row);
+    }
+    std::vector<float> hp(Sz(cols * cols));
+    for (int64_t i = 0; i < cols; ++i) {
+      for (int64_t j = 0; j < cols; ++j) {
+        hp[Sz(i * cols + j)] = h[Sz(perm[Sz(i)] * cols + perm[Sz(j)])];
+      }
+    }
+    h.swap(hp);
+    result.perm = perm;
+  }
+  result.permuted = options.act_order && dynamic_groups;
+
+  // Damping, then Hinv = upper Cholesky factor of H^-1 (in place in h).
+  double diag_sum = 0.0;
+  for (int64_t c = 0; c < cols; ++c) diag_sum += h[Sz(c * cols + c)];
+  const float damp = static_cast<float>(options.damp_percent * diag_sum /
+                                        static_cast<double>(cols));
+  for (int64_t c = 0; c < cols; ++c) h[Sz(c * cols + c)] += damp;
+  QUANTD_RETURN_IF_ERROR(internal::UpperCholeskyOfInverse(h.data(), cols));
+  const float* hinv = h.data();
+
+  // Codes in output order: processing order when permuted, else original.
+  std::vector<uint8_t> fields(Sz(rows * cols));
+  std::vector<float> err;
+  double loss = 0.0;
+  for (int64_t i1 = 0; i1 < cols;) {
+    int64_t i2 = std::min(i1 + options.block_size, cols);
+    if (dynamic_groups) {
+      // A group starting inside the batch must end inside it, so that its
+      // parameters see every earlier column's update.
+      const int64_t last_start = (i2 - 1) / group * group;
+      if (last_start > i1 && last_start + group > i2) i2 = last_start;
+    }
+    const int64_t width = i2 - i1;
+    err.assign(Sz(rows * width), 0.0f);
+    for (int64_t r = 0; r < rows; ++r) {
+      float* row = work.data() + r * cols;
+      float* err_row = err.data() + r * width;
+      for (int64_t i = i1; i < i2; ++i) {
+        GridParams* p;
+        if (dynamic_groups) {
+          p = &params[Sz(r * groups_per_row + i / group)];
+          if (i % group == 0) *p = grid.Params(row + i, group);
+        } else if (grouped) {
+          p = &params[Sz(r * groups_per_row + perm[Sz(i)] / group)];
+        } else if (granularity == Granularity::kPerChannel) {
+          p = &params[Sz(r)];
+        } else {
+          p = &params[0];
+        }
+        const float x = row[i];
+        const int code = grid.Code(x, *p);
+        const float q = grid.Value(code, *p);
+        const int64_t out_col = result.permuted ? i : perm[Sz(i)];
+        fields[Sz(r * cols + out_col)] = grid.Field(code);
+        const float d = hinv[Sz(i * cols + i)];
+        const float e = (x - q) / d;
+        loss += 0.5 * static_cast<double>(e) * e;
+        err_row[i - i1] = e;
+        const float* hrow = hinv + i * cols;
+        for (int64_t j = i + 1; j < i2; ++j) row[j] -= e * hrow[j];
+      }
+    }
+    // Lazy batch update of the later columns: W[:, i2:] -= E Hinv[i1:i2, i2:].
+    QUANTD_RETURN_IF_ERROR(internal::Sgemm(
+        false, false, rows, cols - i2, width, -1.0f, err.data(), width,
+        hinv + i1 * cols + i2, cols, 1.0f, work.data() + i2, cols));
+    i1 = i2;
+  }
+  result.loss = loss;
+
+  QuantizedTensor& q = result.quantized;
+  q = AllocateQuantized(layout);
+  PackCodes(fields.data(), rows * cols, grid.bits, q.codes.data());
+  for (size_t g = 0; g < params.size(); ++g) {
+    q.scales[g] = params[g].scale;
+    if (!grid.symmetric) {
+      q.zero_points[g] = static_cast<uint8_t>(params[g].zero_point);
+    }
+  }
+  if (grouped) {
+    result.g_idx.resize(Sz(cols));
+    for (int64_t j = 0; j < cols; ++j) {
+      result.g_idx[Sz(perm[Sz(j)])] = static_cast<int32_t>(
+          (result.permuted ? j : perm[Sz(j)]) / group);
+    }
+  }
+
+  result.output_error = std::numeric_limits<double>::quiet_NaN();
+  result.rtn_output_error = std::numeric_limits<double>::quiet_NaN();
+  if (options.measure_output_error) {
+    std::vector<float> w_hat(Sz(rows * cols));
+    GptqDequantize(result, w_hat.data());
+    QUANTD_ASSIGN_OR_RETURN(result.output_error,
+                            OutputRelativeError(w, w_hat.data(), rows, cols,
+                                                gram));
+    QuantizedTensor rtn = AllocateQuantized(layout);
+    QUANTD_RETURN_IF_ERROR(Quantize(w, rtn));
+    Dequantize(rtn, w_hat.data());
+    QUANTD_ASSIGN_OR_RETURN(result.rtn_output_error,
+                            OutputRelativeError(w, w_hat.data(), rows, cols,
+                                                gram));
+  }
+  return result;
+}
+
+void GptqDequantize(const GptqResult& result, float* dst) {
+  const Layout& layout = result.quantized.layout;
+  Dequantize(result.quantized, dst);
+  if (!result.permuted) return;
+  const int64_t cols = layout.row_length;
+  std::vector<float> tmp(Sz(cols));
+  for (int64_t r = 0; r < layout.rows; ++r) {
+    float* row = dst + r * cols;
+    for (int64_t j = 0; j < cols; ++j) tmp[Sz(result.perm[Sz(j)])] = row[j];
+    std::copy(tmp.begin(), tmp.end(), row);
+  }
+}
+
+}  // namespace quantd
