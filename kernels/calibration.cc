@@ -24,7 +24,7 @@ constexpr int kMinExponent = -149;  // 2^-149: the smallest positive float
 // Column panel of one G block: panel j computes G[0:j+P, j:j+P] only (the
 // upper triangle and the diagonal block), so a block costs about half of the
 // full GEMM.
-constexpr int64_t kGramPanel = 256;
+constexpr int64_t kGramPanel = 512;
 // Output rows per GEMM in ComputeOutputError (bounds its scratch).
 constexpr int64_t kOutputPanel = 256;
 constexpr int kLevelsKl = 128;
@@ -560,9 +560,18 @@ absl::StatusOr<std::vector<double>> CalibrationAccumulator::Gram() const {
                                          g.data(), scratch.data());
     if (!s.ok()) return Error(s.code(), std::string(s.message()));
   }
+  // Lower triangle from the upper one, in tiles (a plain loop's column
+  // reads miss the cache on every element).
   const int64_t f = features_;
-  for (int64_t r = 1; r < f; ++r) {
-    for (int64_t c = 0; c < r; ++c) g[r * f + c] = g[c * f + r];
+  constexpr int64_t kTile = 64;
+  for (int64_t r0 = 0; r0 < f; r0 += kTile) {
+    for (int64_t c0 = 0; c0 <= r0; c0 += kTile) {
+      for (int64_t r = r0; r < std::min(r0 + kTile, f); ++r) {
+        for (int64_t c = c0; c < std::min({c0 + kTile, r, f}); ++c) {
+          g[r * f + c] = g[c * f + r];
+        }
+      }
+    }
   }
   return g;
 }
