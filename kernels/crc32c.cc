@@ -54,9 +54,8 @@ uint32_t UpdateTable(uint32_t c, const uint8_t* p, size_t size) {
   return c;
 }
 
-__attribute__((target("sse4.2"))) uint32_t UpdateSse42(uint32_t c,
-                                                      const uint8_t* p,
-                                                      size_t size) {
+__attribute__((target("sse4.2"))) uint32_t UpdateSse42Serial(
+    uint32_t c, const uint8_t* p, size_t size) {
   uint64_t c64 = c;
   while (size >= 8) {
     uint64_t word;
@@ -68,6 +67,41 @@ __attribute__((target("sse4.2"))) uint32_t UpdateSse42(uint32_t c,
   uint32_t c32 = static_cast<uint32_t>(c64);
   while (size-- > 0) c32 = _mm_crc32_u8(c32, *p++);
   return c32;
+}
+
+// Defined with the combine arithmetic below.
+uint32_t ShiftRaw(uint32_t crc, uint64_t bytes);
+
+// The crc32 instruction has a latency of 3 cycles and a throughput of one
+// per cycle, so one dependency chain runs at a third of its speed. Large
+// buffers are cut into three equal stripes checksummed in one interleaved
+// loop; the stripes' registers are then joined by shifting over the
+// following stripes' lengths (ShiftRaw, O(log n) with no data access).
+__attribute__((target("sse4.2"))) uint32_t UpdateSse42(uint32_t c,
+                                                      const uint8_t* p,
+                                                      size_t size) {
+  constexpr size_t kMinInterleaved = 3 * 1024;
+  if (size < kMinInterleaved) return UpdateSse42Serial(c, p, size);
+  const size_t stripe = size / 24 * 8;  // bytes per stripe, whole words
+  const uint8_t* p1 = p + stripe;
+  const uint8_t* p2 = p1 + stripe;
+  uint64_t c0 = c, c1 = 0, c2 = 0;
+  for (size_t i = 0; i < stripe; i += 8) {
+    uint64_t w0, w1, w2;
+    std::memcpy(&w0, p + i, 8);
+    std::memcpy(&w1, p1 + i, 8);
+    std::memcpy(&w2, p2 + i, 8);
+    c0 = _mm_crc32_u64(c0, w0);
+    c1 = _mm_crc32_u64(c1, w1);
+    c2 = _mm_crc32_u64(c2, w2);
+  }
+  // Raw registers are linear in (state, data): stripe 0's state shifted over
+  // two stripes, plus stripe 1's (started from 0) shifted over one, plus
+  // stripe 2's, is the register after all three.
+  uint32_t r = ShiftRaw(static_cast<uint32_t>(c0), stripe) ^
+               static_cast<uint32_t>(c1);
+  r = ShiftRaw(r, stripe) ^ static_cast<uint32_t>(c2);
+  return UpdateSse42Serial(r, p + 3 * stripe, size - 3 * stripe);
 }
 
 using UpdateFn = uint32_t (*)(uint32_t, const uint8_t*, size_t);
@@ -105,49 +139,54 @@ uint32_t Crc32cTable(uint32_t crc, const void* data, size_t size) {
 
 namespace {
 
-// CRC arithmetic over GF(2): appending a zero bit to the message multiplies
-// the (reflected) register by x modulo the polynomial, a linear map that a
-// 32x32 bit matrix represents (column i = image of bit i). Appending 2^k
-// zero bytes is that matrix raised to 8*2^k, built by repeated squaring.
-using Gf2Matrix = std::array<uint32_t, 32>;
+// CRC arithmetic over GF(2) in the reflected representation: bit 31 is the
+// coefficient of x^0. Appending a zero bit to the message multiplies the
+// raw register by x modulo the polynomial, so appending n zero bytes
+// multiplies it by x^(8n) mod P; that power is a product of the powers
+// x^(2^k) mod P for the bits k of 8n, precomputed below.
 
-uint32_t Apply(const Gf2Matrix& m, uint32_t v) {
-  uint32_t out = 0;
-  for (int i = 0; v != 0; ++i, v >>= 1) {
-    if (v & 1u) out ^= m[static_cast<size_t>(i)];
+// a(x) * b(x) mod P.
+constexpr uint32_t MultiplyModP(uint32_t a, uint32_t b) {
+  uint32_t product = 0;
+  for (uint32_t m = 1u << 31; m != 0; m >>= 1) {
+    if (a & m) product ^= b;
+    b = (b & 1u) ? (b >> 1) ^ kPolynomial : b >> 1;
   }
-  return out;
+  return product;
 }
 
-Gf2Matrix Square(const Gf2Matrix& m) {
-  Gf2Matrix out{};
-  for (size_t i = 0; i < 32; ++i) out[i] = Apply(m, m[i]);
-  return out;
+// kPowers[k] = x^(2^k) mod P.
+struct Powers {
+  uint32_t p[67];
+};
+
+constexpr Powers MakePowers() {
+  Powers powers{};
+  uint32_t x = 1u << 30;  // x^1
+  for (uint32_t& p : powers.p) {
+    p = x;
+    x = MultiplyModP(x, x);
+  }
+  return powers;
+}
+
+constexpr Powers kPowers = MakePowers();
+
+// The raw register `crc` after `bytes` more zero bytes.
+uint32_t ShiftRaw(uint32_t crc, uint64_t bytes) {
+  // x^(8 * bytes): bit k of `bytes` contributes x^(2^(k+3)).
+  for (size_t k = 3; bytes != 0; ++k, bytes >>= 1) {
+    if (bytes & 1u) crc = MultiplyModP(kPowers.p[k], crc);
+  }
+  return crc;
 }
 
 }  // namespace
 
 uint32_t Crc32cCombine(uint32_t crc_a, uint32_t crc_b, uint64_t size_b) {
-  if (size_b == 0) return crc_a;
-  // One zero bit: shift right, folding the polynomial in when bit 0 was set.
-  Gf2Matrix odd{};
-  odd[0] = 0x82F63B78u;
-  for (size_t i = 1; i < 32; ++i) odd[i] = 1u << (i - 1);
-  Gf2Matrix even = Square(odd);  // two zero bits
-  odd = Square(even);            // four zero bits
   // The pre- and post-conditioning (xor 0xFFFFFFFF) cancel out: shifting
   // crc_a over |B| zero bytes and adding crc_b gives the concatenation's CRC.
-  uint32_t crc = crc_a;
-  do {
-    even = Square(odd);  // first pass: one zero byte
-    if (size_b & 1u) crc = Apply(even, crc);
-    size_b >>= 1;
-    if (size_b == 0) break;
-    odd = Square(even);
-    if (size_b & 1u) crc = Apply(odd, crc);
-    size_b >>= 1;
-  } while (size_b != 0);
-  return crc ^ crc_b;
+  return ShiftRaw(crc_a, size_b) ^ crc_b;
 }
 
 }  // namespace quantd
