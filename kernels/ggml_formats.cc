@@ -11,6 +11,7 @@
 #include <cfloat>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -20,6 +21,7 @@
 #include "kernels/internal/ggml_kquants.h"
 #include "kernels/internal/ggml_search.h"
 #include "kernels/internal/isa_kernels.h"
+#include "kernels/internal/metrics_internal.h"
 
 namespace quantd {
 
@@ -762,6 +764,46 @@ absl::Status GgmlDequantize(const GgmlFormatTraits& format,
   }
   format.dequantize(src, rows * (row_length / format.block_size), dst);
   return absl::OkStatus();
+}
+
+absl::StatusOr<ErrorMetrics> GgmlDequantizeAndMeasure(
+    const GgmlFormatTraits& format, const uint8_t* src, int64_t rows,
+    int64_t row_length, const float* w, float* w_hat) {
+  absl::StatusOr<int64_t> row_bytes = GgmlRowBytes(format, row_length);
+  if (!row_bytes.ok()) return row_bytes.status();
+  if (rows < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(format.name, ": rows ", rows, " is negative"));
+  }
+  // Blocks never straddle rows, so the tensor is one run of blocks; a chunk
+  // is a whole number of blocks of at most kMetricsBlock elements (at least
+  // one block), accumulated in kMetricsBlock pieces as ComputeErrorMetrics
+  // sums.
+  constexpr auto kBlock = static_cast<int64_t>(internal::kMetricsBlock);
+  const int64_t bs = format.block_size;
+  const int64_t chunk_blocks = std::max<int64_t>(1, kBlock / bs);
+  const int64_t total_blocks = rows * (row_length / bs);
+  const internal::AccumulateMetricsFn accumulate =
+      internal::SelectedAccumulateMetrics();
+  std::vector<float> buffer;
+  if (w_hat == nullptr) buffer.resize(static_cast<size_t>(chunk_blocks * bs));
+  internal::MetricSums sums;
+  for (int64_t b0 = 0; b0 < total_blocks; b0 += chunk_blocks) {
+    const int64_t blocks = std::min(chunk_blocks, total_blocks - b0);
+    const int64_t e0 = b0 * bs;
+    float* out = w_hat != nullptr ? w_hat + e0 : buffer.data();
+    format.dequantize(src + b0 * format.block_bytes, blocks, out);
+    for (int64_t i = 0; i < blocks * bs; i += kBlock) {
+      accumulate(w + e0 + i, out + i, std::min(kBlock, blocks * bs - i), sums);
+    }
+  }
+  ErrorMetrics metrics = internal::FinishMetrics(
+      sums, static_cast<size_t>(total_blocks * bs));
+  metrics.bits_per_weight =
+      total_blocks == 0 ? 0.0
+                        : static_cast<double>(format.block_bytes) * 8.0 /
+                              static_cast<double>(format.block_size);
+  return metrics;
 }
 
 }  // namespace quantd

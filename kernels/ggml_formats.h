@@ -72,6 +72,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "kernels/metrics.h"
 
 namespace quantd {
 
@@ -310,6 +311,21 @@ absl::Status GgmlQuantizeReference(const GgmlFormatTraits& format,
 absl::Status GgmlDequantize(const GgmlFormatTraits& format,
                             const uint8_t* src, int64_t rows,
                             int64_t row_length, float* dst);
+
+// Dequantizes like GgmlDequantize and measures the error against `w` (the
+// rows * row_length values that were quantized) in one pass: 4096 elements
+// at a time are dequantized into L1 and accumulated at once, so with
+// `w_hat` nullptr no n-float buffer exists at all. If `w_hat` is not null
+// it receives exactly GgmlDequantize's values. The sums are added as
+// DequantizeAndMeasure adds them (quantize.h): identical on every run for a
+// given DetectedIsa(), equal to ComputeErrorMetrics(w, w_hat, n) on the
+// scalar path and within DequantizeAndMeasure's relative bound on the
+// vector paths. bits_per_weight is 8 * block_bytes / block_size (0 for
+// an empty tensor), as Layout::BitsPerWeight.
+// InvalidArgument as for GgmlDequantize.
+absl::StatusOr<ErrorMetrics> GgmlDequantizeAndMeasure(
+    const GgmlFormatTraits& format, const uint8_t* src, int64_t rows,
+    int64_t row_length, const float* w, float* w_hat);
 
 }  // namespace quantd
 

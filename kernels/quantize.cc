@@ -225,6 +225,26 @@ ErrorMetrics DequantizeAndMeasureScalar(const QuantizedTensor& q,
   return metrics;
 }
 
+void AccumulateMetricsScalar(const float* w, const float* w_hat, int64_t n,
+                             MetricSums& sums) {
+  AccumulateBlockReference(w, w_hat, static_cast<size_t>(n), sums);
+}
+
+AccumulateMetricsFn SelectedAccumulateMetrics() {
+  static const AccumulateMetricsFn fn = [] {
+    switch (DetectedIsa()) {
+      case Isa::kAvx512:
+        return &AccumulateMetricsAvx512;
+      case Isa::kAvx2:
+        return &AccumulateMetricsAvx2;
+      case Isa::kScalar:
+        break;
+    }
+    return &AccumulateMetricsScalar;
+  }();
+  return fn;
+}
+
 DequantizeFn SelectedDequantizeInt() {
   static const DequantizeFn fn = [] {
     switch (DetectedIsa()) {

@@ -498,4 +498,9 @@ ErrorMetrics DequantizeAndMeasureAvx2(const QuantizedTensor& q,
   return m;
 }
 
+void AccumulateMetricsAvx2(const float* w, const float* w_hat, int64_t n,
+                           MetricSums& sums) {
+  AccumulateChunkAvx2(w, w_hat, n, sums);
+}
+
 }  // namespace quantd::internal

@@ -491,4 +491,9 @@ ErrorMetrics DequantizeAndMeasureAvx512(const QuantizedTensor& q,
   return m;
 }
 
+void AccumulateMetricsAvx512(const float* w, const float* w_hat, int64_t n,
+                             MetricSums& sums) {
+  AccumulateChunkAvx512(w, w_hat, n, sums);
+}
+
 }  // namespace quantd::internal

@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "kernels/cpu.h"
+#include "kernels/internal/metrics_internal.h"
 #include "kernels/quantize.h"
 
 namespace quantd::internal {
@@ -58,6 +59,20 @@ ErrorMetrics DequantizeAndMeasureAvx2(const QuantizedTensor& q,
 ErrorMetrics DequantizeAndMeasureAvx512(const QuantizedTensor& q,
                                         const float* src, float* w_hat);
 DequantizeAndMeasureFn SelectedDequantizeAndMeasure();
+
+// The accumulation step of DequantizeAndMeasure per ISA, for the other
+// fused dequantize-and-measure paths (GgmlDequantizeAndMeasure): adds the
+// metric sums of w[0, n) against w_hat[0, n), n <= kMetricsBlock, to
+// `sums`. The scalar one is AccumulateBlockReference.
+using AccumulateMetricsFn = void (*)(const float* w, const float* w_hat,
+                                     int64_t n, MetricSums& sums);
+void AccumulateMetricsScalar(const float* w, const float* w_hat, int64_t n,
+                             MetricSums& sums);
+void AccumulateMetricsAvx2(const float* w, const float* w_hat, int64_t n,
+                           MetricSums& sums);
+void AccumulateMetricsAvx512(const float* w, const float* w_hat, int64_t n,
+                             MetricSums& sums);
+AccumulateMetricsFn SelectedAccumulateMetrics();
 
 // Vector range pass for int8 symmetric per channel: scales[r] of each of
 // `rows` rows of `row_length` values, plus inv_scales[r] = 1 / scales[r].

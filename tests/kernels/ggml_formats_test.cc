@@ -16,6 +16,8 @@
 #include "kernels/internal/ggml_kernels.h"
 #include "kernels/internal/ggml_kquants.h"
 #include "kernels/internal/isa_kernels.h"
+#include "kernels/internal/metrics_internal.h"
+#include "kernels/metrics.h"
 
 namespace quantd {
 namespace {
@@ -687,6 +689,96 @@ TEST(GgmlDequantizeTest, KnownValuesAndRoundTripBounds) {
     // Relative MSE of a sane quantizer on Gaussian data with 40x outliers.
     EXPECT_LT(err / energy, f.type == GgmlType::kQ8_0 ? 5e-4 : 5e-2);
   }
+}
+
+TEST(GgmlDequantizeAndMeasureTest, ValuesAndMetricsOfTheRoundTrip) {
+  // 7 rows of 2304: chunks of 4096 elements cross rows, the last is short.
+  const int64_t rows = 7, row_length = 2304;
+  const uint32_t seed = 20261125;
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  const std::vector<float> x =
+      RandomWeights(static_cast<size_t>(rows * row_length), seed, 0.02f);
+  for (const GgmlFormatTraits& f : GgmlFormatTable()) {
+    SCOPED_TRACE(f.name);
+    Bytes codes(static_cast<size_t>(rows * *GgmlRowBytes(f, row_length)));
+    ASSERT_TRUE(
+        GgmlQuantize(f, x.data(), rows, row_length, nullptr, codes.data())
+            .ok());
+    std::vector<float> want_hat(x.size());
+    ASSERT_TRUE(
+        GgmlDequantize(f, codes.data(), rows, row_length, want_hat.data())
+            .ok());
+    const ErrorMetrics want =
+        ComputeErrorMetrics(x.data(), want_hat.data(), x.size());
+
+    std::vector<float> w_hat(x.size(), -1.0f);
+    absl::StatusOr<ErrorMetrics> with = GgmlDequantizeAndMeasure(
+        f, codes.data(), rows, row_length, x.data(), w_hat.data());
+    ASSERT_TRUE(with.ok()) << with.status();
+    EXPECT_EQ(0, std::memcmp(w_hat.data(), want_hat.data(),
+                             w_hat.size() * sizeof(float)));
+    absl::StatusOr<ErrorMetrics> without = GgmlDequantizeAndMeasure(
+        f, codes.data(), rows, row_length, x.data(), nullptr);
+    ASSERT_TRUE(without.ok()) << without.status();
+    for (const ErrorMetrics* m : {&*with, &*without}) {
+      if (DetectedIsa() == Isa::kScalar) {
+        EXPECT_EQ(m->mse, want.mse);
+        EXPECT_EQ(m->sqnr_db, want.sqnr_db);
+        EXPECT_EQ(m->cosine_similarity, want.cosine_similarity);
+      }
+      // DequantizeAndMeasure's bound for the vector paths.
+      EXPECT_NEAR(m->mse, want.mse, 1e-12 * want.mse);
+      EXPECT_NEAR(m->rmse, want.rmse, 1e-12 * want.rmse);
+      EXPECT_NEAR(m->sqnr_db, want.sqnr_db, 1e-9);
+      EXPECT_NEAR(m->cosine_similarity, want.cosine_similarity, 1e-12);
+      EXPECT_EQ(m->max_abs_error, want.max_abs_error);
+      EXPECT_EQ(m->bits_per_weight, 8.0 * f.block_bytes / f.block_size);
+    }
+    EXPECT_EQ(with->mse, without->mse);
+    EXPECT_EQ(with->cosine_similarity, without->cosine_similarity);
+  }
+}
+
+TEST(GgmlDequantizeAndMeasureTest, EveryAccumulatorOfThisCpuMatchesTheReference) {
+  const std::vector<float> x = RandomWeights(4096, 7, 1.0f);
+  const std::vector<float> y = RandomWeights(4096, 8, 1.0f);
+  std::vector<internal::AccumulateMetricsFn> paths = {
+      &internal::AccumulateMetricsScalar};
+  if (internal::CpuIsa() >= Isa::kAvx2) {
+    paths.push_back(&internal::AccumulateMetricsAvx2);
+  }
+  if (internal::CpuIsa() >= Isa::kAvx512) {
+    paths.push_back(&internal::AccumulateMetricsAvx512);
+  }
+  for (int64_t n : {int64_t{1}, int64_t{15}, int64_t{17}, int64_t{4096}}) {
+    internal::MetricSums want;
+    internal::AccumulateBlockReference(x.data(), y.data(),
+                                       static_cast<size_t>(n), want);
+    for (size_t p = 0; p < paths.size(); ++p) {
+      SCOPED_TRACE(::testing::Message() << "path " << p << " n " << n);
+      internal::MetricSums got;
+      paths[p](x.data(), y.data(), n, got);
+      EXPECT_NEAR(got.err2, want.err2, 1e-12 * want.err2);
+      EXPECT_NEAR(got.w2, want.w2, 1e-12 * want.w2);
+      EXPECT_NEAR(got.what2, want.what2, 1e-12 * want.what2);
+      EXPECT_NEAR(got.dot, want.dot, 1e-12 * std::fabs(want.dot) + 1e-300);
+      EXPECT_EQ(got.max_abs, want.max_abs);
+    }
+  }
+}
+
+TEST(GgmlDequantizeAndMeasureTest, RowsThatAreNotWholeBlocksAreInvalidArgument) {
+  const GgmlFormatTraits& q4 = *FindGgmlFormat("Q4_0");
+  const std::vector<float> x(48, 1.0f);
+  Bytes codes(64);
+  EXPECT_EQ(GgmlDequantizeAndMeasure(q4, codes.data(), 1, 48, x.data(), nullptr)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(GgmlDequantizeAndMeasure(q4, codes.data(), -1, 32, x.data(), nullptr)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
