@@ -178,6 +178,47 @@ struct JobState {
       ABSL_GUARDED_BY(mu);
 };
 
+// Sends one calibration set: header, chunks (whole rows for activations,
+// each with its CRC-32C), end with the whole set's CRC-32C. False when the
+// stream broke.
+bool WriteCalibrationSet(
+    const CalibrationSetRequest& set, uint64_t chunk_bytes,
+    grpc::ClientReaderWriter<v1::QuantizeRequest, v1::QuantizeResponse>& stream) {
+  v1::QuantizeRequest request;
+  v1::CalibrationHeader* header = request.mutable_calibration_header();
+  header->set_name(set.name);
+  header->set_kind(set.kind);
+  header->set_features(static_cast<uint64_t>(std::max<int64_t>(set.features, 0)));
+  uint64_t step = chunk_bytes;
+  if (set.kind == v1::CALIBRATION_KIND_ACTIVATIONS ||
+      set.kind == v1::CALIBRATION_KIND_UNSPECIFIED) {
+    header->set_dtype(DTypeToProto(set.dtype));
+    header->set_channel_histograms(set.channel_histograms);
+    const uint64_t row_bytes =
+        static_cast<uint64_t>(std::max<int64_t>(set.features, 1)) *
+        static_cast<uint64_t>(DTypeSize(set.dtype));
+    step = std::max<uint64_t>(chunk_bytes / row_bytes, 1) * row_bytes;
+  } else {
+    header->set_tokens(static_cast<uint64_t>(std::max<int64_t>(set.tokens, 0)));
+  }
+  if (!stream.Write(request)) return false;
+  uint32_t set_crc = 0;
+  for (uint64_t offset = 0; offset < set.data.size(); offset += step) {
+    request.Clear();
+    v1::CalibrationChunk* chunk = request.mutable_calibration_chunk();
+    chunk->set_offset(offset);
+    absl::Span<const uint8_t> piece = set.data.subspan(offset, step);
+    chunk->set_data(piece.data(), piece.size());
+    const uint32_t crc = Crc32c(piece.data(), piece.size());
+    chunk->set_crc32c(crc);
+    set_crc = Crc32cCombine(set_crc, crc, piece.size());
+    if (!stream.Write(request)) return false;
+  }
+  request.Clear();
+  request.mutable_calibration_end()->set_crc32c(set_crc);
+  return stream.Write(request);
+}
+
 }  // namespace
 
 absl::Status QuantdClient::RunJob(const JobConfig& config,
@@ -204,8 +245,15 @@ absl::Status QuantdClient::RunJob(const JobConfig& config,
     v1::JobStart* start = request.mutable_start();
     SchemeToProto(config.scheme, start->mutable_scheme());
     start->mutable_options()->set_output(config.output);
+    if (config.activation_range.ByteSizeLong() > 0) {
+      *start->mutable_options()->mutable_activation_range() =
+          config.activation_range;
+    }
     start->set_client(config.client_name);
     if (!stream->Write(request)) return;
+    for (const CalibrationSetRequest& set : config.calibration_sets) {
+      if (!WriteCalibrationSet(set, chunk_bytes, *stream)) return;
+    }
     while (true) {
       {
         absl::MutexLock lock(&state.mu);
@@ -256,6 +304,10 @@ absl::Status QuantdClient::RunJob(const JobConfig& config,
       }
       header->mutable_importance()->Add(tensor->importance.begin(),
                                         tensor->importance.end());
+      header->set_calibration(tensor->calibration);
+      if (tensor->activation_range) {
+        *header->mutable_activation_range() = *tensor->activation_range;
+      }
       if (!stream->Write(request)) return;
       // Each chunk carries its CRC-32C; the end carries the whole tensor's,
       // folded from the chunks' so the data is read once.
@@ -347,6 +399,13 @@ absl::Status QuantdClient::RunJob(const JobConfig& config,
       TensorReply& reply = done.reply;
       reply.layout = result.layout();
       reply.metrics = result.metrics();
+      if (result.has_output_metrics()) {
+        reply.output_metrics = result.output_metrics();
+      }
+      if (result.has_activation_range()) {
+        reply.activation_range = result.activation_range();
+      }
+      reply.importance_from_calibration = result.importance_from_calibration();
       reply.bytes_in = result.bytes_in();
       reply.bytes_out = result.bytes_out();
       reply.queue_seconds = result.queue_seconds();

@@ -65,6 +65,32 @@ struct TensorRequest {
   // wrong count or value, or for weights with an int scheme (see
   // TensorHeader.importance in the proto).
   std::vector<float> importance;
+  // Name of a calibration set of the job (JobConfig::calibration_sets)
+  // whose activations are this tensor's input: its row length must equal
+  // the set's features. The reply then carries output metrics and the
+  // activation range (see TensorHeader.calibration). Empty: none.
+  std::string calibration;
+  // Overrides JobConfig::activation_range for this tensor when set.
+  std::optional<v1::ActivationRangeOptions> activation_range;
+};
+
+// A calibration set, sent after JobStart and before any tensor.
+struct CalibrationSetRequest {
+  std::string name;
+  v1::CalibrationKind kind = v1::CALIBRATION_KIND_ACTIVATIONS;
+  // ACTIVATIONS: F32, F16 or BF16 (ignored for GRAM and IMPORTANCE).
+  DType dtype = DType::kF32;
+  int64_t features = 0;
+  // GRAM / IMPORTANCE: tokens the statistics came from (>= 1). Ignored for
+  // ACTIVATIONS (the server counts).
+  int64_t tokens = 0;
+  // ACTIVATIONS: tokens x features values of `dtype`, row-major; GRAM:
+  // features² f64; IMPORTANCE: features f32; little-endian. Not owned: must
+  // stay valid until RunJob returns. Sent in chunks of whole rows (at most
+  // JobConfig::chunk_bytes, at least one row), never copied whole.
+  absl::Span<const uint8_t> data;
+  // ACTIVATIONS: per-feature histograms too. Default: false.
+  bool channel_histograms = false;
 };
 
 // A tensor's quantized result, assembled from its ShardChunks and checked
@@ -77,6 +103,13 @@ struct TensorReply {
   std::vector<uint8_t> zero_points;  // layout.num_scales if has_zero_points
   std::vector<uint8_t> fake_quant;   // f32 LE, one per element (fake quant)
   v1::Metrics metrics;
+  // With TensorRequest::calibration: output-space metrics over the set
+  // (absent for an IMPORTANCE set), the set's static int8 activation range
+  // (ACTIVATIONS sets), and whether the set gave a block format its
+  // importance weights.
+  std::optional<v1::OutputMetrics> output_metrics;
+  std::optional<v1::ActivationRange> activation_range;
+  bool importance_from_calibration = false;
   uint64_t bytes_in = 0;
   uint64_t bytes_out = 0;
   double queue_seconds = 0;    // as reported by the server
@@ -101,6 +134,12 @@ struct JobConfig {
   uint64_t chunk_bytes = uint64_t{1} << 20;
   // Deadline for the whole stream. Default: none.
   absl::Duration timeout = absl::InfiniteDuration();
+  // Calibration sets sent, in order, after JobStart and before the first
+  // tensor. Default: none.
+  std::vector<CalibrationSetRequest> calibration_sets;
+  // JobOptions.activation_range: how tensors' activation ranges are
+  // estimated. Default: min-max, symmetric.
+  v1::ActivationRangeOptions activation_range;
 };
 
 // Produces the next tensor to send, or nullopt when the job has no more.

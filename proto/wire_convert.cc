@@ -140,4 +140,66 @@ void MetricsToProto(const ErrorMetrics& metrics, v1::Metrics* proto) {
   proto->set_bits_per_weight(metrics.bits_per_weight);
 }
 
+absl::StatusOr<RangeOptions> RangeOptionsFromProto(
+    const v1::ActivationRangeOptions& proto) {
+  RangeOptions options;
+  switch (proto.method()) {
+    case v1::RANGE_METHOD_UNSPECIFIED:
+    case v1::RANGE_METHOD_MINMAX: options.method = RangeMethod::kMinMax; break;
+    case v1::RANGE_METHOD_PERCENTILE:
+      options.method = RangeMethod::kPercentile;
+      break;
+    case v1::RANGE_METHOD_MSE: options.method = RangeMethod::kMse; break;
+    case v1::RANGE_METHOD_KL: options.method = RangeMethod::kKl; break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown range method ", proto.method()));
+  }
+  options.symmetric = !proto.asymmetric();
+  if (proto.percentile() != 0) {
+    if (options.method != RangeMethod::kPercentile) {
+      return absl::InvalidArgumentError(
+          "percentile is set but the method is not PERCENTILE");
+    }
+    if (!(proto.percentile() >= 50 && proto.percentile() <= 100)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "percentile ", proto.percentile(), " is outside [50, 100]"));
+    }
+    options.percentile = proto.percentile();
+  }
+  return options;
+}
+
+v1::RangeMethod RangeMethodToProto(RangeMethod method) {
+  switch (method) {
+    case RangeMethod::kMinMax: return v1::RANGE_METHOD_MINMAX;
+    case RangeMethod::kPercentile: return v1::RANGE_METHOD_PERCENTILE;
+    case RangeMethod::kMse: return v1::RANGE_METHOD_MSE;
+    case RangeMethod::kKl: return v1::RANGE_METHOD_KL;
+  }
+  return v1::RANGE_METHOD_UNSPECIFIED;
+}
+
+void OutputErrorToProto(const OutputError& error, const std::string& set,
+                        int64_t tokens, v1::OutputMetrics* proto) {
+  proto->set_calibration(set);
+  proto->set_tokens(static_cast<uint64_t>(tokens));
+  proto->set_relative_error(error.relative_error);
+  proto->set_sqnr_db(error.sqnr_db);
+  proto->set_error_sq(error.error_sq);
+  proto->set_signal_sq(error.signal_sq);
+}
+
+void ActivationRangeToProto(const ActivationRange& range,
+                            const RangeOptions& options, const std::string& set,
+                            v1::ActivationRange* proto) {
+  proto->set_calibration(set);
+  proto->set_method(RangeMethodToProto(options.method));
+  proto->set_symmetric(options.symmetric);
+  proto->set_lo(range.lo);
+  proto->set_hi(range.hi);
+  proto->set_scale(range.scale);
+  proto->set_zero_point(range.zero_point);
+}
+
 }  // namespace quantd

@@ -6,7 +6,11 @@
 #ifndef QUANTD_PROTO_WIRE_CONVERT_H_
 #define QUANTD_PROTO_WIRE_CONVERT_H_
 
+#include <cstdint>
+#include <string>
+
 #include "absl/status/statusor.h"
+#include "kernels/calibration.h"
 #include "kernels/metrics.h"
 #include "kernels/scheme.h"
 #include "quantd/v1/quantizer.pb.h"
@@ -22,6 +26,17 @@ void LayoutToProto(const Layout& layout, v1::Layout* proto);
 // the ggml block formats of GgmlFormatTable(), in table order.
 void FormatTablesToProto(v1::ServerInfo* info);
 void MetricsToProto(const ErrorMetrics& metrics, v1::Metrics* proto);
+// UNSPECIFIED method means min-max; percentile 0 means 99.99.
+// INVALID_ARGUMENT for an unknown method, a percentile outside [50, 100] or
+// a percentile with another method.
+absl::StatusOr<RangeOptions> RangeOptionsFromProto(
+    const v1::ActivationRangeOptions& proto);
+v1::RangeMethod RangeMethodToProto(RangeMethod method);
+void OutputErrorToProto(const OutputError& error, const std::string& set,
+                        int64_t tokens, v1::OutputMetrics* proto);
+void ActivationRangeToProto(const ActivationRange& range,
+                            const RangeOptions& options, const std::string& set,
+                            v1::ActivationRange* proto);
 
 }  // namespace quantd
 

@@ -68,7 +68,229 @@ absl::Status CheckImportance(absl::string_view tensor, const Layout& layout,
   return absl::OkStatus();
 }
 
+absl::Status SetBad(absl::string_view set, absl::string_view what) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("calibration set '", set, "': ", what));
+}
+
+// True iff the IEEE bits of `v` (binary32 or binary16/bfloat16 widened) have
+// an all-ones exponent.
+bool NonFinite(DType dtype, const char* p) {
+  if (dtype == DType::kF32) {
+    uint32_t bits;
+    std::memcpy(&bits, p, 4);
+    return (bits & 0x7F800000u) == 0x7F800000u;
+  }
+  uint16_t bits;
+  std::memcpy(&bits, p, 2);
+  return dtype == DType::kF16 ? (bits & 0x7C00u) == 0x7C00u
+                              : (bits & 0x7F80u) == 0x7F80u;
+}
+
 }  // namespace
+
+absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnCalibrationHeader(
+    const v1::CalibrationHeader& header) {
+  const std::string& name = header.name();
+  if (open_) {
+    return Bad(open_name_,
+               absl::StrCat("calibration set '", name,
+                            "' opened before this tensor's end"));
+  }
+  if (open_set_) {
+    return SetBad(open_set_->spec.name,
+                  absl::StrCat("calibration set '", name,
+                               "' opened before this set's CalibrationEnd"));
+  }
+  if (name.empty()) return Bad("", "CalibrationHeader.name is empty");
+  if (static_cast<int64_t>(name.size()) > limits_.max_name_bytes) {
+    return Bad("", absl::StrCat("calibration set name longer than ",
+                                limits_.max_name_bytes, " bytes"));
+  }
+  if (sets_.contains(name)) return SetBad(name, "name sent twice in this stream");
+  CalibrationSpec spec;
+  spec.name = name;
+  switch (header.kind()) {
+    case v1::CALIBRATION_KIND_UNSPECIFIED:
+    case v1::CALIBRATION_KIND_ACTIVATIONS:
+      spec.kind = CalibrationKind::kActivations;
+      break;
+    case v1::CALIBRATION_KIND_GRAM:
+      spec.kind = CalibrationKind::kGram;
+      break;
+    case v1::CALIBRATION_KIND_IMPORTANCE:
+      spec.kind = CalibrationKind::kImportance;
+      break;
+    default:
+      return SetBad(name, absl::StrCat("unknown kind ", header.kind()));
+  }
+  const bool activations = spec.kind == CalibrationKind::kActivations;
+  if (activations) {
+    absl::StatusOr<DType> dtype = DTypeFromProto(header.dtype());
+    if (!dtype.ok()) return SetBad(name, dtype.status().message());
+    spec.dtype = *dtype;
+  } else if (header.dtype() != v1::DTYPE_UNSPECIFIED) {
+    return SetBad(name, "dtype must be unset for GRAM (f64) and IMPORTANCE "
+                        "(f32) sets");
+  }
+  if (header.features() < 1 || header.features() > (uint64_t{1} << 24)) {
+    return SetBad(name, absl::StrCat("features ", header.features(),
+                                     " out of range [1, 2^24]"));
+  }
+  spec.features = static_cast<int64_t>(header.features());
+  if (activations && header.tokens() != 0) {
+    return SetBad(name, "tokens must be 0 for ACTIVATIONS (the server counts "
+                        "the rows)");
+  }
+  if (!activations &&
+      (header.tokens() < 1 ||
+       header.tokens() > static_cast<uint64_t>(
+                             std::numeric_limits<int64_t>::max()))) {
+    return SetBad(name, absl::StrCat("tokens ", header.tokens(),
+                                     " must be >= 1 for GRAM and IMPORTANCE"));
+  }
+  spec.tokens = static_cast<int64_t>(header.tokens());
+  if (header.channel_histograms() && !activations) {
+    return SetBad(name, "channel_histograms is for ACTIVATIONS sets only");
+  }
+  spec.channel_histograms = header.channel_histograms();
+
+  auto set = std::make_unique<OpenSet>();
+  set->spec = spec;
+  set->expected_bytes = CalibrationBufferBytes(spec);
+  Event ev;
+  ev.kind = Event::kCalibrationHeader;
+  ev.name = name;
+  ev.working_set_bytes = CalibrationSetBytes(spec);
+  ev.buffer_bytes = set->expected_bytes;
+  ev.calibration = std::move(spec);
+  open_set_ = std::move(set);
+  return ev;
+}
+
+absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnCalibrationChunk(
+    v1::CalibrationChunk& chunk) {
+  if (open_) {
+    return Bad(open_name_, "CalibrationChunk arrived before this tensor's end");
+  }
+  if (!open_set_) {
+    return Bad("", "CalibrationChunk without an open calibration set (no "
+                   "CalibrationHeader)");
+  }
+  OpenSet& set = *open_set_;
+  const std::string& name = set.spec.name;
+  const auto size = static_cast<int64_t>(chunk.data().size());
+  if (size > limits_.max_chunk_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "calibration set '", name, "': chunk of ", size,
+        " bytes exceeds max_chunk_bytes=", limits_.max_chunk_bytes));
+  }
+  if (chunk.offset() != static_cast<uint64_t>(set.received_bytes)) {
+    return SetBad(name, absl::StrCat("chunk offset ", chunk.offset(), " but ",
+                                     set.received_bytes,
+                                     " bytes were received (chunks must be in "
+                                     "order, without gaps or overlaps)"));
+  }
+  const bool activations = set.spec.kind == CalibrationKind::kActivations;
+  const int64_t elem = DTypeSize(set.spec.dtype);
+  const int64_t row_bytes = set.spec.features * elem;
+  if (activations) {
+    if (size == 0 || size % row_bytes != 0) {
+      return SetBad(name, absl::StrCat("chunk of ", size,
+                                       " bytes is not whole rows of ",
+                                       set.spec.features, " ",
+                                       DTypeName(set.spec.dtype), " values (",
+                                       row_bytes, " bytes per row)"));
+    }
+  } else if (size > set.expected_bytes - set.received_bytes) {
+    return SetBad(name, absl::StrCat("chunk ends at byte ",
+                                     set.received_bytes + size, " but the set "
+                                     "holds ", set.expected_bytes, " bytes"));
+  }
+  const uint32_t actual = Crc32c(chunk.data().data(), chunk.data().size());
+  if (chunk.has_crc32c() && actual != chunk.crc32c()) {
+    return absl::DataLossError(absl::StrCat(
+        "calibration set '", name, "': chunk at offset ", chunk.offset(),
+        " has crc32c ", absl::Hex(actual, absl::kZeroPad8),
+        " but was sent with ", absl::Hex(chunk.crc32c(), absl::kZeroPad8),
+        " (corrupted in transit)"));
+  }
+  Event ev;
+  if (activations) {
+    const char* data = chunk.data().data();
+    const int64_t first_token = set.received_bytes / row_bytes;
+    for (int64_t i = 0; i < size / elem; ++i) {
+      if (NonFinite(set.spec.dtype, data + i * elem)) {
+        return SetBad(name, absl::StrCat(
+                                "row ", i / set.spec.features, " of the chunk "
+                                "(token ", first_token + i / set.spec.features,
+                                "), column ", i % set.spec.features,
+                                " is NaN or infinite"));
+      }
+    }
+    ev.kind = Event::kCalibrationChunk;
+    ev.name = name;
+    ev.working_set_bytes = CalibrationChunkBytes(set.spec.dtype, size);
+    ev.data = std::move(*chunk.mutable_data());
+  } else {
+    // Allocated on the first chunk, after the reactor reserved the budget.
+    char* dst;
+    if (set.spec.kind == CalibrationKind::kGram) {
+      if (set.payload.gram.empty()) {
+        set.payload.gram.resize(static_cast<size_t>(set.expected_bytes / 8));
+      }
+      dst = reinterpret_cast<char*>(set.payload.gram.data());
+    } else {
+      if (set.payload.importance.empty()) {
+        set.payload.importance.resize(
+            static_cast<size_t>(set.expected_bytes / 4));
+      }
+      dst = reinterpret_cast<char*>(set.payload.importance.data());
+    }
+    std::memcpy(dst + set.received_bytes, chunk.data().data(),
+                static_cast<size_t>(size));
+  }
+  set.running_crc32c =
+      Crc32cCombine(set.running_crc32c, actual, static_cast<uint64_t>(size));
+  set.received_bytes += size;
+  return ev;
+}
+
+absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnCalibrationEnd(
+    const v1::CalibrationEnd& end) {
+  if (open_) {
+    return Bad(open_name_, "CalibrationEnd arrived before this tensor's end");
+  }
+  if (!open_set_) {
+    return Bad("", "CalibrationEnd without an open calibration set (no "
+                   "CalibrationHeader)");
+  }
+  OpenSet& set = *open_set_;
+  const std::string& name = set.spec.name;
+  if (set.spec.kind == CalibrationKind::kActivations) {
+    if (set.received_bytes == 0) {
+      return SetBad(name, "no rows arrived before CalibrationEnd (a set needs "
+                          "at least one token)");
+    }
+  } else if (set.received_bytes != set.expected_bytes) {
+    return SetBad(name, absl::StrCat("CalibrationEnd after ", set.received_bytes,
+                                     " bytes; ", set.spec.features,
+                                     " features need ", set.expected_bytes));
+  }
+  if (end.has_crc32c() && end.crc32c() != set.running_crc32c) {
+    return absl::DataLossError(absl::StrCat(
+        "calibration set '", name, "': crc32c of the whole set is ",
+        absl::Hex(set.running_crc32c, absl::kZeroPad8),
+        " but CalibrationEnd says ", absl::Hex(end.crc32c(), absl::kZeroPad8)));
+  }
+  sets_[name] = set.spec.features;
+  Event ev;
+  ev.kind = Event::kCalibrationEnd;
+  ev.name = name;
+  ev.payload = std::move(set.payload);
+  open_set_.reset();
+  return ev;
+}
 
 absl::StatusOr<StreamAssembler::Event> StreamAssembler::Consume(
     v1::QuantizeRequest& request) {
@@ -84,6 +306,12 @@ absl::StatusOr<StreamAssembler::Event> StreamAssembler::Consume(
       return OnChunk(*request.mutable_chunk());
     case v1::QuantizeRequest::kEnd:
       return OnEnd(request.end());
+    case v1::QuantizeRequest::kCalibrationHeader:
+      return OnCalibrationHeader(request.calibration_header());
+    case v1::QuantizeRequest::kCalibrationChunk:
+      return OnCalibrationChunk(*request.mutable_calibration_chunk());
+    case v1::QuantizeRequest::kCalibrationEnd:
+      return OnCalibrationEnd(request.calibration_end());
     default:
       return Bad(open_name_, "empty QuantizeRequest (no message kind set)");
   }
@@ -98,6 +326,15 @@ absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnStart(
     return Bad("", absl::StrCat("JobStart: ", scheme.status().message()));
   }
   default_scheme_ = *std::move(scheme);
+  if (start.options().has_activation_range()) {
+    absl::StatusOr<RangeOptions> range =
+        RangeOptionsFromProto(start.options().activation_range());
+    if (!range.ok()) {
+      return Bad("", absl::StrCat("JobOptions.activation_range: ",
+                                  range.status().message()));
+    }
+    default_range_ = *range;
+  }
   switch (start.options().output()) {
     case v1::OUTPUT_KIND_UNSPECIFIED:
     case v1::OUTPUT_KIND_PACKED: output_ = OutputKind::kPacked; break;
@@ -119,6 +356,11 @@ absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnHeader(
   if (open_) {
     return Bad(open_name_, absl::StrCat("header for \"", name,
                                         "\" arrived before this tensor's end"));
+  }
+  if (open_set_) {
+    return SetBad(open_set_->spec.name,
+                  absl::StrCat("header of tensor \"", name,
+                               "\" arrived before this set's CalibrationEnd"));
   }
   if (name.empty()) return Bad("", "TensorHeader.name is empty");
   if (static_cast<int64_t>(name.size()) > limits_.max_name_bytes) {
@@ -154,6 +396,32 @@ absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnHeader(
     return s;
   }
 
+  int64_t calibration_features = 0;
+  if (!header.calibration().empty()) {
+    auto it = sets_.find(header.calibration());
+    if (it == sets_.end()) {
+      return Bad(name, absl::StrCat("calibration set '", header.calibration(),
+                                    "' is unknown in this stream (a set must "
+                                    "end before the tensors that use it)"));
+    }
+    calibration_features = it->second;
+    if (layout->row_length != calibration_features) {
+      return Bad(name, absl::StrCat("row length ", layout->row_length,
+                                    " differs from the ", calibration_features,
+                                    " features of calibration set '",
+                                    header.calibration(), "'"));
+    }
+  }
+  RangeOptions range = default_range_;
+  if (header.has_activation_range()) {
+    absl::StatusOr<RangeOptions> r =
+        RangeOptionsFromProto(header.activation_range());
+    if (!r.ok()) {
+      return Bad(name, absl::StrCat("activation_range: ", r.status().message()));
+    }
+    range = *r;
+  }
+
   const int64_t elem = DTypeSize(*dtype);
   if (layout->num_elements > limits_.max_tensor_bytes / elem) {
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -171,6 +439,8 @@ absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnHeader(
   tensor->layout = *std::move(layout);
   tensor->bytes = expected_bytes_;
   tensor->importance.assign(importance.begin(), importance.end());
+  tensor->calibration_name = header.calibration();
+  tensor->activation_range = range;
   seen_names_.insert(name);
   open_name_ = name;
 
@@ -178,13 +448,18 @@ absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnHeader(
   ev.kind = Event::kHeader;
   ev.name = name;
   ev.working_set_bytes = TensorWorkingSetBytes(tensor->layout, tensor->dtype,
-                                               tensor->output);
+                                               tensor->output,
+                                               !tensor->calibration_name.empty());
   open_ = std::move(tensor);
   return ev;
 }
 
 absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnChunk(
     v1::TensorChunk& chunk) {
+  if (open_set_) {
+    return SetBad(open_set_->spec.name,
+                  "TensorChunk arrived before this set's CalibrationEnd");
+  }
   if (!open_) return Bad("", "TensorChunk without an open tensor (no header)");
   const auto size = static_cast<int64_t>(chunk.data().size());
   if (size > limits_.max_chunk_bytes) {
@@ -227,6 +502,10 @@ absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnChunk(
 
 absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnEnd(
     const v1::TensorEnd& end) {
+  if (open_set_) {
+    return SetBad(open_set_->spec.name,
+                  "TensorEnd arrived before this set's CalibrationEnd");
+  }
   if (!open_) return Bad("", "TensorEnd without an open tensor (no header)");
   if (received_bytes_ != expected_bytes_) {
     return Bad(open_name_,
@@ -253,6 +532,12 @@ absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnEnd(
 
 absl::Status StreamAssembler::Finish() const {
   if (!started_) return Bad("", "stream closed before JobStart");
+  if (open_set_) {
+    return SetBad(open_set_->spec.name,
+                  absl::StrCat("stream ended inside the set after ",
+                               open_set_->received_bytes,
+                               " bytes, before its CalibrationEnd (truncated)"));
+  }
   if (open_) {
     return Bad(open_name_,
                absl::StrCat("stream ended inside the tensor after ",

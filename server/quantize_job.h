@@ -16,10 +16,15 @@
 #include <string>
 #include <vector>
 
+#include <memory>
+#include <optional>
+
 #include "absl/status/statusor.h"
+#include "kernels/calibration.h"
 #include "kernels/metrics.h"
 #include "kernels/quantize.h"
 #include "kernels/scheme.h"
+#include "server/calibration_set.h"
 
 namespace quantd {
 
@@ -36,6 +41,24 @@ struct TensorInput {
   // Block formats: empty, or layout.row_length importance weights (finite,
   // >= 0; the assembler checks) passed to GgmlQuantize.
   std::vector<float> importance;
+  // TensorHeader.calibration: the set whose activations are this tensor's
+  // input (empty: none), and that set once complete (the reactor attaches
+  // it before the job is queued; the job only reads it). Methods that need
+  // X's statistics (G, importance, ranges) read calibration->accumulator().
+  std::string calibration_name;
+  std::shared_ptr<const CalibrationSet> calibration;
+  // Estimator of the set's static int8 activation range.
+  RangeOptions activation_range;
+};
+
+// What a calibration set tells about a quantized tensor.
+struct CalibrationResult {
+  std::string calibration;  // the set
+  int64_t tokens = 0;
+  std::optional<OutputError> output_error;          // sets with G
+  std::optional<ActivationRange> activation_range;  // ACTIVATIONS sets
+  RangeOptions range_options;                       // how it was estimated
+  bool importance_from_calibration = false;
 };
 
 struct TensorOutput {
@@ -51,20 +74,28 @@ struct TensorOutput {
   uint32_t scales_crc32c = 0;
   uint32_t zero_points_crc32c = 0;
   uint32_t fake_quant_crc32c = 0;
+  std::optional<CalibrationResult> calibration;  // with a calibration set
 };
 
 // Bytes a tensor holds from header to last response: received bytes, an f32
 // copy when the input is F16/BF16, the dequantized (fake-quant) values when
 // `output` asks for them, codes, scales and zero points. A block format
 // always dequantizes the whole tensor to measure it, and may hold
-// row_length importance weights. What MemoryBudget reserves per tensor.
+// row_length importance weights. With a calibration set
+// (`calibration`), also what measuring the output error takes: the
+// dequantized values, G rounded to f32 and two GEMM panels. What
+// MemoryBudget reserves per tensor.
 int64_t TensorWorkingSetBytes(const Layout& layout, DType dtype,
-                              OutputKind output);
+                              OutputKind output, bool calibration = false);
 
 // Runs the job. `cancelled` is checked between steps: if set, CANCELLED.
 // INVALID_ARGUMENT "tensor <name>: element <i> is NaN" for non-finite input.
 // UNIMPLEMENTED naming the tensor for importance weights with a block
 // format whose importance path the kernels lack (GgmlQuantize's contract).
+// With input.calibration: the output error from the set's G (sets with G),
+// the set's activation range (ACTIVATIONS sets), and for a block format
+// that uses importance weights and got none in its header, the set's
+// importance weights; errors name the tensor and the set.
 // Consumes `input.storage`.
 absl::StatusOr<TensorOutput> RunQuantizeJob(TensorInput& input,
                                             const std::atomic<bool>& cancelled);

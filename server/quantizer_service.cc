@@ -53,6 +53,17 @@ class QuantizeReactor final
       : service_(service),
         ctx_(ctx),
         assembler_(service->options().limits),
+        calibration_(
+            StreamCalibration::Hooks{
+                [this](std::function<void()> work) {
+                  return SubmitWork(std::move(work));
+                },
+                [this](const absl::Status& status) { Fail(status); },
+                [this] {
+                  absl::MutexLock lock(&mu_);
+                  MaybeResumeReadLocked();
+                }},
+            cancelled_.get()),
         start_(absl::Now()) {
     service_->metrics().RpcStarted(kQuantizeMethod, kBidiStream);
     service_->metrics().SetStreamsActive(
@@ -81,6 +92,9 @@ class QuantizeReactor final
       OnHalfClose();
       return;
     }
+    const size_t calibration_bytes = request_.has_calibration_chunk()
+                                         ? request_.calibration_chunk().data().size()
+                                         : 0;
     absl::StatusOr<StreamAssembler::Event> ev = assembler_.Consume(request_);
     if (!ev.ok()) {
       Fail(ev.status());
@@ -89,6 +103,13 @@ class QuantizeReactor final
     if (request_.has_chunk()) {
       service_->metrics().AddReceivedBytes(
           static_cast<double>(request_.chunk().data().size()));
+    }
+    if (calibration_bytes > 0) {
+      service_->metrics().AddReceivedBytes(static_cast<double>(calibration_bytes));
+    }
+    if (absl::Status s = OnCalibrationEvent(*ev); !s.ok()) {
+      Fail(s);
+      return;
     }
     switch (ev->kind) {
       case StreamAssembler::Event::kHeader: {
@@ -103,7 +124,7 @@ class QuantizeReactor final
         break;
       }
       case StreamAssembler::Event::kTensor:
-        if (absl::Status s = Submit(std::move(ev->tensor)); !s.ok()) {
+        if (absl::Status s = OnTensor(std::move(ev->tensor)); !s.ok()) {
           Fail(s);
           return;
         }
@@ -114,8 +135,9 @@ class QuantizeReactor final
     {
       absl::MutexLock lock(&mu_);
       if (finished_ || pending_error_.has_value()) return;
-      if (pending_tensors_ >= service_->options().max_pending_tensors_per_stream) {
-        // Backpressure: read on once a tensor's responses are written.
+      if (!CanReadLocked()) {
+        // Backpressure: read on once a tensor's responses are written or a
+        // calibration chunk is folded.
         read_paused_ = true;
         return;
       }
@@ -161,6 +183,9 @@ class QuantizeReactor final
          {"seconds", seconds}});
     cancelled_->store(true);
     if (registered_) service_->Unregister(this);
+    // Queued chunks, waiting tensors and the sets' reservations go now (sets
+    // still read by a running job go when it ends).
+    calibration_.Abandon();
     bool delete_now;
     {
       absl::MutexLock lock(&mu_);
@@ -179,15 +204,60 @@ class QuantizeReactor final
     MemoryBudget::Reservation reservation;
   };
 
-  absl::Status Submit(std::unique_ptr<TensorInput> tensor) {
+  // Calibration sets: reserve at the header, fold chunks on the pool.
+  absl::Status OnCalibrationEvent(StreamAssembler::Event& ev) {
+    MemoryBudget& budget = service_->budget();
+    const std::string what = absl::StrCat("calibration set '", ev.name, "'");
+    switch (ev.kind) {
+      case StreamAssembler::Event::kCalibrationHeader: {
+        absl::StatusOr<MemoryBudget::Reservation> set =
+            budget.Reserve(ev.working_set_bytes, what);
+        if (!set.ok()) return set.status();
+        absl::StatusOr<MemoryBudget::Reservation> buffer =
+            budget.Reserve(ev.buffer_bytes, what);
+        if (!buffer.ok()) return buffer.status();
+        calibration_.Open(std::move(ev.calibration), *std::move(set),
+                          *std::move(buffer));
+        return absl::OkStatus();
+      }
+      case StreamAssembler::Event::kCalibrationChunk: {
+        absl::StatusOr<MemoryBudget::Reservation> r =
+            budget.Reserve(ev.working_set_bytes, what);
+        if (!r.ok()) return r.status();
+        return calibration_.AddChunk(std::move(ev.data), *std::move(r));
+      }
+      case StreamAssembler::Event::kCalibrationEnd:
+        return calibration_.Close(std::move(ev.payload));
+      default:
+        return absl::OkStatus();
+    }
+  }
+
+  // A complete tensor: queued now, or once its calibration set is complete.
+  absl::Status OnTensor(std::unique_ptr<TensorInput> tensor) {
     {
       absl::MutexLock lock(&mu_);
-      ++jobs_in_flight_;
       ++pending_tensors_;
     }
     auto reservation = std::make_shared<MemoryBudget::Reservation>(
         std::move(open_reservation_));
     std::shared_ptr<TensorInput> input(std::move(tensor));
+    if (input->calibration_name.empty()) return Submit(input, reservation);
+    const std::string set_name = input->calibration_name;
+    return calibration_.WhenComplete(
+        set_name, [this, input, reservation](
+                      std::shared_ptr<const CalibrationSet> set) {
+          input->calibration = std::move(set);
+          return Submit(input, reservation);
+        });
+  }
+
+  absl::Status Submit(std::shared_ptr<TensorInput> input,
+                      std::shared_ptr<MemoryBudget::Reservation> reservation) {
+    {
+      absl::MutexLock lock(&mu_);
+      ++jobs_in_flight_;
+    }
     absl::Status s = service_->pool().Submit(
         [this, input, reservation](absl::Duration queue_wait) mutable {
           RunJob(*input, std::move(*reservation), queue_wait);
@@ -195,9 +265,54 @@ class QuantizeReactor final
     if (!s.ok()) {
       absl::MutexLock lock(&mu_);
       --jobs_in_flight_;
-      --pending_tensors_;
     }
     return s;
+  }
+
+  // Runs `work` on the pool as a job of this stream (which outlives it).
+  absl::Status SubmitWork(std::function<void()> work) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (done_ || finished_ || pending_error_.has_value()) {
+        return absl::CancelledError("the stream is over");
+      }
+      ++jobs_in_flight_;
+    }
+    absl::Status s = service_->pool().Submit(
+        [this, work = std::move(work)](absl::Duration) {
+          work();
+          bool delete_now = false;
+          {
+            absl::MutexLock lock(&mu_);
+            --jobs_in_flight_;
+            if (done_) {
+              delete_now = jobs_in_flight_ == 0;
+            } else {
+              PumpLocked();
+            }
+          }
+          if (delete_now) delete this;
+        });
+    if (!s.ok()) {
+      absl::MutexLock lock(&mu_);
+      --jobs_in_flight_;
+    }
+    return s;
+  }
+
+  // Reading stops while this stream has max_pending_tensors_per_stream
+  // tensors unanswered or kMaxQueuedCalibrationChunks chunks unfolded.
+  bool CanReadLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return pending_tensors_ < service_->options().max_pending_tensors_per_stream &&
+           calibration_.queued_chunks() < kMaxQueuedCalibrationChunks;
+  }
+
+  void MaybeResumeReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (read_paused_ && !reads_done_ && !finished_ && !done_ &&
+        !pending_error_.has_value() && CanReadLocked()) {
+      read_paused_ = false;
+      StartRead(&request_);
+    }
   }
 
   // On a worker thread.
@@ -301,11 +416,7 @@ class QuantizeReactor final
       }
       current_.reset();  // releases the tensor's reservation
       --pending_tensors_;
-      if (read_paused_ && !reads_done_ &&
-          pending_tensors_ < service_->options().max_pending_tensors_per_stream) {
-        read_paused_ = false;
-        StartRead(&request_);
-      }
+      MaybeResumeReadLocked();
     }
     if (reads_done_ && jobs_in_flight_ == 0) {
       finished_ = true;
@@ -315,6 +426,9 @@ class QuantizeReactor final
   }
 
   static inline std::atomic<int64_t> active_streams_{0};
+  // Calibration chunks of one stream queued for folding, at most (each
+  // holds up to max_chunk_bytes and its f32 conversion, reserved).
+  static constexpr int64_t kMaxQueuedCalibrationChunks = 4;
 
   QuantizerService* const service_;
   grpc::CallbackServerContext* const ctx_;
@@ -324,6 +438,8 @@ class QuantizeReactor final
   StreamAssembler assembler_;
   v1::QuantizeRequest request_;
   MemoryBudget::Reservation open_reservation_;
+  // Declared after cancelled_, whose flag it reads.
+  StreamCalibration calibration_;
   const absl::Time start_;
 
   absl::Mutex mu_;

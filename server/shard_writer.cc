@@ -67,6 +67,17 @@ bool ShardWriter::Next(v1::QuantizeResponse* response) {
     r->set_scales_crc32c(output_.scales_crc32c);
     r->set_zero_points_crc32c(output_.zero_points_crc32c);
     r->set_fake_quant_crc32c(output_.fake_quant_crc32c);
+    if (const auto& c = output_.calibration; c.has_value()) {
+      if (c->output_error) {
+        OutputErrorToProto(*c->output_error, c->calibration, c->tokens,
+                           r->mutable_output_metrics());
+      }
+      if (c->activation_range) {
+        ActivationRangeToProto(*c->activation_range, c->range_options,
+                               c->calibration, r->mutable_activation_range());
+      }
+      r->set_importance_from_calibration(c->importance_from_calibration);
+    }
     ++part_;
     return true;
   }

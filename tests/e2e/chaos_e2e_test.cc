@@ -132,5 +132,62 @@ TEST_F(ChaosTest, DeadlinesThatExpireMidJob) {
   ExpectCleanAndServing();
 }
 
+// Calibration sets cancelled while their chunks are folded, and with
+// tensors waiting for a set: every reservation (sets, queued chunks,
+// waiting tensors) is returned.
+TEST_F(ChaosTest, ClientsThatCancelMidCalibration) {
+  constexpr int64_t kFeatures = 512, kTokens = 2048;  // 4 MiB of activations
+  const std::vector<float> x = RandomWeights(kFeatures * kTokens, 4);
+  const std::vector<float> w = RandomWeights(256 * kFeatures, 5);
+  std::vector<v1::QuantizeRequest> reqs = {
+      StartRequest("int8", true, v1::GRANULARITY_PER_CHANNEL)};
+  {
+    v1::QuantizeRequest h;
+    h.mutable_calibration_header()->set_name("x");
+    h.mutable_calibration_header()->set_dtype(v1::DTYPE_F32);
+    h.mutable_calibration_header()->set_features(kFeatures);
+    h.mutable_calibration_header()->set_channel_histograms(true);
+    reqs.push_back(h);
+    const size_t chunk = 64 * kFeatures * 4;
+    for (size_t offset = 0; offset < x.size() * 4; offset += chunk) {
+      v1::QuantizeRequest c;
+      c.mutable_calibration_chunk()->set_offset(offset);
+      c.mutable_calibration_chunk()->set_data(
+          reinterpret_cast<const char*>(x.data()) + offset, chunk);
+      reqs.push_back(std::move(c));
+    }
+    reqs.emplace_back();
+    reqs.back().mutable_calibration_end();
+  }
+  for (int i = 0; i < 3; ++i) {
+    AppendTensor(reqs, absl::StrCat("w", i), {256, kFeatures}, w.data(),
+                 w.size() * 4);
+    for (auto it = reqs.rbegin(); it != reqs.rend(); ++it) {
+      if (it->has_header()) {
+        it->mutable_header()->set_calibration("x");
+        break;
+      }
+    }
+  }
+  for (int round = 0; round < 8; ++round) {
+    SCOPED_TRACE(round);
+    grpc::ClientContext ctx;
+    auto stream = stub_->Quantize(&ctx);
+    // Rounds 0-3 stop among the set's chunks; later ones after its end,
+    // with tensors sent that wait for it or run.
+    const size_t sent = round < 4 ? 3 + static_cast<size_t>(round) * 9
+                                  : 35 + static_cast<size_t>(round - 4) * 4;
+    for (size_t i = 0; i < sent && i < reqs.size(); ++i) {
+      if (!stream->Write(reqs[i])) break;
+    }
+    ctx.TryCancel();
+    v1::QuantizeResponse response;
+    while (stream->Read(&response)) {
+    }
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  ExpectCleanAndServing();
+}
+
 }  // namespace
 }  // namespace quantd

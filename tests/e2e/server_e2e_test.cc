@@ -368,6 +368,16 @@ TEST_F(ServerE2eTest, EveryBadInputGetsItsStatusAndServerKeepsServing) {
     cases.push_back({"whole-tensor checksum", r, grpc::StatusCode::DATA_LOSS,
                      "tensor w.crc2: crc32c of the whole tensor"});
   }
+  {
+    // Calibration for an unknown set: the tensor names a set this stream
+    // never sent.
+    std::vector<v1::QuantizeRequest> r = {start()};
+    AppendTensor(r, "w.calib", {4, 8}, good.data(), 128);
+    r[1].mutable_header()->set_calibration("blk.9.attn_in");
+    cases.push_back({"calibration for an unknown set", r,
+                     grpc::StatusCode::INVALID_ARGUMENT,
+                     "tensor w.calib: calibration set 'blk.9.attn_in' is unknown"});
+  }
   for (const BadInput& c : cases) {
     SCOPED_TRACE(c.name);
     testing::StreamResult r = RunRawStream(*stub_, c.requests);

@@ -12,6 +12,10 @@
 //         1 of the first byte is set, a valid JobStart comes first. Formats
 //         include ggml block formats; headers may carry importance weights
 //         (one per column, or any count, NaN/Inf/negative included).
+//         Calibration sets too (header of any kind/dtype/feature count,
+//         chunks of whole rows or not, NaN/Inf values, end), and headers
+//         that name a set; sets are folded and tensors that use them are
+//         measured against them, as workers would.
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -22,9 +26,14 @@
 #include <atomic>
 #include <string>
 
+#include <map>
+#include <memory>
+
 #include "absl/status/status.h"
 #include "google/protobuf/stubs/logging.h"
 #include "server/assembler.h"
+#include "server/calibration_set.h"
+#include "server/memory_budget.h"
 #include "server/quantize_job.h"
 
 namespace {
@@ -76,7 +85,7 @@ bool NextOpcodeRequest(Reader& in, QuantizeRequest& req, uint64_t& offset) {
                                          "int9", "",     "q4_0", "Q8_0",
                                          "IQ4_NL", "q5_1", "Q4_0_g8"};
   constexpr size_t kNumFormats = std::size(kFormats);
-  switch (in.U8() % 5) {
+  switch (in.U8() % 8) {
     case 0: {
       auto* scheme = req.mutable_start()->mutable_scheme();
       scheme->set_format(kFormats[in.U8() % kNumFormats]);
@@ -116,9 +125,59 @@ bool NextOpcodeRequest(Reader& in, QuantizeRequest& req, uint64_t& offset) {
                                        : static_cast<float>(b - 4) / 16.0f);
         }
       }
+      if (in.U8() % 3 == 0) {
+        h->set_calibration(std::string(1, static_cast<char>('x' + in.U8() % 3)));
+        if (in.U8() & 1) {
+          h->mutable_activation_range()->set_method(
+              static_cast<quantd::v1::RangeMethod>(in.U8() % 6));
+          h->mutable_activation_range()->set_asymmetric(in.U8() & 1);
+          h->mutable_activation_range()->set_percentile(in.U8() % 4 == 0 ? 0 : in.U8());
+        }
+      }
       offset = 0;
       break;
     }
+    case 5: {
+      auto* h = req.mutable_calibration_header();
+      h->set_name(std::string(1, static_cast<char>('x' + in.U8() % 3)));
+      h->set_kind(static_cast<quantd::v1::CalibrationKind>(in.U8() % 5));
+      h->set_dtype(static_cast<quantd::v1::DType>(in.U8() % 5));
+      const uint8_t f = in.U8();
+      h->set_features(f == 255 ? (uint64_t{1} << 40) : f % 24);
+      h->set_tokens(in.U8() % 4);
+      h->set_channel_histograms(in.U8() & 1);
+      offset = 0;
+      break;
+    }
+    case 6: {
+      // Calibration bytes: a byte per value picks special values so that
+      // whole rows of finite data and NaN/Inf both come up.
+      auto* c = req.mutable_calibration_chunk();
+      const uint8_t skew = in.U8();
+      c->set_offset(skew < 240 ? offset : offset + skew - 245);
+      const uint8_t count = in.U8();
+      const uint8_t width = static_cast<uint8_t>(1u << (in.U8() % 4));  // 1..8
+      std::string data;
+      for (int i = 0; i < count; ++i) {
+        const uint8_t b = in.U8();
+        float v = b == 255 ? std::nanf("") : b == 254 ? HUGE_VALF
+                                                      : static_cast<float>(b) / 8.0f - 12.0f;
+        if (width == 8) {
+          const double d = v;
+          data.append(reinterpret_cast<const char*>(&d), 8);
+        } else {
+          data.append(reinterpret_cast<const char*>(&v), width == 4 ? 4 : width);
+        }
+      }
+      c->set_data(data);
+      offset += c->data().size();
+      if (in.U8() & 1) c->set_crc32c(in.U16());
+      break;
+    }
+    case 7:
+      req.mutable_calibration_end();
+      if (in.U8() & 1) req.mutable_calibration_end()->set_crc32c(in.U16());
+      break;
     case 2: {
       auto* c = req.mutable_chunk();
       const uint8_t skew = in.U8();
@@ -163,6 +222,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   limits.max_chunk_bytes = 1 << 12;
   quantd::StreamAssembler assembler(limits);
   std::atomic<bool> cancelled{false};
+  // Calibration sets as the service runs them, on this thread.
+  quantd::MemoryBudget budget(int64_t{1} << 40);
+  std::map<std::string, std::shared_ptr<quantd::CalibrationSet>> sets;
+  std::shared_ptr<quantd::CalibrationSet> open_set;
   QuantizeRequest req;
   uint64_t offset = 0;
   if (!framed && (data[0] & 2) == 0) {
@@ -175,7 +238,27 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     absl::StatusOr<quantd::StreamAssembler::Event> ev = assembler.Consume(req);
     CheckCode(ev.status());
     if (!ev.ok()) return 0;  // the stream ends at its first error
-    if (ev->kind == quantd::StreamAssembler::Event::kTensor) {
+    using Event = quantd::StreamAssembler::Event;
+    if (ev->kind == Event::kCalibrationHeader) {
+      absl::StatusOr<quantd::MemoryBudget::Reservation> r =
+          budget.Reserve(ev->working_set_bytes, ev->name);
+      if (!r.ok()) return 0;  // RESOURCE_EXHAUSTED ends the stream
+      open_set = std::make_shared<quantd::CalibrationSet>(ev->calibration,
+                                                          *std::move(r));
+      sets[ev->name] = open_set;
+    } else if (ev->kind == Event::kCalibrationChunk) {
+      const absl::Status s = open_set->AddRows(ev->data);
+      CheckCode(s);
+      if (!s.ok()) return 0;
+    } else if (ev->kind == Event::kCalibrationEnd) {
+      const absl::Status s = open_set->Complete(std::move(ev->payload));
+      CheckCode(s);
+      if (!s.ok()) return 0;
+      open_set.reset();
+    } else if (ev->kind == Event::kTensor) {
+      if (!ev->tensor->calibration_name.empty()) {
+        ev->tensor->calibration = sets.at(ev->tensor->calibration_name);
+      }
       absl::StatusOr<quantd::TensorOutput> out =
           quantd::RunQuantizeJob(*ev->tensor, cancelled);
       CheckCode(out.status());

@@ -1,6 +1,7 @@
 #include "server/assembler.h"
 
 #include <cmath>
+#include <limits>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -382,6 +383,270 @@ TEST(AssemblerTest, BlockFormatWorkingSetCoversDequantizedValues) {
   EXPECT_EQ(working_set,
             TensorWorkingSetBytes(*MakeLayout(*ParseScheme("Q4_0"), {4, 64}),
                                   DType::kF32, OutputKind::kPacked));
+}
+
+// ---------------------------------------------------------------------------
+// Calibration sets.
+
+Req CalHeader(const std::string& name, uint64_t features,
+              v1::CalibrationKind kind = v1::CALIBRATION_KIND_ACTIVATIONS,
+              v1::DType dtype = v1::DTYPE_F32, uint64_t tokens = 0) {
+  Req r;
+  auto* h = r.mutable_calibration_header();
+  h->set_name(name);
+  h->set_kind(kind);
+  h->set_dtype(dtype);
+  h->set_features(features);
+  h->set_tokens(tokens);
+  return r;
+}
+
+Req CalChunk(uint64_t offset, std::string data) {
+  Req r;
+  r.mutable_calibration_chunk()->set_offset(offset);
+  r.mutable_calibration_chunk()->set_data(std::move(data));
+  return r;
+}
+
+Req CalEnd() {
+  Req r;
+  r.mutable_calibration_end();
+  return r;
+}
+
+std::string Bytes(const std::vector<float>& v) {
+  return std::string(reinterpret_cast<const char*>(v.data()), v.size() * 4);
+}
+
+Req HeaderUsing(const std::string& name, std::vector<uint64_t> shape,
+                const std::string& set) {
+  Req r = Header(name, std::move(shape));
+  r.mutable_header()->set_calibration(set);
+  return r;
+}
+
+TEST(AssemblerCalibrationTest, ActivationsSetThenTensorsThatUseIt) {
+  StreamAssembler a({});
+  const std::vector<float> rows = {1, 2, 3, 4, 5, 6, 7, 8};  // 2 rows of 4
+  std::vector<Req> reqs = {Start(),
+                           CalHeader("x", 4),
+                           CalChunk(0, Bytes(rows)),
+                           CalChunk(32, Bytes({9, 10, 11, 12})),
+                           CalEnd(),
+                           HeaderUsing("q", {2, 4}, "x"),
+                           Chunk(0, 32),
+                           End(),
+                           HeaderUsing("k", {3, 4}, "x"),
+                           Chunk(0, 48),
+                           End()};
+  std::vector<StreamAssembler::Event> events;
+  for (Req& r : reqs) {
+    absl::StatusOr<StreamAssembler::Event> ev = a.Consume(r);
+    ASSERT_TRUE(ev.ok()) << ev.status();
+    events.push_back(*std::move(ev));
+  }
+  EXPECT_TRUE(a.Finish().ok());
+  ASSERT_EQ(events[1].kind, StreamAssembler::Event::kCalibrationHeader);
+  EXPECT_EQ(events[1].name, "x");
+  EXPECT_EQ(events[1].calibration.features, 4);
+  EXPECT_EQ(events[1].calibration.kind, CalibrationKind::kActivations);
+  EXPECT_EQ(events[1].working_set_bytes, CalibrationSetBytes(events[1].calibration));
+  EXPECT_EQ(events[1].buffer_bytes, 0);
+  ASSERT_EQ(events[2].kind, StreamAssembler::Event::kCalibrationChunk);
+  EXPECT_EQ(events[2].data, Bytes(rows));  // moved out whole, in order
+  EXPECT_EQ(events[2].working_set_bytes, CalibrationChunkBytes(DType::kF32, 32));
+  EXPECT_EQ(events[3].data, Bytes({9, 10, 11, 12}));
+  EXPECT_EQ(events[4].kind, StreamAssembler::Event::kCalibrationEnd);
+  ASSERT_EQ(events[7].kind, StreamAssembler::Event::kTensor);
+  EXPECT_EQ(events[7].tensor->calibration_name, "x");
+  EXPECT_EQ(events[10].tensor->calibration_name, "x");
+  // The tensor's working set covers measuring it against G.
+  EXPECT_EQ(events[5].working_set_bytes,
+            TensorWorkingSetBytes(events[7].tensor->layout, DType::kF32,
+                                  OutputKind::kPacked, true));
+  EXPECT_GT(events[5].working_set_bytes,
+            TensorWorkingSetBytes(events[7].tensor->layout, DType::kF32,
+                                  OutputKind::kPacked, false));
+}
+
+TEST(AssemblerCalibrationTest, GramAndImportanceBytesAreBufferedAnyHowSplit) {
+  StreamAssembler a({});
+  const std::vector<double> g = {4, 1, 1, 9};
+  const std::string g_bytes(reinterpret_cast<const char*>(g.data()), 32);
+  const std::vector<float> imp = {0.5f, 2, 0, 7};
+  std::vector<Req> reqs = {
+      Start(),
+      CalHeader("g", 2, v1::CALIBRATION_KIND_GRAM, v1::DTYPE_UNSPECIFIED, 10),
+      CalChunk(0, g_bytes.substr(0, 5)),
+      CalChunk(5, g_bytes.substr(5)),
+      CalEnd(),
+      CalHeader("i", 4, v1::CALIBRATION_KIND_IMPORTANCE, v1::DTYPE_UNSPECIFIED, 3),
+      CalChunk(0, Bytes(imp)),
+      CalEnd()};
+  std::vector<StreamAssembler::Event> events;
+  for (Req& r : reqs) {
+    absl::StatusOr<StreamAssembler::Event> ev = a.Consume(r);
+    ASSERT_TRUE(ev.ok()) << ev.status();
+    events.push_back(*std::move(ev));
+  }
+  EXPECT_EQ(events[1].buffer_bytes, 32);
+  EXPECT_EQ(events[1].calibration.tokens, 10);
+  EXPECT_EQ(events[2].kind, StreamAssembler::Event::kNone);  // buffered
+  EXPECT_EQ(events[4].payload.gram, g);
+  EXPECT_EQ(events[5].buffer_bytes, 16);
+  EXPECT_EQ(events[7].payload.importance, imp);
+}
+
+TEST(AssemblerCalibrationTest, EveryMalformedSetGetsItsStatus) {
+  const std::string row(16, '\0');  // one row of 4 f32 zeros
+  std::vector<float> nan_rows(8, 1.0f);
+  nan_rows[6] = std::numeric_limits<float>::quiet_NaN();
+  const uint16_t half_inf[4] = {0, 0x7C00, 0, 0};
+  const std::string half_inf_bytes(reinterpret_cast<const char*>(half_inf), 8);
+  const uint16_t bf16_nan[4] = {0x7FC0, 0, 0, 0};
+  const std::string bf16_nan_bytes(reinterpret_cast<const char*>(bf16_nan), 8);
+  Req crc_chunk = CalChunk(0, row);
+  crc_chunk.mutable_calibration_chunk()->set_crc32c(Crc32c(row.data(), 16) ^ 1);
+  Req crc_end = CalEnd();
+  crc_end.mutable_calibration_end()->set_crc32c(Crc32c(row.data(), 16) + 1);
+  Req bad_range = HeaderUsing("w", {2, 4}, "x");
+  bad_range.mutable_header()->mutable_activation_range()->set_method(
+      v1::RANGE_METHOD_PERCENTILE);
+  bad_range.mutable_header()->mutable_activation_range()->set_percentile(20);
+  Req percentile_minmax = Start();
+  percentile_minmax.mutable_start()->mutable_options()
+      ->mutable_activation_range()->set_percentile(99);
+  Req histograms_gram =
+      CalHeader("g", 2, v1::CALIBRATION_KIND_GRAM, v1::DTYPE_UNSPECIFIED, 1);
+  histograms_gram.mutable_calibration_header()->set_channel_histograms(true);
+  const std::vector<BadCase> cases = {
+      {"duplicate set", {Start(), CalHeader("x", 4), CalChunk(0, row), CalEnd(),
+                         CalHeader("x", 4)},
+       absl::StatusCode::kInvalidArgument, "calibration set 'x': name sent twice"},
+      {"set inside a tensor", {Start(), Header("w", {2, 4}), CalHeader("x", 4)},
+       absl::StatusCode::kInvalidArgument, "tensor w: calibration set 'x' opened"},
+      {"tensor inside a set", {Start(), CalHeader("x", 4), Header("w", {2, 4})},
+       absl::StatusCode::kInvalidArgument, "calibration set 'x': header of tensor"},
+      {"tensor chunk inside a set", {Start(), CalHeader("x", 4), Chunk(0, 16)},
+       absl::StatusCode::kInvalidArgument, "calibration set 'x': TensorChunk"},
+      {"set chunk inside a tensor", {Start(), Header("w", {2, 4}), CalChunk(0, row)},
+       absl::StatusCode::kInvalidArgument, "tensor w: CalibrationChunk"},
+      {"set chunk without header", {Start(), CalChunk(0, row)},
+       absl::StatusCode::kInvalidArgument, "without an open calibration set"},
+      {"set end without header", {Start(), CalEnd()},
+       absl::StatusCode::kInvalidArgument, "without an open calibration set"},
+      {"set before JobStart", {CalHeader("x", 4)},
+       absl::StatusCode::kInvalidArgument, "JobStart"},
+      {"empty set name", {Start(), CalHeader("", 4)},
+       absl::StatusCode::kInvalidArgument, "name is empty"},
+      {"zero features", {Start(), CalHeader("x", 0)},
+       absl::StatusCode::kInvalidArgument, "calibration set 'x': features 0"},
+      {"too many features", {Start(), CalHeader("x", uint64_t{1} << 25)},
+       absl::StatusCode::kInvalidArgument, "out of range"},
+      {"unknown kind", {Start(), CalHeader("x", 4, static_cast<v1::CalibrationKind>(9))},
+       absl::StatusCode::kInvalidArgument, "calibration set 'x': unknown kind"},
+      {"unknown dtype", {Start(), CalHeader("x", 4, v1::CALIBRATION_KIND_ACTIVATIONS,
+                                            v1::DTYPE_UNSPECIFIED)},
+       absl::StatusCode::kInvalidArgument, "calibration set 'x'"},
+      {"dtype with GRAM", {Start(), CalHeader("g", 2, v1::CALIBRATION_KIND_GRAM,
+                                              v1::DTYPE_F32, 1)},
+       absl::StatusCode::kInvalidArgument, "calibration set 'g': dtype must be unset"},
+      {"tokens with ACTIVATIONS", {Start(), CalHeader("x", 4, v1::CALIBRATION_KIND_ACTIVATIONS,
+                                                      v1::DTYPE_F32, 5)},
+       absl::StatusCode::kInvalidArgument, "tokens must be 0"},
+      {"no tokens with IMPORTANCE", {Start(), CalHeader("i", 4, v1::CALIBRATION_KIND_IMPORTANCE,
+                                                        v1::DTYPE_UNSPECIFIED, 0)},
+       absl::StatusCode::kInvalidArgument, "calibration set 'i': tokens 0"},
+      {"channel histograms with GRAM", {Start(), histograms_gram},
+       absl::StatusCode::kInvalidArgument, "channel_histograms"},
+      {"not whole rows", {Start(), CalHeader("x", 4), CalChunk(0, std::string(20, '\0'))},
+       absl::StatusCode::kInvalidArgument, "calibration set 'x': chunk of 20 bytes is not whole rows"},
+      {"empty chunk", {Start(), CalHeader("x", 4), CalChunk(0, "")},
+       absl::StatusCode::kInvalidArgument, "not whole rows"},
+      {"offset gap", {Start(), CalHeader("x", 4), CalChunk(0, row), CalChunk(32, row)},
+       absl::StatusCode::kInvalidArgument, "calibration set 'x': chunk offset 32 but 16"},
+      {"NaN row", {Start(), CalHeader("x", 4), CalChunk(0, Bytes(nan_rows))},
+       absl::StatusCode::kInvalidArgument,
+       "calibration set 'x': row 1 of the chunk (token 1), column 2 is NaN"},
+      {"F16 Inf", {Start(), CalHeader("x", 4, v1::CALIBRATION_KIND_ACTIVATIONS, v1::DTYPE_F16),
+                   CalChunk(0, std::string(8, '\0')), CalChunk(8, half_inf_bytes)},
+       absl::StatusCode::kInvalidArgument, "(token 1), column 1"},
+      {"BF16 NaN", {Start(), CalHeader("x", 4, v1::CALIBRATION_KIND_ACTIVATIONS, v1::DTYPE_BF16),
+                    CalChunk(0, bf16_nan_bytes)},
+       absl::StatusCode::kInvalidArgument, "calibration set 'x': row 0"},
+      {"no rows", {Start(), CalHeader("x", 4), CalEnd()},
+       absl::StatusCode::kInvalidArgument, "calibration set 'x': no rows"},
+      {"chunk crc", {Start(), CalHeader("x", 4), crc_chunk},
+       absl::StatusCode::kDataLoss, "calibration set 'x': chunk at offset 0"},
+      {"whole-set crc", {Start(), CalHeader("x", 4), CalChunk(0, row), crc_end},
+       absl::StatusCode::kDataLoss, "calibration set 'x': crc32c of the whole set"},
+      {"GRAM too many bytes", {Start(), CalHeader("g", 2, v1::CALIBRATION_KIND_GRAM,
+                                                  v1::DTYPE_UNSPECIFIED, 1),
+                               CalChunk(0, std::string(40, '\0'))},
+       absl::StatusCode::kInvalidArgument, "calibration set 'g': chunk ends at byte 40"},
+      {"GRAM too few bytes", {Start(), CalHeader("g", 2, v1::CALIBRATION_KIND_GRAM,
+                                                 v1::DTYPE_UNSPECIFIED, 1),
+                              CalChunk(0, std::string(24, '\0')), CalEnd()},
+       absl::StatusCode::kInvalidArgument, "calibration set 'g': CalibrationEnd after 24"},
+      {"truncated set", {Start(), CalHeader("x", 4), CalChunk(0, row)},
+       absl::StatusCode::kInvalidArgument, "calibration set 'x': stream ended inside"},
+      {"unknown set", {Start(), HeaderUsing("w", {2, 4}, "nope")},
+       absl::StatusCode::kInvalidArgument, "tensor w: calibration set 'nope' is unknown"},
+      {"set named before it ends", {Start(), HeaderUsing("w", {2, 4}, "x"),
+                                    CalHeader("x", 4)},
+       absl::StatusCode::kInvalidArgument, "tensor w: calibration set 'x' is unknown"},
+      {"features differ", {Start(), CalHeader("x", 4), CalChunk(0, row), CalEnd(),
+                           HeaderUsing("w", {2, 8}, "x")},
+       absl::StatusCode::kInvalidArgument,
+       "tensor w: row length 8 differs from the 4 features of calibration set 'x'"},
+      {"bad percentile", {Start(), CalHeader("x", 4), CalChunk(0, row), CalEnd(), bad_range},
+       absl::StatusCode::kInvalidArgument, "tensor w: activation_range: percentile 20"},
+      {"percentile without PERCENTILE", {percentile_minmax},
+       absl::StatusCode::kInvalidArgument, "JobOptions.activation_range"},
+  };
+  for (const BadCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    absl::Status s = Feed(c.requests);
+    EXPECT_EQ(s.code(), c.code) << s;
+    EXPECT_NE(s.message().find(c.message_part), std::string::npos) << s;
+  }
+}
+
+TEST(AssemblerCalibrationTest, ChunkOverLimitIsResourceExhausted) {
+  AssemblerLimits limits;
+  limits.max_chunk_bytes = 32;
+  absl::Status s = Feed({Start(), CalHeader("x", 4), CalChunk(0, std::string(48, '\0'))},
+                        limits);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_NE(s.message().find("calibration set 'x'"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("max_chunk_bytes=32"), std::string::npos) << s;
+}
+
+TEST(AssemblerCalibrationTest, RangeOptionsFromJobAndHeader) {
+  StreamAssembler a({});
+  Req start = Start();
+  start.mutable_start()->mutable_options()->mutable_activation_range()->set_method(
+      v1::RANGE_METHOD_KL);
+  Req h1 = HeaderUsing("a", {1, 4}, "x");
+  Req h2 = HeaderUsing("b", {1, 4}, "x");
+  auto* r = h2.mutable_header()->mutable_activation_range();
+  r->set_method(v1::RANGE_METHOD_PERCENTILE);
+  r->set_percentile(99.5);
+  r->set_asymmetric(true);
+  std::vector<Req> reqs = {start, CalHeader("x", 4), CalChunk(0, std::string(16, '\0')),
+                           CalEnd(), h1, Chunk(0, 16), End(), h2, Chunk(0, 16), End()};
+  std::vector<std::unique_ptr<TensorInput>> tensors;
+  for (Req& req : reqs) {
+    absl::StatusOr<StreamAssembler::Event> ev = a.Consume(req);
+    ASSERT_TRUE(ev.ok()) << ev.status();
+    if (ev->tensor) tensors.push_back(std::move(ev->tensor));
+  }
+  ASSERT_EQ(tensors.size(), 2u);
+  EXPECT_EQ(tensors[0]->activation_range.method, RangeMethod::kKl);
+  EXPECT_TRUE(tensors[0]->activation_range.symmetric);
+  EXPECT_EQ(tensors[1]->activation_range.method, RangeMethod::kPercentile);
+  EXPECT_EQ(tensors[1]->activation_range.percentile, 99.5);
+  EXPECT_FALSE(tensors[1]->activation_range.symmetric);
 }
 
 }  // namespace
