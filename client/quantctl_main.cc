@@ -4,6 +4,7 @@
 //       --server host:port[,host:port...] [--streams N]
 //       [--override 'REGEX=SCHEME']... [--fake-quant] [--report OUT.json]
 //       [--quantize-1d] [--max-attempts N] [--no-resume]
+//       [--target-bpw B | --target-bytes N] [--candidates S,S,...]
 //       [--progress auto|bar|lines|none] [--quiet]
 //   quantctl info --server host:port [--json]
 //   quantctl bench --server host:port [--concurrency N] [--duration 30s] ...
@@ -82,6 +83,18 @@ quantize options:
                        CRC-32C, and only the rest is sent)
   --progress MODE      auto, bar, lines or none (default: auto)
   --quiet              no progress and no per-tensor table
+  --target-bpw B       mixed precision: quantize each tensor with every
+                       candidate first, then give each the candidate that
+                       meets B bits per weight over the quantized tensors
+                       (scales and zero points included) with the least
+                       total squared error; --override tensors stay fixed
+  --target-bytes N     mixed precision to a size instead: N bytes for all
+                       output tensors (quantized ones packed, plus copies)
+  --candidates LIST    comma-separated candidate schemes for --target-*
+                       (default: int2_asym_g64,int3_asym_g128,int3_asym_g64,
+                       int4_asym_g128,int4_asym_g64,int5_asym_g128,
+                       int6_asym_g128,int8); ggml types such as Q4_K too;
+                       those that do not fit a tensor's shape are skipped
 
 bench options (a load generator: streams busy for a duration with random
 tensors, throughput and per-tensor latency p50/p90/p99; exit 1 if a good
@@ -285,6 +298,7 @@ bool ParseInt(const std::string& name, const std::string& value, int& out,
 int Quantize(const Args& args) {
   QuantizeModelOptions options;
   bool quiet = false;
+  bool candidates_given = false;
   std::string error;
   Security security;
   for (const auto& [name, value] : args.flags) {
@@ -315,6 +329,23 @@ int Quantize(const Args& args) {
       }
     } else if (name == "override") {
       options.overrides.push_back(value);
+    } else if (name == "target-bpw") {
+      if (!absl::SimpleAtod(value, &options.target_bpw) ||
+          !(options.target_bpw > 0 && options.target_bpw <= 64)) {
+        return Usage(absl::StrCat(
+            "--target-bpw needs bits per weight in (0, 64], not \"", value,
+            "\""));
+      }
+    } else if (name == "target-bytes") {
+      if (!absl::SimpleAtoi(value, &options.target_bytes) ||
+          options.target_bytes == 0) {
+        return Usage(absl::StrCat(
+            "--target-bytes needs a positive byte count, not \"", value,
+            "\""));
+      }
+    } else if (name == "candidates") {
+      options.candidates = value;
+      candidates_given = true;
     } else if (name == "fake-quant") {
       options.fake_quant = true;
     } else if (name == "quantize-1d") {
@@ -357,6 +388,13 @@ int Quantize(const Args& args) {
   if (options.servers.empty())
     return Usage("quantize needs --server HOST:PORT");
   if (quiet) options.progress = ProgressStyle::kNone;
+  if (options.target_bpw > 0 && options.target_bytes > 0) {
+    return Usage("give --target-bpw or --target-bytes, not both");
+  }
+  if (candidates_given && options.target_bpw == 0 &&
+      options.target_bytes == 0) {
+    return Usage("--candidates needs --target-bpw or --target-bytes");
+  }
 
   absl::StatusOr<RunSummary> summary = QuantizeModel(options);
   if (!summary.ok()) {

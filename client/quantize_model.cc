@@ -519,6 +519,115 @@ absl::Status WriteTextFile(const std::string& path, const std::string& text) {
   return absl::OkStatus();
 }
 
+// Why `tensor` is copied through rather than quantized; empty if it is
+// quantized.
+std::string CopyNote(const SafetensorsTensor& tensor,
+                     const SchemeOverride* rule, bool quantize_1d) {
+  if (!ParseDType(tensor.dtype).ok()) {
+    return absl::StrCat("dtype ", tensor.dtype, " is not quantizable");
+  }
+  if (rule != nullptr && !rule->scheme) {
+    return absl::StrCat("skipped by override \"", rule->text, "\"");
+  }
+  if (tensor.num_elements == 0) return "empty tensor";
+  if (tensor.shape.size() < 2 && !quantize_1d) {
+    return tensor.shape.empty() ? "scalar" : "1-D tensor";
+  }
+  return "";
+}
+
+// Whole bits of `scheme` on `tensor`; nullopt if it does not fit.
+std::optional<double> SchemeBits(const Scheme& scheme,
+                                 const SafetensorsTensor& tensor) {
+  absl::StatusOr<Layout> layout = MakeLayout(scheme, tensor.shape);
+  if (!layout.ok()) return std::nullopt;
+  return std::round(layout->BitsPerWeight() *
+                    static_cast<double>(tensor.num_elements));
+}
+
+// The mixed-precision pass: measures the candidates on every quantized
+// tensor that no override fixes and chooses their schemes for the target.
+absl::StatusOr<MixedPrecisionPlan> PlanMixedPrecision(
+    const QuantizeModelOptions& options, const SafetensorsModel& model,
+    absl::Span<const SchemeOverride> rules, const Scheme& default_scheme,
+    uint64_t max_tensor_bytes, const DispatchOptions& dispatch,
+    absl::Span<const DispatchServer> targets) {
+  if (!(options.target_bpw >= 0) || !std::isfinite(options.target_bpw) ||
+      (options.target_bpw > 0) == (options.target_bytes > 0)) {
+    return absl::InvalidArgumentError(
+        "give one mixed-precision target: a positive bits per weight or a "
+        "positive byte count");
+  }
+  MixedPrecisionPlan plan;
+  plan.target_bpw = options.target_bpw;
+  plan.target_bytes = options.target_bytes;
+  QUANTD_ASSIGN_OR_RETURN(std::vector<Scheme> candidates,
+                          ParseCandidates(options.candidates));
+  for (const Scheme& c : candidates) {
+    plan.candidates.push_back(SchemeToString(c));
+  }
+  std::vector<CandidateTensor> free;
+  std::vector<const SafetensorsTensor*> free_tensors;
+  for (const SafetensorsTensor* tensor : model.tensors()) {
+    const SchemeOverride* rule = FindOverride(rules, tensor->name);
+    if (!CopyNote(*tensor, rule, options.quantize_1d).empty()) {
+      plan.copied_bits += 8.0 * static_cast<double>(tensor->data.size());
+      continue;
+    }
+    plan.quantized_params += tensor->num_elements;
+    if (rule != nullptr || tensor->data.size() > max_tensor_bytes) {
+      // Fixed by an override (a tensor that cannot be sent fails the run).
+      plan.fixed_bits +=
+          SchemeBits(rule != nullptr ? *rule->scheme : default_scheme, *tensor)
+              .value_or(0);
+      continue;
+    }
+    free.push_back({tensor->name, *ParseDType(tensor->dtype), tensor->shape,
+                    tensor->data});
+    free_tensors.push_back(tensor);
+  }
+  std::vector<TensorCurve> curves =
+      MeasureCandidates(dispatch, targets, free, candidates);
+  for (size_t i = 0; i < curves.size(); ++i) {
+    if (curves[i].points.empty()) {  // nothing fits: the default scheme
+      plan.fixed_bits +=
+          SchemeBits(default_scheme, *free_tensors[i]).value_or(0);
+    } else {
+      plan.curves.push_back(std::move(curves[i]));
+    }
+  }
+  const double quantized_params = static_cast<double>(plan.quantized_params);
+  const double total =
+      plan.target_bpw > 0
+          ? plan.target_bpw * quantized_params
+          : 8.0 * static_cast<double>(plan.target_bytes) - plan.copied_bits;
+  plan.budget_bits = total - plan.fixed_bits;
+  double min_bits = plan.fixed_bits;
+  for (const TensorCurve& curve : plan.curves) {
+    double least = std::numeric_limits<double>::infinity();
+    for (const CurvePoint& p : curve.points) least = std::min(least, p.bits);
+    min_bits += least;
+  }
+  if (min_bits > total) {
+    return absl::InvalidArgumentError(
+        plan.target_bpw > 0
+            ? absl::StrFormat(
+                  "target of %.3f bits per weight is below the least the "
+                  "candidates and overrides allow, %.3f",
+                  plan.target_bpw,
+                  min_bits / std::max(quantized_params, 1.0))
+            : absl::StrFormat(
+                  "target of %d bytes is below the least the candidates, "
+                  "overrides and copied tensors allow, %.0f",
+                  plan.target_bytes, (min_bits + plan.copied_bits) / 8));
+  }
+  QUANTD_ASSIGN_OR_RETURN(plan.choice,
+                          ChooseMixedPrecision(plan.curves, plan.budget_bits));
+  plan.planned_bpw =
+      (plan.fixed_bits + plan.choice.bits) / std::max(quantized_params, 1.0);
+  return plan;
+}
+
 }  // namespace
 
 absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
@@ -652,6 +761,44 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
     }
   }
 
+  std::vector<DispatchServer> targets;
+  for (size_t i = 0; i < clients.size(); ++i) {
+    targets.push_back({clients[i].get(), addresses[i], chunk_bytes[i],
+                       options.streams_per_server * replicas[i]});
+  }
+  DispatchOptions dispatch;
+  dispatch.job.scheme = default_scheme;
+  dispatch.job.output =
+      options.fake_quant ? v1::OUTPUT_KIND_FAKE_QUANT : v1::OUTPUT_KIND_PACKED;
+  dispatch.job.client_name = options.client_name;
+  dispatch.job.max_in_flight_tensors = options.max_in_flight_tensors;
+  dispatch.max_attempts = options.max_attempts;
+
+  // Mixed precision: each free tensor's scheme, chosen for the target.
+  absl::flat_hash_map<std::string, Scheme> mixed_schemes;
+  if (options.target_bpw != 0 || options.target_bytes != 0) {
+    const bool talk = options.progress != ProgressStyle::kNone;
+    if (talk) {
+      std::fprintf(stderr, "quantctl: measuring the candidate schemes\n");
+    }
+    QUANTD_ASSIGN_OR_RETURN(
+        MixedPrecisionPlan plan,
+        PlanMixedPrecision(options, *model, rules, default_scheme,
+                           max_tensor_bytes, dispatch, targets));
+    for (size_t i = 0; i < plan.curves.size(); ++i) {
+      const CurvePoint& point = plan.curves[i].points[static_cast<size_t>(
+          plan.choice.point[i])];
+      mixed_schemes[plan.curves[i].name] = *ParseScheme(point.scheme);
+    }
+    if (talk) {
+      std::fprintf(stderr,
+                   "quantctl: mixed precision: %d tensors, planned %.3f bits "
+                   "per weight\n",
+                   static_cast<int>(plan.curves.size()), plan.planned_bpw);
+    }
+    run.mixed = std::move(plan);
+  }
+
   // Plan: what happens to each tensor, and the output's entries.
   std::vector<TensorSummary>& summaries = run.tensors;
   std::vector<Item> items;
@@ -672,15 +819,7 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
     s.bytes_in = tensor->data.size();
     const SchemeOverride* rule = FindOverride(rules, tensor->name);
     absl::StatusOr<DType> dtype = ParseDType(tensor->dtype);
-    if (!dtype.ok()) {
-      s.note = absl::StrCat("dtype ", tensor->dtype, " is not quantizable");
-    } else if (rule != nullptr && !rule->scheme) {
-      s.note = absl::StrCat("skipped by override \"", rule->text, "\"");
-    } else if (tensor->num_elements == 0) {
-      s.note = "empty tensor";
-    } else if (tensor->shape.size() < 2 && !options.quantize_1d) {
-      s.note = tensor->shape.empty() ? "scalar" : "1-D tensor";
-    }
+    s.note = CopyNote(*tensor, rule, options.quantize_1d);
     if (!s.note.empty()) {
       s.action = TensorAction::kCopied;
       s.bytes_out = s.bytes_in;
@@ -693,6 +832,10 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
     item.tensor = tensor;
     item.dtype = *dtype;
     item.scheme = rule != nullptr ? *rule->scheme : default_scheme;
+    if (auto it = mixed_schemes.find(tensor->name);
+        rule == nullptr && it != mixed_schemes.end()) {
+      item.scheme = it->second;
+    }
     item.has_scheme_override = !(item.scheme == default_scheme);
     s.scheme = SchemeToString(item.scheme);
     absl::StatusOr<Layout> layout = MakeLayout(item.scheme, tensor->shape);
@@ -780,18 +923,6 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
     request.data = item.tensor->data;
     requests.push_back(std::move(request));
   }
-  std::vector<DispatchServer> targets;
-  for (size_t i = 0; i < clients.size(); ++i) {
-    targets.push_back({clients[i].get(), addresses[i], chunk_bytes[i],
-                       options.streams_per_server * replicas[i]});
-  }
-  DispatchOptions dispatch;
-  dispatch.job.scheme = default_scheme;
-  dispatch.job.output =
-      options.fake_quant ? v1::OUTPUT_KIND_FAKE_QUANT : v1::OUTPUT_KIND_PACKED;
-  dispatch.job.client_name = options.client_name;
-  dispatch.job.max_in_flight_tensors = options.max_in_flight_tensors;
-  dispatch.max_attempts = options.max_attempts;
   std::thread sender([&] {
     Dispatch(
         dispatch, targets, requests,
@@ -818,6 +949,7 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
   QUANTD_RETURN_IF_ERROR(store.io_status());
 
   // Totals.
+  double quantized_bits = 0;
   for (const TensorSummary& s : summaries) {
     ++run.num_tensors;
     run.params += s.num_elements;
@@ -827,6 +959,8 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
       case TensorAction::kFakeQuantized:
         ++run.num_quantized;
         run.quantized_params += s.num_elements;
+        quantized_bits += std::round(s.metrics.bits_per_weight() *
+                                     static_cast<double>(s.num_elements));
         run.output_bytes += s.bytes_out;
         break;
       case TensorAction::kCopied:
@@ -842,6 +976,10 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
   if (run.params > 0) {
     run.bits_per_weight = 8.0 * static_cast<double>(run.output_bytes) /
                           static_cast<double>(run.params);
+  }
+  if (run.quantized_params > 0) {
+    run.quantized_bits_per_weight =
+        quantized_bits / static_cast<double>(run.quantized_params);
   }
   run.bytes_per_second =
       static_cast<double>(send_bytes) / std::max(run.wall_seconds, 1e-9);
@@ -881,7 +1019,51 @@ std::string Pad(absl::string_view text, size_t width, bool right) {
 
 }  // namespace
 
+namespace {
+
+// What a mixed-precision run achieved, from the final results.
+struct MixedAchieved {
+  uint64_t bytes = 0;       // quantized tensors packed + copied tensors
+  double free_error = 0;    // total squared error of the chosen tensors
+};
+
+MixedAchieved Achieved(const RunSummary& s) {
+  MixedAchieved a;
+  absl::flat_hash_set<std::string> free;
+  if (s.mixed) {
+    for (const TensorCurve& curve : s.mixed->curves) free.insert(curve.name);
+  }
+  double bits = 0;
+  for (const TensorSummary& t : s.tensors) {
+    const auto n = static_cast<double>(t.num_elements);
+    if (t.action == TensorAction::kCopied) {
+      bits += 8.0 * static_cast<double>(t.bytes_out);
+    } else if (t.action != TensorAction::kFailed) {
+      bits += std::round(t.metrics.bits_per_weight() * n);
+      if (free.contains(t.name)) a.free_error += t.metrics.mse() * n;
+    }
+  }
+  a.bytes = static_cast<uint64_t>(std::ceil(bits / 8));
+  return a;
+}
+
+}  // namespace
+
 std::string FormatTotals(const RunSummary& s) {
+  std::string mixed;
+  if (s.mixed) {
+    const MixedAchieved a = Achieved(s);
+    mixed = absl::StrFormat(
+        "mixed precision: %s  achieved: %.3f bpw over quantized tensors, %d "
+        "bytes  error: %.4e (lower bound %.4e)  %d tensors chosen from %d "
+        "candidates\n",
+        s.mixed->target_bpw > 0
+            ? absl::StrFormat("target %.3f bpw", s.mixed->target_bpw)
+            : absl::StrFormat("target %d bytes", s.mixed->target_bytes),
+        s.quantized_bits_per_weight, a.bytes, a.free_error,
+        s.mixed->choice.lower_bound, s.mixed->curves.size(),
+        s.mixed->candidates.size());
+  }
   return absl::StrFormat(
       "tensors: %d (%d quantized%s, %d copied, %d failed)  params: %d  "
       "input: %.3f GB  output: %.3f GB  bpw: %.3f  %.3f GB/s  wall: %.2f s\n",
@@ -890,7 +1072,8 @@ std::string FormatTotals(const RunSummary& s) {
       s.num_copied, s.num_failed, s.params,
       static_cast<double>(s.input_bytes) / 1e9,
       static_cast<double>(s.output_bytes) / 1e9, s.bits_per_weight,
-      s.bytes_per_second / 1e9, s.wall_seconds);
+      s.bytes_per_second / 1e9, s.wall_seconds) +
+         mixed;
 }
 
 std::string FormatSummaryTable(const RunSummary& summary) {
@@ -1032,7 +1215,16 @@ OrderedJson SummaryToJson(const RunSummary& s) {
   totals["bits_per_weight"] = s.bits_per_weight;
   totals["bytes_per_second"] = s.bytes_per_second;
   totals["wall_seconds"] = s.wall_seconds;
+  totals["quantized_bits_per_weight"] = s.quantized_bits_per_weight;
   j["totals"] = std::move(totals);
+  if (s.mixed) {
+    OrderedJson mixed = MixedPrecisionToJson(*s.mixed);
+    const MixedAchieved a = Achieved(s);
+    mixed["achieved_bpw"] = s.quantized_bits_per_weight;
+    mixed["achieved_bytes"] = a.bytes;
+    mixed["achieved_error"] = a.free_error;
+    j["mixed_precision"] = std::move(mixed);
+  }
   return j;
 }
 

@@ -29,12 +29,14 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "client/json.h"
+#include "client/mixed_precision.h"
 #include "quantd/v1/quantizer.pb.h"
 
 namespace quantd {
@@ -108,6 +110,21 @@ struct QuantizeModelOptions {
   std::string tls_key_file;
   // Bearer token sent on every call (servers run with --auth_token_file).
   std::string auth_token;
+
+  // Mixed precision (client/mixed_precision.h): with target_bpw > 0 or
+  // target_bytes > 0 (not both), every quantized tensor that no override
+  // fixes is first quantized with each of `candidates` that fits its shape,
+  // then given the candidate that meets the target with the least total
+  // squared weight error, and the run proceeds with those schemes.
+  // target_bpw: bits per weight over the quantized tensors (codes, scales
+  // and zero points as the servers count them; override-fixed tensors
+  // included). target_bytes: bytes of the whole output's tensors, the
+  // quantized ones in packed form (also with fake_quant) plus those copied
+  // through. Tensors no candidate fits keep `scheme`.
+  double target_bpw = 0;
+  uint64_t target_bytes = 0;
+  // Comma-separated candidate schemes. Default: kDefaultCandidates.
+  std::string candidates = kDefaultCandidates;
 };
 
 enum class TensorAction {
@@ -162,6 +179,9 @@ struct RunSummary {
   uint64_t output_bytes = 0;     // tensor bytes of the output (no header)
   // 8 * output_bytes / params: the whole file's bits per weight.
   double bits_per_weight = 0;
+  // Bits per weight over the quantized tensors: the servers'
+  // bits_per_weight weighted by elements.
+  double quantized_bits_per_weight = 0;
   // Input bytes of quantized tensors per wall second.
   double bytes_per_second = 0;
   double wall_seconds = 0;
@@ -171,11 +191,14 @@ struct RunSummary {
   std::string output;   // empty if not written (a tensor failed)
   std::string partial;  // OUTPUT.partial when kept for a rerun to resume
   std::string report;   // empty if not written
+  // The mixed-precision plan, when a target was given.
+  std::optional<MixedPrecisionPlan> mixed;
 };
 
 // Runs the whole quantization. Returns an error (and writes nothing) for
 // problems before any tensor is sent: InvalidArgument for bad options,
-// schemes or overrides, or a malformed model; NotFound for a missing model;
+// schemes, candidates or overrides, a mixed-precision target below what the
+// candidates allow, or a malformed model; NotFound for a missing model;
 // Unavailable (naming the server) if no server answers GetServerInfo
 // (servers that do not answer while others do are left out and listed in
 // down_servers). A tensor whose scheme does not fit its shape
@@ -190,12 +213,16 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options);
 // shape, scheme, bpw, MSE, max|err|, SQNR dB, cosine, ms), one line per
 // tensor, in name order, failed tensors with their status.
 std::string FormatSummaryTable(const RunSummary& summary);
-// Just the totals line.
+// Just the totals line (and, for a mixed-precision run, a second line: the
+// target against the achieved bits per weight or bytes, and the total error
+// against its lower bound).
 std::string FormatTotals(const RunSummary& summary);
 
 // The JSON report: {"quantd_report_version": 1, "model", "output",
 // "scheme", "fake_quant", "servers": [...], "tensors": [...], "totals":
-// {...}}. Non-finite numbers (an error-free tensor's SQNR) are null.
+// {...}, and for a mixed-precision run "mixed_precision": the curves, the
+// choice and the uniform baselines (MixedPrecisionToJson) with the achieved
+// figures}. Non-finite numbers (an error-free tensor's SQNR) are null.
 OrderedJson SummaryToJson(const RunSummary& summary);
 
 }  // namespace quantd
