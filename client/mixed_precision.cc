@@ -13,6 +13,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -61,8 +62,8 @@ double Cross(double ox, double oy, double ax, double ay, double bx,
 absl::StatusOr<MixedChoice> ChooseMixedPrecision(
     std::vector<TensorCurve>& curves, double budget_bits,
     const MixedChoiceOptions& options) {
-  if (options.max_units < 1) {
-    return absl::InvalidArgumentError("max_units must be >= 1");
+  if (options.max_units < 1 || options.max_cells < 1) {
+    return absl::InvalidArgumentError("max_units and max_cells must be >= 1");
   }
   if (!std::isfinite(budget_bits)) {
     return absl::InvalidArgumentError("the bit budget is not finite");
@@ -202,8 +203,13 @@ absl::StatusOr<MixedChoice> ChooseMixedPrecision(
     }
   }
   const double g = whole && gcd > 0 ? static_cast<double>(gcd) : 1.0;
+  const int64_t max_units = std::max<int64_t>(
+      1, std::min<int64_t>(options.max_units,
+                           options.max_cells /
+                               std::max<int64_t>(
+                                   static_cast<int64_t>(free.size()), 1)));
   const double factor = std::max(
-      1.0, std::ceil(slack / g / static_cast<double>(options.max_units)));
+      1.0, std::ceil(slack / g / static_cast<double>(max_units)));
   const double unit = g * factor;
   const auto capacity = static_cast<size_t>(std::floor(slack / unit));
   choice.unit_bits = unit;
@@ -301,8 +307,11 @@ std::vector<TensorCurve> MeasureCandidates(
       const std::string text = SchemeToString(candidates[k]);
       absl::StatusOr<Layout> layout = MakeLayout(candidates[k], tensor.shape);
       if (!layout.ok()) {
+        const absl::string_view why = layout.status().message();
         curves[t].skipped.push_back(
-            absl::StrCat(text, ": ", layout.status().message()));
+            absl::StartsWith(why, absl::StrCat(text, ":"))
+                ? std::string(why)
+                : absl::StrCat(text, ": ", why));
         continue;
       }
       TensorRequest request;
@@ -313,6 +322,7 @@ std::vector<TensorCurve> MeasureCandidates(
       request.shape = tensor.shape;
       request.scheme = candidates[k];
       request.data = tensor.data;
+      request.calibration = tensor.calibration;
       requests.push_back(std::move(request));
       slots.push_back({t, k});
     }
@@ -320,6 +330,7 @@ std::vector<TensorCurve> MeasureCandidates(
   // Results by slot, filled concurrently by the stream threads.
   absl::Mutex mu;
   std::vector<std::optional<v1::Metrics>> metrics(slots.size());
+  std::vector<std::optional<v1::OutputMetrics>> output_metrics(slots.size());
   std::vector<std::string> errors(slots.size());
   DispatchOptions dispatch = options;
   dispatch.job.output = v1::OUTPUT_KIND_PACKED;
@@ -328,6 +339,7 @@ std::vector<TensorCurve> MeasureCandidates(
       [&](size_t i, TensorReply reply, const DispatchInfo&) {
         absl::MutexLock lock(&mu);
         metrics[i] = reply.metrics;
+        output_metrics[i] = reply.output_metrics;
         return absl::OkStatus();
       },
       [&](size_t i, const absl::Status& status, const DispatchInfo&) {
@@ -347,6 +359,9 @@ std::vector<TensorCurve> MeasureCandidates(
     const auto elements = static_cast<double>(curve.num_elements);
     point.bits = std::round(point.metrics.bits_per_weight() * elements);
     point.weight_error = point.metrics.mse() * elements;
+    if (output_metrics[s].has_value()) {
+      point.output_error = output_metrics[s]->error_sq();
+    }
     curve.points.push_back(std::move(point));
   }
   return curves;

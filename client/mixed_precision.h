@@ -17,10 +17,13 @@
 // Curves. A point is one (tensor, scheme): its size in bits, bits_per_weight
 // x elements as the server reports it (codes, scales and zero points, or a
 // ggml block's bytes), and its weight-space error, the total squared error
-// sum (w - w_hat)^2 = mse x elements. A point also has a slot for the
-// output-space error tr(dW G dW^T) of the tensor's layer on calibration data;
-// the wire does not carry it yet, so it is NaN until then, and choosing on
-// it (ErrorMeasure::kOutput) is FailedPrecondition while any point lacks it.
+// sum (w - w_hat)^2 = mse x elements. A point also has a column for the
+// output-space error ||X W^T - X W_hat^T||^2 = tr(dW G dW^T) of the tensor's
+// layer on calibration data X: MeasureCandidates fills it from the reply's
+// output metrics when the tensor names a calibration set of the job, else it
+// stays NaN; choosing on it (ErrorMeasure::kOutput) is FailedPrecondition
+// while any point lacks it. (quantctl has no calibration input yet, so its
+// runs choose on the weight error.)
 //
 // The optimisation. Choosing one point per tensor under a total-bits budget
 // is the multiple-choice knapsack problem:
@@ -33,10 +36,10 @@
 //      for the bound in step 4, and is reported.)
 //   2. Dynamic programming over a discretised budget. Each tensor's extra
 //      bits over its smallest point are rounded UP to units of u bits,
-//      u = g * max(1, ceil(slack / g / max_units)), where g is the greatest
+//      u = g * max(1, ceil(slack / g / U)), where g is the greatest
 //      common divisor of all extra bits (1 if a size is not whole) and
-//      slack = B - sum_i min_k b_i(k); dp[c] = least error with at most c
-//      units. Rounding up keeps every answer feasible in exact bits. When
+//      slack = B - sum_i min_k b_i(k), and U the unit limit of
+//      MixedChoiceOptions; dp[c] = least error with at most c units. Rounding up keeps every answer feasible in exact bits. When
 //      u = g and the sizes are whole bits (they are: sizes are whole bytes)
 //      no extra is rounded and the answer is EXACT. Otherwise it is at
 //      least as good as the exact optimum for the budget B - T u (T tensors
@@ -125,9 +128,12 @@ struct TensorCurve {
 
 struct MixedChoiceOptions {
   ErrorMeasure measure = ErrorMeasure::kWeight;
-  // Budget units of the dynamic program, at most (see the header comment).
-  // Default: 2^16. Memory: tensors x (max_units + 1) bytes.
-  int64_t max_units = int64_t{1} << 16;
+  // Budget units of the dynamic program, at most (see the header comment):
+  // the least of max_units and max_cells / (tensors with a choice). The
+  // table of choices takes one byte per cell; time is cells x candidates.
+  // Defaults: 2^22 units, 2^26 cells (64 MiB).
+  int64_t max_units = int64_t{1} << 22;
+  int64_t max_cells = int64_t{1} << 26;
 };
 
 struct MixedChoice {
@@ -164,6 +170,10 @@ struct CandidateTensor {
   DType dtype = DType::kF32;
   std::vector<int64_t> shape;
   absl::Span<const uint8_t> data;  // not owned; outlives the call
+  // A calibration set of options.job.calibration_sets whose activations
+  // are this tensor's input; then each point gets its output_error (the
+  // reply's OutputMetrics.error_sq). Empty: none.
+  std::string calibration;
 };
 
 // Sends every tensor once per candidate that fits its shape (MakeLayout)

@@ -17,12 +17,15 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "client/dispatcher.h"
 #include "client/json.h"
+#include "client/quantd_client.h"
 #include "client/quantize_model.h"
 #include "client/safetensors.h"
 #include "kernels/convert.h"
@@ -259,6 +262,9 @@ TEST(ParseCandidatesTest, ParsesAndDropsRepeats) {
 // QuantizeModel with a target, against a fake server.
 
 // Quantizes int and ggml block schemes with the kernels; packed output.
+// Calibration sets are not read; a tensor that names one gets output
+// metrics as if G were diagonal with G_jj = 1 + j % 7:
+// error_sq = sum_ij G_jj (w_ij - w_hat_ij)^2.
 class FakeQuantizer final : public v1::Quantizer::Service {
  public:
   grpc::Status GetServerInfo(grpc::ServerContext*,
@@ -337,6 +343,16 @@ class FakeQuantizer final : public v1::Quantizer::Service {
     ErrorMetrics metrics = ComputeErrorMetrics(w.data(), w_hat.data(), n);
     metrics.bits_per_weight = layout->BitsPerWeight();
     MetricsToProto(metrics, result.mutable_metrics());
+    if (!header.calibration().empty()) {
+      double error_sq = 0;
+      for (size_t i = 0; i < n; ++i) {
+        const double d = static_cast<double>(w[i]) - w_hat[i];
+        const auto column = static_cast<int64_t>(i) % layout->row_length;
+        error_sq += static_cast<double>(1 + column % 7) * d * d;
+      }
+      result.mutable_output_metrics()->set_calibration(header.calibration());
+      result.mutable_output_metrics()->set_error_sq(error_sq);
+    }
     result.set_bytes_in(data.size());
     auto send = [&](v1::ShardChunk::Part part, const void* p, size_t size) {
       if (size > 0) {
@@ -586,6 +602,70 @@ TEST_F(MixedQuantizeModelTest, OverridesStayFixedAndBytesTargetIsMet) {
   }
   EXPECT_TRUE(mixed["uniform_over_free_tensors"].is_array());
   EXPECT_NE(FormatTotals(*run).find("target 60000 bytes"), std::string::npos);
+}
+
+// MeasureCandidates fills the output-error column from the replies, and
+// the choice on it is the brute-force optimum of those errors.
+TEST_F(MixedQuantizeModelTest, OutputErrorColumnFromCalibratedReplies) {
+  const std::string model = WriteModel(kModel, 9);
+  absl::StatusOr<std::unique_ptr<SafetensorsModel>> file =
+      SafetensorsModel::Open(model);
+  ASSERT_TRUE(file.ok()) << file.status();
+  std::vector<CandidateTensor> tensors;
+  for (const SafetensorsTensor* t : (*file)->tensors()) {
+    if (t->shape.size() == 2 && t->shape[1] == 256) {
+      tensors.push_back({t->name, DType::kF32, t->shape, t->data, "x256"});
+    }
+  }
+  ASSERT_EQ(tensors.size(), 3u);
+  std::vector<float> activations(4 * 256, 0.5f);
+  QuantdClient client(server_->InProcessChannel(grpc::ChannelArguments()));
+  DispatchOptions dispatch;
+  CalibrationSetRequest set;
+  set.name = "x256";
+  set.features = 256;
+  set.data = {reinterpret_cast<const uint8_t*>(activations.data()),
+              activations.size() * 4};
+  dispatch.job.calibration_sets = {set};
+  const std::vector<DispatchServer> servers = {{&client, "fake", 1 << 20, 2}};
+  absl::StatusOr<std::vector<Scheme>> candidates =
+      ParseCandidates("int2_asym_g64,int3_asym_g128,int4_asym_g128,int8");
+  ASSERT_TRUE(candidates.ok());
+  std::vector<TensorCurve> curves =
+      MeasureCandidates(dispatch, servers, tensors, *candidates);
+  ASSERT_EQ(curves.size(), 3u);
+  for (const TensorCurve& curve : curves) {
+    SCOPED_TRACE(curve.name);
+    ASSERT_EQ(curve.points.size(), 4u);
+    for (const CurvePoint& p : curve.points) {
+      // Between 1x and 7x the weight error (G_jj in [1, 7]).
+      EXPECT_GE(p.output_error, p.weight_error * (1 - 1e-9));
+      EXPECT_LE(p.output_error, 7 * p.weight_error * (1 + 1e-9));
+    }
+  }
+  // Brute force over the output errors (copies of the curves so that the
+  // optimiser's flags do not matter).
+  std::vector<TensorCurve> by_output = curves;
+  for (TensorCurve& c : by_output) {
+    for (CurvePoint& p : c.points) p.weight_error = p.output_error;
+  }
+  MixedChoiceOptions output;
+  output.measure = ErrorMeasure::kOutput;
+  const double budget = 4.0 * (16384 + 16384 + 32768);
+  absl::StatusOr<MixedChoice> choice =
+      ChooseMixedPrecision(curves, budget, output);
+  ASSERT_TRUE(choice.ok()) << choice.status();
+  const double opt = BruteForce(by_output, budget);
+  EXPECT_NEAR(choice->error, opt, 1e-9 * opt);
+  // Without calibration the column is empty and kOutput is refused.
+  for (CandidateTensor& t : tensors) t.calibration.clear();
+  dispatch.job.calibration_sets.clear();
+  std::vector<TensorCurve> plain =
+      MeasureCandidates(dispatch, servers, tensors, *candidates);
+  ASSERT_EQ(plain.size(), 3u);
+  EXPECT_TRUE(std::isnan(plain[0].points[0].output_error));
+  EXPECT_EQ(ChooseMixedPrecision(plain, budget, output).status().code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 TEST_F(MixedQuantizeModelTest, RefusesATargetBelowTheSmallestCandidate) {
