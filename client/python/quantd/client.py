@@ -47,6 +47,7 @@ import numpy as np
 
 from quantd import errors
 from quantd._pb import has_field, pb, pb_grpc
+from quantd.calibration import ActivationRange, Calibration, OutputMetrics
 from quantd.checksum import crc32c, crc32c_combine
 from quantd.scheme import SchemeLike, parse_scheme
 from quantd.tensor import Layout, Metrics, QuantizedTensor
@@ -143,6 +144,7 @@ class _Job:
     shape: Tuple[int, ...]
     scheme: Optional["pb.Scheme"]  # None: the job's default
     importance: Optional[np.ndarray]
+    calibration: str = ""          # a set of the stream, or none
     attempts: int = 0              # failed sends so far
     isolate: bool = False          # send alone: it may be the bad one
 
@@ -191,19 +193,27 @@ def _convert(array: Any, dtype: Optional[str]) -> Tuple[np.ndarray, int]:
 
 
 def _make_job(item: Any, index: int) -> _Job:
-    """A _Job from (name, array[, scheme]) or a mapping with keys name, array
-    and optionally scheme, importance, dtype."""
+    """A _Job from (name, array[, scheme[, calibration]]) or a mapping with
+    keys name, array and optionally scheme, importance, dtype, calibration."""
     if isinstance(item, dict):
         name, array = item["name"], item["array"]
         scheme, importance, dtype = (item.get("scheme"), item.get("importance"),
                                      item.get("dtype"))
+        calibration = item.get("calibration")
     else:
-        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
-            raise TypeError(f"tensor #{index}: expected (name, array) or (name, "
-                            f"array, scheme), got {type(item).__name__}")
+        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3, 4):
+            raise TypeError(f"tensor #{index}: expected (name, array), (name, "
+                            f"array, scheme) or (name, array, scheme, "
+                            f"calibration), got {type(item).__name__}")
         name, array = item[0], item[1]
-        scheme = item[2] if len(item) == 3 else None
+        scheme = item[2] if len(item) >= 3 else None
+        calibration = item[3] if len(item) == 4 else None
         importance = dtype = None
+    if isinstance(calibration, Calibration):
+        calibration = calibration.name
+    if calibration is not None and not isinstance(calibration, str):
+        raise TypeError(f"tensor #{index}: calibration must name a set (str or "
+                        f"quantd.Calibration), not {type(calibration).__name__}")
     if not isinstance(name, str) or not name:
         raise ValueError(f"tensor #{index}: the name must be a non-empty str")
     arr, wire = _as_wire_array(array, dtype)
@@ -217,7 +227,7 @@ def _make_job(item: Any, index: int) -> _Job:
     return _Job(name=name, data=data, dtype=wire, dtype_name=_DTYPE_NAMES[wire],
                 shape=tuple(int(d) for d in arr.shape),
                 scheme=None if scheme is None else parse_scheme(scheme),
-                importance=imp)
+                importance=imp, calibration=calibration or "")
 
 
 # --- one tensor being received -----------------------------------------------
@@ -299,9 +309,27 @@ class _Pending:
                        num_elements * 4, result.fake_quant_crc32c)
             dequantized = np.frombuffer(raw, dtype="<f4").astype(
                 np.float32, copy=False).reshape(self.job.shape)
+        channel_scales = None
+        if has_field(pb.TensorResult, "channel_scales_crc32c") and \
+                pb.ShardChunk.PART_CHANNEL_SCALES in self.crcs:
+            # AWQ / SmoothQuant: one f32 per input column, with every output.
+            raw = part(pb.ShardChunk.PART_CHANNEL_SCALES, "channel scales",
+                       layout.row_length * 4, result.channel_scales_crc32c)
+            channel_scales = np.frombuffer(raw, dtype="<f4").astype(
+                np.float32, copy=False)
         if self.parts:
             extra = ", ".join(pb.ShardChunk.Part.Name(k) for k in self.parts)
             raise loss(f"parts not asked for: {extra}")
+        calibrated = {}
+        if has_field(pb.TensorResult, "output_metrics"):
+            if result.HasField("output_metrics"):
+                calibrated["output_metrics"] = OutputMetrics.from_proto(
+                    result.output_metrics)
+            if result.HasField("activation_range"):
+                calibrated["activation_range"] = ActivationRange.from_proto(
+                    result.activation_range)
+            calibrated["importance_from_calibration"] = bool(
+                result.importance_from_calibration)
         return QuantizedTensor(
             name=name, shape=self.job.shape, layout=layout, metrics=Metrics.from_proto(result.metrics),
             codes=codes, scales=scales, zero_points=zero_points,
@@ -310,7 +338,8 @@ class _Pending:
             queue_seconds=result.queue_seconds,
             compute_seconds=result.compute_seconds,
             seconds=time.monotonic() - self.sent, target=target,
-            attempts=self.job.attempts + 1)
+            attempts=self.job.attempts + 1, channel_scales=channel_scales,
+            **calibrated)
 
 
 # --- the request side of one stream ----------------------------------------
@@ -320,7 +349,8 @@ _HALF_CLOSE = object()
 
 class _Sender:
     """The request iterator of one stream, consumed by a gRPC thread: the
-    JobStart, then each job put() as header, chunks and end."""
+    JobStart, then each calibration set or job put(), in order, as header,
+    chunks and end."""
 
     def __init__(self, start: "pb.QuantizeRequest", chunk_bytes: int):
         self._start = start
@@ -328,7 +358,7 @@ class _Sender:
         self._queue: "queue.Queue[Any]" = queue.Queue()
         self._stopped = threading.Event()
 
-    def put(self, job: _Job) -> None:
+    def put(self, job: Union[_Job, Calibration]) -> None:
         self._queue.put(job)
 
     def half_close(self) -> None:
@@ -344,12 +374,20 @@ class _Sender:
             job = self._queue.get()
             if job is _HALF_CLOSE:
                 return
+            if isinstance(job, Calibration):
+                for request in job.requests(self._chunk_bytes):
+                    if self._stopped.is_set():
+                        return
+                    yield request
+                continue
             header = pb.TensorHeader(name=job.name, dtype=job.dtype,
                                      shape=list(job.shape))
             if job.scheme is not None:
                 header.scheme.CopyFrom(job.scheme)
             if job.importance is not None:
                 header.importance.extend(job.importance.tolist())
+            if job.calibration:
+                header.calibration = job.calibration
             yield pb.QuantizeRequest(header=header)
             tensor_crc = 0
             data = job.data
@@ -526,7 +564,9 @@ class Client:
 
     def quantize(self, array, scheme: SchemeLike = "int8", *, name: str = "tensor",
                  output: str = "both", importance=None,
-                 dtype: Optional[str] = None) -> QuantizedTensor:
+                 dtype: Optional[str] = None,
+                 calibration: Union[None, Calibration, Any] = None
+                 ) -> QuantizedTensor:
         """Quantizes one tensor.
 
         Args:
@@ -540,28 +580,42 @@ class Client:
           importance: per-column weights for ggml block formats (llama.cpp's
             imatrix entry), row_length values >= 0.
           dtype: "f32", "f16" or "bf16" to convert to before sending.
+          calibration: the tensor's input activations X ([tokens,
+            row_length] floats, sent as a calibration set named like the
+            tensor) or a quantd.Calibration; the result then has
+            output_metrics (and activation_range for activations).
 
         Raises a quantd.QuantdError subclass for a failed call, for instance
         InvalidArgumentError for an unknown scheme or a NaN.
         """
+        sets = []
+        if calibration is not None:
+            if not isinstance(calibration, Calibration):
+                calibration = Calibration(name, activations=calibration)
+            sets.append(calibration)
         item = {"name": name, "array": array, "scheme": None,
-                "importance": importance, "dtype": dtype}
+                "importance": importance, "dtype": dtype,
+                "calibration": calibration}
         # Read the stream to its end, so that it finishes with OK rather than
         # being cancelled once the result is in.
-        (result,) = self.quantize_many([item], scheme, output=output)
+        (result,) = self.quantize_many([item], scheme, output=output,
+                                       calibration_sets=sets)
         return result
 
     def quantize_many(self, tensors: Iterable[Any], scheme: SchemeLike = "int8", *,
                       output: str = "both", max_in_flight: Optional[int] = None,
-                      return_exceptions: bool = False
+                      return_exceptions: bool = False,
+                      calibration_sets: Sequence[Calibration] = ()
                       ) -> Iterator[Union[QuantizedTensor, errors.QuantdError]]:
         """Quantizes many tensors on one stream, yielding each result as it
         completes (completion order, not input order).
 
         Args:
-          tensors: an iterable of (name, array), (name, array, scheme) or
-            dicts with keys name, array and optionally scheme, importance,
-            dtype. Read lazily: at most max_in_flight arrays are referenced at
+          tensors: an iterable of (name, array), (name, array, scheme),
+            (name, array, scheme, calibration) or dicts with keys name, array
+            and optionally scheme, importance, dtype, calibration (scheme may
+            be None for the default; calibration names one of
+            calibration_sets, or is that quantd.Calibration). Read lazily: at most max_in_flight arrays are referenced at
             once (plus those waiting to be re-sent), so a generator that loads
             one tensor at a time keeps memory bounded. Names must be unique.
           scheme: the default scheme, for tensors that do not name one.
@@ -571,6 +625,11 @@ class Client:
             that failed, and go on with the others, instead of raising it.
             Errors about the call itself (UNAUTHENTICATED, PERMISSION_DENIED,
             DEADLINE_EXCEEDED, CANCELLED) are raised either way.
+          calibration_sets: quantd.Calibration sets, sent at the start of
+            the stream (and of every stream a retry opens) before any tensor,
+            in order; names must be unique. Each set's activations are
+            folded by the server into statistics whose size depends on its
+            features only.
         """
         try:
             output_kind = _OUTPUT[output]
@@ -578,6 +637,13 @@ class Client:
             raise ValueError(f"output must be one of {', '.join(_OUTPUT)}, not "
                              f"{output!r}") from None
         default_scheme = parse_scheme(scheme)
+        sets = list(calibration_sets)
+        for s in sets:
+            if not isinstance(s, Calibration):
+                raise TypeError(f"calibration_sets holds a {type(s).__name__}, "
+                                "not a quantd.Calibration")
+        if len({s.name for s in sets}) != len(sets):
+            raise ValueError("calibration set names must be unique")
         in_flight_max = max_in_flight or self.max_in_flight
         source = enumerate(tensors)
         source_done = False
@@ -614,6 +680,8 @@ class Client:
                 self._backoff(failures)
             address = self.targets[target]
             sender = _Sender(start, self.chunk_bytes)
+            for s in sets:
+                sender.put(s)
             in_flight: "collections.OrderedDict[str, _Pending]" = \
                 collections.OrderedDict()
             sent_here = set()
@@ -714,6 +782,9 @@ class Client:
             code = stream_error.code
             if code in _FATAL or stream_error.details.startswith("JobStart"):
                 raise stream_error  # about the call: every tensor would fail
+            if code not in _TRANSIENT and stream_error.details.startswith(
+                    "calibration set '"):
+                raise stream_error  # a bad set fails every stream that sends it
             unanswered = [p.job for p in in_flight.values()]
             if code in _TRANSIENT:
                 if len(self.targets) > 1:

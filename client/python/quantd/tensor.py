@@ -12,12 +12,15 @@ packing of proto/README.md.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import numpy as np
 
 from quantd._pb import pb
 from quantd.scheme import is_block_format, scheme_name
+
+if TYPE_CHECKING:
+    from quantd.calibration import ActivationRange, OutputMetrics
 
 __all__ = ["Layout", "Metrics", "QuantizedTensor", "pack_codes", "unpack_codes"]
 
@@ -185,6 +188,19 @@ class QuantizedTensor:
     seconds: float = 0.0                 # client: header sent to result read
     target: str = ""                     # the server that answered
     attempts: int = 1                    # sends it took
+    # With a calibration set (TensorHeader.calibration): the output-space
+    # error over its activations (quantd.OutputMetrics; None for an
+    # IMPORTANCE set), the static int8 activation range
+    # (quantd.ActivationRange; ACTIVATIONS sets), and whether a ggml
+    # format took the set's Σx²/tokens as importance weights.
+    output_metrics: Optional["OutputMetrics"] = None
+    activation_range: Optional["ActivationRange"] = None
+    importance_from_calibration: bool = False
+    # AWQ / SmoothQuant: the per-input-column scales s (float32,
+    # [row_length]); codes, scales and zero points quantize W·diag(s), so
+    # the layer's input is to be divided by s (fold 1/s into the op before
+    # it). None for other methods.
+    channel_scales: Optional[np.ndarray] = None
 
     @property
     def scheme(self) -> str:
@@ -210,7 +226,9 @@ class QuantizedTensor:
     def dequantize(self) -> np.ndarray:
         """float32 values in the input's shape from codes, scales and zero
         points: scale * (q - zero_point), computed in f32 as the server does,
-        so it equals `dequantized` bit for bit. Block formats are decoded by
+        so it equals `dequantized` bit for bit (with channel_scales s, AWQ
+        and SmoothQuant: divided by s, column by column, as the server's
+        values are). Block formats are decoded by
         the `gguf` package's numpy dequantizers when it is installed."""
         self._need_codes()
         layout = self.layout
@@ -222,7 +240,10 @@ class QuantizedTensor:
         if self.zero_points is not None:
             q = q - self.zero_points.reshape(groups, 1).astype(np.int32)
         out = self.scales.reshape(groups, 1).astype(np.float32) * q.astype(np.float32)
-        return out.reshape(self.shape)
+        out = out.reshape(self.shape)
+        if self.channel_scales is not None:
+            out = out / self.channel_scales  # back to W's space
+        return out
 
 
 def _dequantize_blocks(t: QuantizedTensor) -> np.ndarray:
