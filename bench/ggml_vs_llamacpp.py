@@ -4,7 +4,9 @@ f32 input to produce a GGUF of one llama.cpp file type, per implementation,
 with the ratio to llama.cpp. Run by hand (never part of ctest):
 
   ~/.cache/quantd/venv/bin/python bench/ggml_vs_llamacpp.py CACHE_DIR \
-      [--bin-dir build] [--types Q8_0,Q4_0,Q4_K_M] [--nthread 2]
+      [--bin-dir build] [--types Q8_0,Q4_0,Q4_K_M] [--nthread 2] \
+      [--sides llama,kernels,tool,grpc] [--repeat N] [--workers N] \
+      [--out-dir DIR]
 
 CACHE_DIR keeps the synthetic model (an f32 GGUF of ~4.4 GB, llama
 architecture, Llama-3.2-1B-like widths, LLM-like random weights made with
@@ -26,13 +28,25 @@ Sides (each a function returning seconds, or raising Unavailable):
     tool's stream reading, but it checks every tensor's bytes against
     llama.cpp's file.
   - quantd over gRPC: `quantctl quantize IN.gguf --type T --out OUT.gguf`
-    against a local quantd with 2 workers, where quantctl has that mode.
-GB/s is the f32 bytes of all tensors of the model divided by wall time.
-The machine is shared, so ratios mean more than absolute figures.
+    (with --pure where llama.cpp runs pure) against a local quantd with
+    --workers workers (default 2) on loopback, started before the clock
+    starts; the time is quantctl's whole run (reading the mmap'd f32 file,
+    streaming, writing and syncing the output). Its output's tensors are
+    compared with llama.cpp's file, type and bytes.
+GB/s is the f32 bytes of all tensors of the model divided by wall time;
+CPU s is the user + system time each side used (llama.cpp runs in this
+process; the gRPC side counts quantctl and quantd). --out-dir puts both
+sides' outputs elsewhere, e.g. on a tmpfs: quantctl syncs its output to
+disk before renaming it and llama.cpp does not, so on a slow disk the
+comparison would be the disk's. With --repeat N each timed side runs N times and the median is reported
+(the byte checks use the last run). The machine is shared, so ratios in
+one run mean more than absolute figures.
 """
 import argparse
 import json
+import os
 import pathlib
+import resource
 import signal
 import subprocess
 import sys
@@ -69,14 +83,37 @@ def is_pure(ftype):
     return ref.FTYPES[ftype][1] == ftype
 
 
-def llama_cpp_side(src, ftype, out_dir, nthread):
+def self_cpu_seconds():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def children_cpu_seconds():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def process_cpu_seconds(pid):
+    """User + system CPU seconds of a running process, from /proc."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1]
+    utime, stime = fields.split()[11:13]
+    return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+
+
+def llama_cpp_side(src, ftype, out_dir, nthread, repeat=1):
+    """Seconds of each llama_model_quantize run, and its output file."""
     if ref.llama_cpp is None:
         raise Unavailable("llama-cpp-python is not installed")
     out = out_dir / f"llama-cpp-{ftype}.gguf"
-    start = time.perf_counter()
-    ref.quantize_with_llama_cpp(src, out, ftype, pure=is_pure(ftype),
-                                nthread=nthread)
-    return time.perf_counter() - start, out
+    times, cpu = [], []
+    for _ in range(repeat):
+        cpu0 = self_cpu_seconds()
+        start = time.perf_counter()
+        ref.quantize_with_llama_cpp(src, out, ftype, pure=is_pure(ftype),
+                                    nthread=nthread)
+        times.append(time.perf_counter() - start)
+        cpu.append(self_cpu_seconds() - cpu0)
+    return times, cpu, out
 
 
 def llama_types(llama_out):
@@ -153,8 +190,8 @@ class LocalServer:
 
     def __init__(self, binary, workers=2):
         self.proc = subprocess.Popen(
-            [str(binary), "--listen=127.0.0.1:0",
-             "--metrics_listen=127.0.0.1:0", f"--workers={workers}"],
+            [str(binary), "--listen=127.0.0.1:0", "--metrics_listen=",
+             f"--workers={workers}"],
             stderr=subprocess.PIPE, text=True)
         self.port = None
         ready = threading.Event()
@@ -181,9 +218,10 @@ class LocalServer:
             self.proc.wait(60)
 
 
-def quantd_grpc_side(src, ftype, out_dir, bin_dir):
+def quantd_grpc_side(src, ftype, out_dir, bin_dir, repeat=1, workers=2):
     """The whole client path: quantctl reads the GGUF, streams it through a
-    local quantd with 2 workers and writes the quantized GGUF."""
+    local quantd and writes the quantized GGUF. Returns (seconds of each
+    run, CPU seconds of each run (quantctl and quantd), the output file)."""
     quantctl = bin_dir / "client" / "quantctl"
     server = bin_dir / "server" / "quantd"
     for b in (quantctl, server):
@@ -194,20 +232,28 @@ def quantd_grpc_side(src, ftype, out_dir, bin_dir):
     if "--type" not in usage.stdout + usage.stderr:
         raise Unavailable("quantctl has no GGUF --type mode yet")
     out = out_dir / f"quantd-{ftype}.gguf"
-    out.unlink(missing_ok=True)
-    s = LocalServer(server)
+    s = LocalServer(server, workers=workers)
+    times, cpu = [], []
     try:
-        start = time.perf_counter()
-        r = subprocess.run(
-            [str(quantctl), "quantize", str(src), "--type", ftype, "--out",
-             str(out), "--server", f"127.0.0.1:{s.port}", "--no-resume",
-             "--quiet"], capture_output=True, text=True, check=False)
-        seconds = time.perf_counter() - start
+        for _ in range(repeat):
+            out.unlink(missing_ok=True)
+            args = [str(quantctl), "quantize", str(src), "--type", ftype,
+                    "--out", str(out), "--server", f"127.0.0.1:{s.port}",
+                    "--quiet"]
+            if is_pure(ftype):
+                args.append("--pure")
+            cpu0 = children_cpu_seconds() + process_cpu_seconds(s.proc.pid)
+            start = time.perf_counter()
+            r = subprocess.run(args, capture_output=True, text=True,
+                               check=False)
+            times.append(time.perf_counter() - start)
+            cpu.append(children_cpu_seconds()
+                       + process_cpu_seconds(s.proc.pid) - cpu0)
+            if r.returncode != 0:
+                raise RuntimeError(f"quantctl: {r.stderr}")
     finally:
         s.stop()
-    if r.returncode != 0:
-        raise RuntimeError(f"quantctl: {r.stderr}")
-    return seconds, out
+    return times, cpu, out
 
 
 def same_tensors(a, b) -> bool:
@@ -220,6 +266,10 @@ def same_tensors(a, b) -> bool:
         for n in ta)
 
 
+def median(values):
+    return float(np.median(values))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("cache", type=pathlib.Path)
@@ -227,8 +277,21 @@ def main():
     p.add_argument("--types", default="Q8_0,Q4_0,Q4_K_M")
     p.add_argument("--nthread", type=int, default=2,
                    help="llama.cpp's quantize threads (default 2)")
+    p.add_argument("--sides", default="llama,kernels,tool,grpc",
+                   help="which sides to run (default: all)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="timed runs of llama.cpp and gRPC; median reported")
+    p.add_argument("--out-dir", type=pathlib.Path, default=None,
+                   help="where both sides write their outputs (default: the "
+                   "cache folder); a tmpfs such as /dev/shm takes the disk "
+                   "out of the comparison")
+    p.add_argument("--workers", type=int, default=2,
+                   help="quantd's --workers for the gRPC side (default 2)")
     args = p.parse_args()
+    sides = set(args.sides.split(","))
     args.cache.mkdir(parents=True, exist_ok=True)
+    out_dir = args.out_dir or args.cache
+    out_dir.mkdir(parents=True, exist_ok=True)
     if ref.llama_cpp is not None:
         ref.quiet_llama_cpp()
     src = model_path(args.cache)
@@ -237,54 +300,76 @@ def main():
     print(f"model: {src.name}, {f32_bytes / 1e9:.2f} GB of f32 tensors")
 
     rows = []
+    runs = f", median of {args.repeat}" if args.repeat > 1 else ""
     for ftype in args.types.split(","):
         base, llama_out = None, None
-        try:
-            base, llama_out = llama_cpp_side(src, ftype, args.cache,
-                                             args.nthread)
-            rows.append((ftype, f"llama.cpp, {args.nthread} threads", base,
-                         None, "reference"))
-        except Unavailable as e:
-            rows.append((ftype, "llama.cpp", None, None, str(e)))
-        try:
-            seconds = quantd_kernels_side(llama_out, args.bin_dir)
-            rows.append((ftype, "quantd kernels only, 1 thread", seconds,
-                         base, "from quantd_kernels_bench GB/s"))
-        except Unavailable as e:
-            rows.append((ftype, "quantd kernels only, 1 thread", None, None,
-                         str(e)))
-        try:
-            seconds, identical = quantd_tool_side(src, llama_out,
-                                                  args.bin_dir, args.cache)
-            rows.append((ftype, "quantd ggml_quantize_tool, 1 thread",
-                         seconds, base, "bytes identical" if identical
-                         else "BYTES DIFFER"))
-        except Unavailable as e:
-            rows.append((ftype, "quantd ggml_quantize_tool, 1 thread", None,
-                         None, str(e)))
-        try:
-            seconds, out = quantd_grpc_side(src, ftype, args.cache,
-                                            args.bin_dir)
-            same = llama_out is not None and same_tensors(out, llama_out)
-            rows.append((ftype, "quantd gRPC (quantctl, 2 workers)", seconds,
-                         base, "bytes identical" if same else "BYTES DIFFER"))
-        except Unavailable as e:
-            rows.append((ftype, "quantd gRPC (quantctl, 2 workers)", None,
-                         None, str(e)))
+        if "llama" in sides:
+            try:
+                times, cpu, llama_out = llama_cpp_side(
+                    src, ftype, out_dir, args.nthread, args.repeat)
+                base = median(times)
+                rows.append((ftype, f"llama.cpp, {args.nthread} threads", base,
+                             median(cpu), None, "reference" + runs + ": " +
+                             " ".join(f"{t:.2f}" for t in times)))
+            except Unavailable as e:
+                rows.append((ftype, "llama.cpp", None, None, None, str(e)))
+        elif (out_dir / f"llama-cpp-{ftype}.gguf").exists():
+            llama_out = out_dir / f"llama-cpp-{ftype}.gguf"
+        if "kernels" in sides:
+            try:
+                seconds = quantd_kernels_side(llama_out, args.bin_dir)
+                rows.append((ftype, "quantd kernels only, 1 thread", seconds,
+                             seconds, base, "from quantd_kernels_bench GB/s"))
+            except Unavailable as e:
+                rows.append((ftype, "quantd kernels only, 1 thread", None,
+                             None, None, str(e)))
+        if "tool" in sides:
+            try:
+                seconds, identical = quantd_tool_side(src, llama_out,
+                                                      args.bin_dir, out_dir)
+                rows.append((ftype, "quantd ggml_quantize_tool, 1 thread",
+                             seconds, None, base, "bytes identical"
+                             if identical else "BYTES DIFFER"))
+            except Unavailable as e:
+                rows.append((ftype, "quantd ggml_quantize_tool, 1 thread",
+                             None, None, None, str(e)))
+        if "grpc" in sides:
+            side = f"quantd gRPC (quantctl, {args.workers} workers)"
+            try:
+                times, cpu, out = quantd_grpc_side(src, ftype, out_dir,
+                                                   args.bin_dir, args.repeat,
+                                                   args.workers)
+                if llama_out is None:
+                    check = "no llama.cpp file to compare"
+                elif same_tensors(out, llama_out):
+                    check = "bytes identical"
+                else:
+                    check = "BYTES DIFFER"
+                rows.append((ftype, side, median(times), median(cpu), base,
+                             check + runs + ": " + " ".join(
+                                 f"{t:.2f}" for t in times)))
+            except Unavailable as e:
+                rows.append((ftype, side, None, None, None, str(e)))
 
     print("\nfiles: " + ", ".join(
         f"{f} {'pure' if is_pure(f) else 'mixture'}"
         for f in args.types.split(",")))
     print(f"\n{'type':<8} {'implementation':<36} {'seconds':>8} "
-          f"{'GB/s f32':>9} {'vs llama.cpp':>12}  note")
-    for ftype, side, seconds, base, note in rows:
+          f"{'GB/s f32':>9} {'vs llama.cpp':>12} {'CPU s':>7}  note")
+    for ftype, side, seconds, cpu, base, note in rows:
         if seconds is None:
-            print(f"{ftype:<8} {side:<36} {'-':>8} {'-':>9} {'-':>12}  {note}")
+            print(f"{ftype:<8} {side:<36} {'-':>8} {'-':>9} {'-':>12} "
+                  f"{'-':>7}  {note}")
             continue
-        ratio = f"{base / seconds:.2f}x" if base else "1.00x"
+        ratio = f"{base / seconds:.2f}x" if base else (
+            "1.00x" if side.startswith("llama.cpp") else "-")
+        cpu_text = "-" if cpu is None else f"{cpu:.2f}"
         print(f"{ftype:<8} {side:<36} {seconds:8.2f} "
-              f"{f32_bytes / seconds / 1e9:9.2f} {ratio:>12}  {note}")
-    print("\nvs llama.cpp: llama.cpp's time / this time (above 1 = faster).")
+              f"{f32_bytes / seconds / 1e9:9.2f} {ratio:>12} {cpu_text:>7}  "
+              f"{note}")
+    print("\nvs llama.cpp: llama.cpp's time / this time (above 1 = faster)."
+          "\nCPU s: user + system CPU seconds of the run (llama.cpp: this "
+          "process;\ngRPC: quantctl and quantd together).")
 
 
 if __name__ == "__main__":
