@@ -107,6 +107,8 @@ std::vector<uint8_t>* PartBuffer(TensorReply& reply, v1::ShardChunk::Part part) 
       return &reply.zero_points;
     case v1::ShardChunk::PART_FAKE_QUANT:
       return &reply.fake_quant;
+    case v1::ShardChunk::PART_CHANNEL_SCALES:
+      return &reply.channel_scales;
     default:
       return nullptr;
   }
@@ -152,6 +154,14 @@ absl::Status VerifyReply(const TensorReply& reply, const v1::TensorResult& r,
   } else if (!reply.codes.empty() || !reply.scales.empty() ||
              !reply.zero_points.empty()) {
     return loss("packed parts sent for a fake-quant job");
+  }
+  const v1::QuantMethod method = layout.scheme().method();
+  if (method == v1::QUANT_METHOD_AWQ || method == v1::QUANT_METHOD_SMOOTHQUANT) {
+    absl::Status s = check("channel scales", reply.channel_scales,
+                           layout.row_length() * 4, r.channel_scales_crc32c());
+    if (!s.ok()) return s;
+  } else if (!reply.channel_scales.empty()) {
+    return loss("channel scales sent for a method without them");
   }
   if (fake) {
     return check("fake-quant values", reply.fake_quant, num_elements * 4,

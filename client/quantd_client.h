@@ -102,6 +102,9 @@ struct TensorReply {
   std::vector<uint8_t> scales;       // f32 LE, layout.num_scales of them
   std::vector<uint8_t> zero_points;  // layout.num_scales if has_zero_points
   std::vector<uint8_t> fake_quant;   // f32 LE, one per element (fake quant)
+  // AWQ and SmoothQuant (Scheme::method): s, f32 LE, one per input column;
+  // divide the layer's input by s. Empty for the other methods.
+  std::vector<uint8_t> channel_scales;
   v1::Metrics metrics;
   // With TensorRequest::calibration: output-space metrics over the set
   // (absent for an IMPORTANCE set), the set's static int8 activation range

@@ -12,9 +12,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "kernels/ggml_formats.h"
 #include "kernels/quantize.h"
+#include "kernels/status_macros.h"
 
 namespace quantd {
 
@@ -66,7 +68,131 @@ const GgmlFormatTraits* GgmlFormatOf(const Scheme& scheme) {
   return FindGgmlFormat(scheme.format);
 }
 
+absl::string_view MethodName(Method m) {
+  switch (m) {
+    case Method::kRtn:
+      return "rtn";
+    case Method::kGptq:
+      return "gptq";
+    case Method::kAwq:
+      return "awq";
+    case Method::kSmoothQuant:
+      return "smoothquant";
+  }
+  return "unknown";
+}
+
+namespace {
+
+absl::StatusOr<Scheme> ParseBaseScheme(absl::string_view text);
+
+// The shortest decimal text that parses back to `v`.
+std::string ShortestDouble(double v) {
+  for (int digits = 1; digits <= 17; ++digits) {
+    std::string out = absl::StrFormat("%.*g", digits, v);
+    double back = 0;
+    if (absl::SimpleAtod(out, &back) && back == v) return out;
+  }
+  return absl::StrFormat("%.17g", v);
+}
+
+// Parses "<method>[(<param>[,<param>]...)]" into `options`.
+absl::Status ParseMethod(absl::string_view full, absl::string_view text,
+                         MethodOptions& options) {
+  auto bad = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("malformed scheme \"", full, "\": ", why));
+  };
+  absl::string_view name = text;
+  absl::string_view params;
+  bool has_params = false;
+  if (const size_t open = text.find('('); open != absl::string_view::npos) {
+    if (text.back() != ')') return bad("method parameters must end with ')'");
+    name = text.substr(0, open);
+    params = text.substr(open + 1, text.size() - open - 2);
+    has_params = true;
+  }
+  if (name == "rtn") {
+    options.method = Method::kRtn;
+  } else if (name == "gptq") {
+    options.method = Method::kGptq;
+  } else if (name == "awq") {
+    options.method = Method::kAwq;
+  } else if (name == "smoothquant") {
+    options.method = Method::kSmoothQuant;
+  } else {
+    return bad(absl::StrCat("unknown method \"", name,
+                            "\" (expected rtn, gptq, awq or smoothquant)"));
+  }
+  if (!has_params) return absl::OkStatus();
+  if (params.empty()) return bad("empty method parameters");
+  std::vector<std::string> seen;
+  for (absl::string_view param : absl::StrSplit(params, ',')) {
+    std::pair<absl::string_view, absl::string_view> kv =
+        absl::StrSplit(param, absl::MaxSplits('=', 1));
+    const absl::string_view key = kv.first;
+    const absl::string_view value = kv.second;
+    const bool has_value = param.find('=') != absl::string_view::npos;
+    for (const std::string& k : seen) {
+      if (k == key) return bad(absl::StrCat("parameter \"", key, "\" given twice"));
+    }
+    seen.emplace_back(key);
+    const Method m = options.method;
+    auto unknown = [&]() {
+      return bad(absl::StrCat("unknown parameter \"", param, "\" for method ",
+                              MethodName(m)));
+    };
+    if (m == Method::kGptq && !has_value &&
+        (key == "act_order" || key == "static_groups")) {
+      (key == "act_order" ? options.act_order : options.static_groups) = true;
+    } else if (m == Method::kGptq && has_value && key == "damp") {
+      if (!absl::SimpleAtod(value, &options.damp_percent) ||
+          !(options.damp_percent >= 0) ||
+          options.damp_percent > std::numeric_limits<double>::max()) {
+        return bad(absl::StrCat("damp \"", value, "\" must be a finite number >= 0"));
+      }
+    } else if (m == Method::kGptq && has_value && key == "block") {
+      if (!absl::SimpleAtoi(value, &options.block_size) ||
+          options.block_size < 1) {
+        return bad(absl::StrCat("block \"", value, "\" must be an integer >= 1"));
+      }
+    } else if (m == Method::kAwq && has_value && key == "grid") {
+      if (!absl::SimpleAtoi(value, &options.n_grid) || options.n_grid < 1) {
+        return bad(absl::StrCat("grid \"", value, "\" must be an integer >= 1"));
+      }
+    } else if (m == Method::kAwq && !has_value && key == "noclip") {
+      options.clip_search = false;
+    } else if (m == Method::kSmoothQuant && has_value && key == "alpha") {
+      if (!absl::SimpleAtod(value, &options.alpha) || !(options.alpha >= 0) ||
+          options.alpha > 1) {
+        return bad(absl::StrCat("alpha \"", value, "\" must be in [0, 1]"));
+      }
+    } else {
+      return unknown();
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<Scheme> ParseScheme(absl::string_view text) {
+  const size_t plus = text.find('+');
+  if (plus == absl::string_view::npos) return ParseBaseScheme(text);
+  QUANTD_ASSIGN_OR_RETURN(Scheme scheme, ParseBaseScheme(text.substr(0, plus)));
+  QUANTD_RETURN_IF_ERROR(ParseMethod(text, text.substr(plus + 1), scheme.method));
+  if (scheme.method.method != Method::kRtn && GgmlFormatOf(scheme) != nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "malformed scheme \"", text, "\": ", MethodName(scheme.method.method),
+        " applies to the int<b> formats, not to the ggml block format ",
+        scheme.format));
+  }
+  return scheme;
+}
+
+namespace {
+
+absl::StatusOr<Scheme> ParseBaseScheme(absl::string_view text) {
   if (const GgmlFormatTraits* block = FindGgmlFormat(text); block != nullptr) {
     Scheme scheme;
     scheme.format = block->name;
@@ -139,6 +265,38 @@ absl::StatusOr<Scheme> ParseScheme(absl::string_view text) {
   return scheme;
 }
 
+}  // namespace
+
+namespace {
+
+std::string MethodSuffix(const MethodOptions& m) {
+  if (m.method == Method::kRtn) return "";
+  const MethodOptions d;
+  std::vector<std::string> params;
+  if (m.method == Method::kGptq) {
+    if (m.act_order) params.emplace_back("act_order");
+    if (m.static_groups) params.emplace_back("static_groups");
+    if (m.damp_percent != d.damp_percent) {
+      params.push_back(absl::StrCat("damp=", ShortestDouble(m.damp_percent)));
+    }
+    if (m.block_size != d.block_size) {
+      params.push_back(absl::StrCat("block=", m.block_size));
+    }
+  } else if (m.method == Method::kAwq) {
+    if (m.n_grid != d.n_grid) params.push_back(absl::StrCat("grid=", m.n_grid));
+    if (!m.clip_search) params.emplace_back("noclip");
+  } else if (m.method == Method::kSmoothQuant) {
+    if (m.alpha != d.alpha) {
+      params.push_back(absl::StrCat("alpha=", ShortestDouble(m.alpha)));
+    }
+  }
+  std::string out = absl::StrCat("+", MethodName(m.method));
+  if (!params.empty()) absl::StrAppend(&out, "(", absl::StrJoin(params, ","), ")");
+  return out;
+}
+
+}  // namespace
+
 std::string SchemeToString(const Scheme& scheme) {
   if (const GgmlFormatTraits* block = GgmlFormatOf(scheme); block != nullptr) {
     return block->name;
@@ -156,6 +314,7 @@ std::string SchemeToString(const Scheme& scheme) {
       absl::StrAppend(&out, "_g", scheme.group_size);
       break;
   }
+  absl::StrAppend(&out, MethodSuffix(scheme.method));
   return out;
 }
 
@@ -178,6 +337,11 @@ namespace {
 absl::StatusOr<Layout> MakeBlockLayout(const GgmlFormatTraits& block,
                                        const Scheme& scheme, Layout layout) {
   const Scheme defaults;
+  if (scheme.method.method != Method::kRtn) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "format ", block.name, " is a ggml block format: method ",
+        MethodName(scheme.method.method), " applies to the int<b> formats only"));
+  }
   if (!scheme.symmetric || scheme.granularity != defaults.granularity ||
       scheme.group_size != defaults.group_size) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -45,6 +45,32 @@ absl::string_view GranularityName(Granularity g);  // "tensor", "channel", "grou
 
 struct GgmlFormatTraits;  // ggml_formats.h
 
+// How the codes are chosen. kRtn rounds each weight to nearest (quantize.h);
+// the others need the tensor's calibration set (kernels/gptq.h, awq.h,
+// smoothquant.h) and apply to the int<b> formats only.
+enum class Method { kRtn, kGptq, kAwq, kSmoothQuant };
+absl::string_view MethodName(Method m);  // "rtn", "gptq", "awq", "smoothquant"
+
+// The method and its parameters. Fields of the other methods are unused and
+// keep their defaults (ParseScheme and SchemeFromProto guarantee it).
+struct MethodOptions {
+  // Default: round to nearest.
+  Method method = Method::kRtn;
+  // GPTQ (GptqOptions): Default: 0.01, 128, false, false.
+  double damp_percent = 0.01;
+  int64_t block_size = 128;
+  bool act_order = false;
+  bool static_groups = false;
+  // AWQ (AwqOptions): grid points of the alpha search. Default: 20.
+  int n_grid = 20;
+  // AWQ: search a per-group clipping ratio after scaling. Default: true.
+  bool clip_search = true;
+  // SmoothQuant: migration strength in (0, 1]; 0 searches it. Default: 0.
+  double alpha = 0.0;
+
+  friend bool operator==(const MethodOptions&, const MethodOptions&) = default;
+};
+
 struct Scheme {
   // Name in the format table (FindFormat), e.g. "int4", or a ggml block
   // format's type name (FindGgmlFormat), upper case as ParseScheme gives
@@ -57,6 +83,8 @@ struct Scheme {
   Granularity granularity = Granularity::kPerChannel;
   // Elements per group for kPerGroup; must divide the row length.
   int64_t group_size = 0;
+  // Default: RTN.
+  MethodOptions method;
 
   friend bool operator==(const Scheme&, const Scheme&) = default;
 };
@@ -66,12 +94,21 @@ struct Scheme {
 // ggml block format, case-insensitive and without options ("q4_0",
 // "IQ4_NL"), which gives a Scheme whose format is the upper-case name and
 // whose other fields are the defaults.
+// A method other than round to nearest follows a '+', with optional
+// comma-separated parameters in parentheses (defaults: MethodOptions):
+//   "int4_asym_g128+gptq", "int4_g128+gptq(act_order,static_groups,damp=0.05,
+//   block=64)", "int4_asym_g128+awq", "int3_g128+awq(grid=10,noclip)",
+//   "int8+smoothquant(alpha=0.5)"; "+rtn" is the default and may be given.
 // Returns InvalidArgument for unknown formats or malformed text (including
-// options after a block format's name).
+// options after a block format's name, a method on a block format, unknown
+// or repeated method parameters and out-of-range values: damp < 0, block,
+// grid < 1, alpha outside [0, 1]).
 absl::StatusOr<Scheme> ParseScheme(absl::string_view text);
 
 // Inverse of ParseScheme: canonical text ("int4_asym_g128", "int8_sym_channel",
-// "Q4_0").
+// "Q4_0", "int4_asym_g128+gptq(act_order,damp=0.05)"): the method's
+// parameters that differ from the defaults, in the order above; nothing
+// after the format for RTN.
 std::string SchemeToString(const Scheme& scheme);
 
 // The ggml block format `scheme` names (case-insensitive), or nullptr when it

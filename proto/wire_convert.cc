@@ -1,5 +1,9 @@
 #include "proto/wire_convert.h"
 
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/ggml_formats.h"
@@ -7,13 +11,89 @@
 
 namespace quantd {
 
+namespace {
+
+absl::StatusOr<MethodOptions> MethodFromProto(const v1::Scheme& proto) {
+  MethodOptions m;
+  switch (proto.method()) {
+    case v1::QUANT_METHOD_UNSPECIFIED:
+    case v1::QUANT_METHOD_RTN:
+      return m;
+    case v1::QUANT_METHOD_GPTQ: {
+      m.method = Method::kGptq;
+      const v1::GptqParams& p = proto.gptq();
+      if (p.has_damp_percent()) m.damp_percent = p.damp_percent();
+      if (!(m.damp_percent >= 0) ||
+          m.damp_percent > std::numeric_limits<double>::max()) {
+        return absl::InvalidArgumentError(
+            "scheme.gptq.damp_percent must be finite and >= 0");
+      }
+      if (p.block_size() > 0) m.block_size = p.block_size();
+      m.act_order = p.act_order();
+      m.static_groups = p.static_groups();
+      return m;
+    }
+    case v1::QUANT_METHOD_AWQ:
+      m.method = Method::kAwq;
+      if (proto.awq().n_grid() > 0) {
+        m.n_grid = static_cast<int>(std::min<uint32_t>(proto.awq().n_grid(), 1 << 20));
+      }
+      m.clip_search = !proto.awq().no_clip_search();
+      return m;
+    case v1::QUANT_METHOD_SMOOTHQUANT:
+      m.method = Method::kSmoothQuant;
+      m.alpha = proto.smoothquant().alpha();
+      if (!(m.alpha >= 0) || m.alpha > 1) {
+        return absl::InvalidArgumentError(
+            "scheme.smoothquant.alpha must be in [0, 1]");
+      }
+      return m;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown scheme.method ", proto.method()));
+  }
+}
+
+void MethodToProto(const MethodOptions& m, v1::Scheme* proto) {
+  switch (m.method) {
+    case Method::kRtn:
+      return;
+    case Method::kGptq:
+      proto->set_method(v1::QUANT_METHOD_GPTQ);
+      proto->mutable_gptq()->set_damp_percent(m.damp_percent);
+      proto->mutable_gptq()->set_block_size(static_cast<uint32_t>(m.block_size));
+      proto->mutable_gptq()->set_act_order(m.act_order);
+      proto->mutable_gptq()->set_static_groups(m.static_groups);
+      return;
+    case Method::kAwq:
+      proto->set_method(v1::QUANT_METHOD_AWQ);
+      proto->mutable_awq()->set_n_grid(static_cast<uint32_t>(m.n_grid));
+      proto->mutable_awq()->set_no_clip_search(!m.clip_search);
+      return;
+    case Method::kSmoothQuant:
+      proto->set_method(v1::QUANT_METHOD_SMOOTHQUANT);
+      proto->mutable_smoothquant()->set_alpha(m.alpha);
+      return;
+  }
+}
+
+}  // namespace
+
 absl::StatusOr<Scheme> SchemeFromProto(const v1::Scheme& proto) {
   Scheme scheme;
   if (proto.format().empty()) {
     return absl::InvalidArgumentError("scheme.format is empty");
   }
+  absl::StatusOr<MethodOptions> method = MethodFromProto(proto);
+  if (!method.ok()) return method.status();
   if (const GgmlFormatTraits* block = FindGgmlFormat(proto.format());
       block != nullptr) {
+    if (method->method != Method::kRtn) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "scheme.method ", MethodName(method->method),
+          " applies to the int<b> formats, not to the ggml block format ",
+          block->name));
+    }
     // A block fixes symmetry and granularity: the other fields are ignored.
     scheme.format = block->name;
     return scheme;
@@ -24,6 +104,7 @@ absl::StatusOr<Scheme> SchemeFromProto(const v1::Scheme& proto) {
   }
   scheme.format = proto.format();
   scheme.symmetric = proto.symmetric();
+  scheme.method = *method;
   switch (proto.granularity()) {
     case v1::GRANULARITY_UNSPECIFIED:
     case v1::GRANULARITY_PER_CHANNEL:
@@ -66,6 +147,7 @@ void SchemeToProto(const Scheme& scheme, v1::Scheme* proto) {
       proto->set_group_size(static_cast<uint32_t>(scheme.group_size));
       break;
   }
+  MethodToProto(scheme.method, proto);
 }
 
 absl::StatusOr<DType> DTypeFromProto(int dtype) {

@@ -1,14 +1,18 @@
 #include "server/quantize_job.h"
 
 #include <algorithm>
+#include <cmath>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "kernels/awq.h"
 #include "kernels/convert.h"
 #include "kernels/crc32c.h"
 #include "kernels/ggml_formats.h"
+#include "kernels/gptq.h"
+#include "kernels/smoothquant.h"
 #include "kernels/status_macros.h"
 
 namespace quantd {
@@ -42,6 +46,23 @@ int64_t TensorWorkingSetBytes(const Layout& layout, DType dtype,
   }
   if (layout.IsBlockFormat()) bytes += 4 * layout.row_length;  // importance
   bytes += layout.packed_bytes + layout.num_groups * 5;
+  const int64_t in = layout.row_length;
+  switch (layout.scheme.method.method) {
+    case Method::kRtn:
+      break;
+    case Method::kGptq:
+      // H and its Cholesky factor / inverse in f64, the updated f32 copy of
+      // W and one batch's error panel.
+      bytes += 2 * 8 * in * in + 4 * n +
+               4 * layout.rows * std::min<int64_t>(in, layout.scheme.method.block_size);
+      break;
+    case Method::kAwq:
+    case Method::kSmoothQuant:
+      // G in f32 for the searches, W diag(s), a trial W_hat and the
+      // channel statistics and scales.
+      bytes += 4 * in * in + 2 * 4 * n + 64 * in;
+      break;
+  }
   return bytes;
 }
 
@@ -110,6 +131,130 @@ absl::Status MeasureWithCalibration(const TensorInput& input, const float* src,
   return absl::OkStatus();
 }
 
+// What `method` needs of the tensor's calibration set: OK, or
+// InvalidArgument naming the tensor, the method and what is missing.
+absl::Status CheckMethodInput(const TensorInput& input) {
+  const Method method = input.layout.scheme.method.method;
+  if (method == Method::kRtn) return absl::OkStatus();
+  const absl::string_view name = MethodName(method);
+  if (input.calibration == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor ", input.name, ": method ", name,
+        " needs a calibration set (TensorHeader.calibration) and none is "
+        "named"));
+  }
+  const CalibrationSet& set = *input.calibration;
+  if (set.features() != input.layout.row_length) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor ", input.name, ": calibration set '", set.name(), "' has ",
+        set.features(), " features, the tensor's rows have ",
+        input.layout.row_length, " elements"));
+  }
+  if (set.gram().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor ", input.name, ": method ", name, " needs G = XᵀX and "
+        "calibration set '", set.name(), "' has none (an IMPORTANCE set); "
+        "send ACTIVATIONS or GRAM"));
+  }
+  if (method != Method::kGptq && !set.has_stats()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor ", input.name, ": method ", name, " needs per-channel "
+        "activation statistics and calibration set '", set.name(),
+        "' has none (a GRAM set); send ACTIVATIONS"));
+  }
+  const MethodOptions& m = input.layout.scheme.method;
+  if (method == Method::kGptq && m.act_order && !m.static_groups &&
+      input.layout.scheme.granularity == Granularity::kPerGroup) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor ", input.name, ": gptq act_order with groups needs "
+        "static_groups (the codes are returned in the original column "
+        "order, without g_idx)"));
+  }
+  return absl::OkStatus();
+}
+
+// GPTQ, AWQ or SmoothQuant of `src` on the tensor's calibration set (checked
+// by CheckMethodInput): fills out.quantized, out.channel_scales (AWQ,
+// SmoothQuant) and the weight-space metrics, and leaves W_hat in the
+// original space (scales folded back) in `w_hat`.
+absl::Status RunMethod(const TensorInput& input, const float* src,
+                       const std::atomic<bool>& cancelled, TensorOutput& out,
+                       std::vector<float>& w_hat) {
+  const Layout& layout = input.layout;
+  const MethodOptions& m = layout.scheme.method;
+  const CalibrationSet& set = *input.calibration;
+  const GramView gram = GramView::F64(set.gram(), set.features(), set.tokens());
+  const auto n = static_cast<size_t>(layout.num_elements);
+  const int64_t cols = layout.row_length;
+  w_hat.resize(n);
+  switch (m.method) {
+    case Method::kRtn:
+      return absl::InternalError("RunMethod called for rtn");
+    case Method::kGptq: {
+      GptqOptions options;
+      options.damp_percent = m.damp_percent;
+      options.block_size = m.block_size;
+      options.act_order = m.act_order;
+      options.static_groups = m.static_groups;
+      options.measure_output_error = false;
+      QUANTD_ASSIGN_OR_RETURN(GptqResult r,
+                              GptqQuantize(src, layout, gram, options));
+      if (r.permuted) {
+        return absl::InternalError("gptq returned permuted codes");
+      }
+      out.quantized = std::move(r.quantized);
+      if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
+      out.metrics = DequantizeAndMeasure(out.quantized, src, w_hat.data());
+      return absl::OkStatus();
+    }
+    case Method::kAwq: {
+      QUANTD_ASSIGN_OR_RETURN(ChannelStats stats, set.accumulator().Stats());
+      std::vector<float> mean_abs(stats.mean_abs.begin(), stats.mean_abs.end());
+      AwqOptions options;
+      options.n_grid = m.n_grid;
+      options.clip = m.clip_search;
+      options.fake_quant = true;
+      QUANTD_ASSIGN_OR_RETURN(
+          AwqResult r, AwqQuantize(src, layout, mean_abs, gram, options));
+      out.quantized = std::move(r.quantized);
+      out.channel_scales = std::move(r.scales);
+      w_hat = std::move(r.fake_quant);
+      break;
+    }
+    case Method::kSmoothQuant: {
+      QUANTD_ASSIGN_OR_RETURN(ChannelStats stats, set.accumulator().Stats());
+      std::vector<float> max_abs(static_cast<size_t>(cols));
+      for (size_t j = 0; j < max_abs.size(); ++j) {
+        max_abs[j] = std::max(std::abs(stats.min[j]), std::abs(stats.max[j]));
+      }
+      SmoothQuantOptions options;
+      options.search_alpha = m.alpha == 0.0;
+      if (!options.search_alpha) options.alpha = m.alpha;
+      QUANTD_ASSIGN_OR_RETURN(
+          SmoothQuantResult r,
+          SmoothQuant(src, layout.rows, cols, max_abs, &gram, options));
+      if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
+      QUANTD_RETURN_IF_ERROR(Quantize(r.smoothed_weight.data(), out.quantized));
+      Dequantize(out.quantized, w_hat.data());
+      for (int64_t i = 0; i < layout.rows; ++i) {
+        float* row = w_hat.data() + i * cols;
+        for (int64_t j = 0; j < cols; ++j) {
+          row[j] /= r.scales[static_cast<size_t>(j)];
+        }
+      }
+      out.channel_scales = std::move(r.scales);
+      break;
+    }
+  }
+  if (w_hat.size() != n) {
+    return absl::InternalError("method returned a fake-quant of the wrong size");
+  }
+  if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
+  out.metrics = ComputeErrorMetrics(src, w_hat.data(), n);
+  out.metrics.bits_per_weight = layout.BitsPerWeight();
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<TensorOutput> RunQuantizeJob(TensorInput& input,
@@ -141,7 +286,12 @@ absl::StatusOr<TensorOutput> RunQuantizeJob(TensorInput& input,
     out.calibration->tokens = input.calibration->tokens();
   }
   std::vector<float> w_hat;
-  if (layout.IsBlockFormat()) {
+  if (absl::Status s = CheckMethodInput(input); !s.ok()) return s;
+  if (layout.scheme.method.method != Method::kRtn) {
+    absl::Status s = RunMethod(input, src, cancelled, out, w_hat);
+    if (absl::IsCancelled(s)) return s;
+    if (!s.ok()) return NameTensor(input.name, s);
+  } else if (layout.IsBlockFormat()) {
     absl::Status s = RunBlockFormat(input, src, cancelled, out, w_hat);
     if (absl::IsCancelled(s)) return s;
     if (!s.ok()) return NameTensor(input.name, s);
@@ -176,6 +326,12 @@ absl::StatusOr<TensorOutput> RunQuantizeJob(TensorInput& input,
     out.zero_points_crc32c = Crc32c(q.zero_points.data(), q.zero_points.size());
     out.bytes_out += static_cast<int64_t>(
         q.codes.size() + q.scales.size() * sizeof(float) + q.zero_points.size());
+  }
+  if (!out.channel_scales.empty()) {
+    out.channel_scales_crc32c = Crc32c(out.channel_scales.data(),
+                                       out.channel_scales.size() * sizeof(float));
+    out.bytes_out +=
+        static_cast<int64_t>(out.channel_scales.size() * sizeof(float));
   }
   if (input.output != OutputKind::kPacked) {
     out.fake_quant = std::move(w_hat);

@@ -74,6 +74,11 @@ struct TensorOutput {
   uint32_t scales_crc32c = 0;
   uint32_t zero_points_crc32c = 0;
   uint32_t fake_quant_crc32c = 0;
+  // AWQ and SmoothQuant: s, one per input column (> 0); the codes quantize
+  // W diag(s), so the layer's input must be divided by s. Sent with every
+  // output kind (PART_CHANNEL_SCALES). Empty for the other methods.
+  std::vector<float> channel_scales;
+  uint32_t channel_scales_crc32c = 0;
   std::optional<CalibrationResult> calibration;  // with a calibration set
 };
 
@@ -83,12 +88,21 @@ struct TensorOutput {
 // always dequantizes the whole tensor to measure it, and may hold
 // row_length importance weights. With a calibration set
 // (`calibration`), also what measuring the output error takes: the
-// dequantized values, G rounded to f32 and two GEMM panels. What
-// MemoryBudget reserves per tensor.
+// dequantized values, G rounded to f32 and two GEMM panels. Plus the
+// working set of the scheme's method (GPTQ: H and its factor in f64, an
+// f32 copy of W; AWQ, SmoothQuant: G in f32, W diag(s) and a trial W_hat).
+// What MemoryBudget reserves per tensor.
 int64_t TensorWorkingSetBytes(const Layout& layout, DType dtype,
                               OutputKind output, bool calibration = false);
 
 // Runs the job. `cancelled` is checked between steps: if set, CANCELLED.
+// A method other than RTN (Scheme::method) runs on the tensor's calibration
+// set: GPTQ needs G (an ACTIVATIONS or GRAM set), AWQ and SmoothQuant also
+// the per-channel statistics (an ACTIVATIONS set); without them, or for
+// GPTQ act_order with dynamic groups, INVALID_ARGUMENT naming the tensor
+// and what is missing. The weight-space metrics and the fake-quant values
+// are those of W_hat in the original space (AWQ, SmoothQuant: the scales
+// folded back).
 // INVALID_ARGUMENT "tensor <name>: element <i> is NaN" for non-finite input.
 // UNIMPLEMENTED naming the tensor for importance weights with a block
 // format whose importance path the kernels lack (GgmlQuantize's contract).

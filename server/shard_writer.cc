@@ -35,6 +35,9 @@ const char* ShardWriter::PartData(Part part, int64_t* size) const {
     case kFakeQuant:
       *size = static_cast<int64_t>(output_.fake_quant.size() * sizeof(float));
       return reinterpret_cast<const char*>(output_.fake_quant.data());
+    case kChannelScales:
+      *size = static_cast<int64_t>(output_.channel_scales.size() * sizeof(float));
+      return reinterpret_cast<const char*>(output_.channel_scales.data());
     case kResult:
       return nullptr;
   }
@@ -67,6 +70,7 @@ bool ShardWriter::Next(v1::QuantizeResponse* response) {
     r->set_scales_crc32c(output_.scales_crc32c);
     r->set_zero_points_crc32c(output_.zero_points_crc32c);
     r->set_fake_quant_crc32c(output_.fake_quant_crc32c);
+    r->set_channel_scales_crc32c(output_.channel_scales_crc32c);
     if (const auto& c = output_.calibration; c.has_value()) {
       if (c->output_error) {
         OutputErrorToProto(*c->output_error, c->calibration, c->tokens,
@@ -88,7 +92,8 @@ bool ShardWriter::Next(v1::QuantizeResponse* response) {
   chunk->set_tensor(output_.name);
   static constexpr v1::ShardChunk::Part kWireParts[] = {
       v1::ShardChunk::PART_CODES, v1::ShardChunk::PART_SCALES,
-      v1::ShardChunk::PART_ZERO_POINTS, v1::ShardChunk::PART_FAKE_QUANT};
+      v1::ShardChunk::PART_ZERO_POINTS, v1::ShardChunk::PART_FAKE_QUANT,
+      v1::ShardChunk::PART_CHANNEL_SCALES};
   chunk->set_part(kWireParts[part_]);
   chunk->set_offset(static_cast<uint64_t>(offset_));
   chunk->set_data(data + offset_, static_cast<size_t>(n));

@@ -28,7 +28,7 @@ class ShardWriter {
   const TensorOutput& output() const { return output_; }
 
  private:
-  enum Part { kCodes, kScales, kZeroPoints, kFakeQuant, kResult };
+  enum Part { kCodes, kScales, kZeroPoints, kFakeQuant, kChannelScales, kResult };
   // Bytes of `part` to send (empty when it is not sent).
   const char* PartData(Part part, int64_t* size) const;
   void SkipEmptyParts();

@@ -75,6 +75,81 @@ TEST(ParseSchemeTest, InvalidTexts) {
             std::string::npos);
 }
 
+TEST(ParseSchemeTest, MethodSuffixesRoundTrip) {
+  struct Case {
+    const char* text;
+    const char* canonical;
+    MethodOptions method;
+  };
+  MethodOptions gptq{.method = Method::kGptq};
+  MethodOptions gptq_opts = gptq;
+  gptq_opts.act_order = true;
+  gptq_opts.damp_percent = 0.05;
+  MethodOptions gptq_all = gptq_opts;
+  gptq_all.static_groups = true;
+  gptq_all.block_size = 64;
+  MethodOptions awq{.method = Method::kAwq};
+  MethodOptions awq_opts = awq;
+  awq_opts.n_grid = 10;
+  awq_opts.clip_search = false;
+  MethodOptions sq{.method = Method::kSmoothQuant};
+  MethodOptions sq_half = sq;
+  sq_half.alpha = 0.5;
+  const Case cases[] = {
+      {"int4_asym_g128+gptq", "int4_asym_g128+gptq", gptq},
+      {"int4_g128+gptq(act_order,damp=0.05)",
+       "int4_sym_g128+gptq(act_order,damp=0.05)", gptq_opts},
+      {"int4_g128+gptq(block=64,damp=0.05,static_groups,act_order)",
+       "int4_sym_g128+gptq(act_order,static_groups,damp=0.05,block=64)",
+       gptq_all},
+      {"int4_g128+gptq(damp=0.01,block=128)", "int4_sym_g128+gptq", gptq},
+      {"int4_asym_g128+awq", "int4_asym_g128+awq", awq},
+      {"int3_g128+awq(noclip,grid=10)", "int3_sym_g128+awq(grid=10,noclip)",
+       awq_opts},
+      {"int8+smoothquant(alpha=0.5)", "int8_sym_channel+smoothquant(alpha=0.5)",
+       sq_half},
+      {"int8+smoothquant", "int8_sym_channel+smoothquant", sq},
+      {"int8+rtn", "int8_sym_channel", MethodOptions{}},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.text);
+    auto s = ParseScheme(c.text);
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(s->method, c.method);
+    EXPECT_EQ(SchemeToString(*s), c.canonical);
+    auto again = ParseScheme(SchemeToString(*s));
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(*again, *s);
+  }
+  // Plain schemes are unchanged: RTN, no suffix.
+  EXPECT_EQ(ParseScheme("int4_asym_g128")->method, MethodOptions{});
+  EXPECT_EQ(SchemeToString(*ParseScheme("int4_asym_g128")), "int4_asym_g128");
+  // A value that needs all its digits still round-trips.
+  Scheme odd = *ParseScheme("int4+gptq");
+  odd.method.damp_percent = 0.1 + 0.2;
+  EXPECT_EQ(*ParseScheme(SchemeToString(odd)), odd);
+}
+
+TEST(ParseSchemeTest, InvalidMethodSuffixes) {
+  for (const char* text :
+       {"int4+", "int4+foo", "int4+gptq(", "int4+gptq()", "int4+gptq(foo)",
+        "int4+gptq(damp=-1)", "int4+gptq(damp=x)", "int4+gptq(damp=inf)",
+        "int4+gptq(block=0)", "int4+gptq(act_order,act_order)",
+        "int4+gptq(act_order=1)", "int4+awq(grid=0)", "int4+awq(alpha=0.5)",
+        "int4+smoothquant(alpha=1.5)", "int4+smoothquant(alpha=-0.1)",
+        "int4+gptq+awq", "q4_0+gptq", "Q4_K+awq", "int4_g128+gptq(act_order"}) {
+    SCOPED_TRACE(text);
+    auto s = ParseScheme(text);
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  }
+  EXPECT_NE(ParseScheme("q4_0+gptq").status().message().find("Q4_0"),
+            std::string::npos);
+  Scheme block = *ParseScheme("Q4_0");
+  block.method.method = Method::kGptq;
+  EXPECT_EQ(MakeLayout(block, {4, 32}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(MakeLayoutTest, Shapes) {
   struct Case {
     const char* scheme;
