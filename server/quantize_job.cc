@@ -70,7 +70,8 @@ namespace {
 
 // Quantizes `src` into out.quantized with the layout's block format and
 // measures the round trip through ggml's dequantizer. The dequantized values
-// are left in `w_hat` (n floats) for a fake-quant output.
+// are left in `w_hat` (n floats) for a fake-quant output or a calibration
+// set's output error; otherwise it stays empty.
 absl::Status RunBlockFormat(const TensorInput& input, const float* src,
                             const std::atomic<bool>& cancelled,
                             TensorOutput& out, std::vector<float>& w_hat) {
@@ -93,12 +94,17 @@ absl::Status RunBlockFormat(const TensorInput& input, const float* src,
                                       layout.row_length, importance,
                                       out.quantized.codes.data()));
   if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
-  w_hat.resize(static_cast<size_t>(layout.num_elements));
-  QUANTD_RETURN_IF_ERROR(GgmlDequantize(*block, out.quantized.codes.data(),
-                                        layout.rows, layout.row_length,
-                                        w_hat.data()));
+  // One pass in L1: the dequantized values exist in full only when they are
+  // sent or measured against a calibration set.
+  if (input.output != OutputKind::kPacked || input.calibration != nullptr) {
+    w_hat.resize(static_cast<size_t>(layout.num_elements));
+  }
+  QUANTD_ASSIGN_OR_RETURN(
+      out.metrics,
+      GgmlDequantizeAndMeasure(*block, out.quantized.codes.data(), layout.rows,
+                               layout.row_length, src,
+                               w_hat.empty() ? nullptr : w_hat.data()));
   if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
-  out.metrics = ComputeErrorMetrics(src, w_hat.data(), w_hat.size());
   out.metrics.bits_per_weight = layout.BitsPerWeight();
   return absl::OkStatus();
 }

@@ -208,8 +208,12 @@ TEST_F(GgmlE2eTest, EveryFormatGivesTheKernelsBytesAndDequantizedValues) {
     EXPECT_EQ(a.result.fake_quant_crc32c(),
               Crc32c(a.fake_quant.data(), a.fake_quant.size()));
 
-    const ErrorMetrics m = ComputeErrorMetrics(w.data(), want_hat.data(),
-                                               w.size());
+    // The kernels' fused measure (tested against ComputeErrorMetrics in
+    // tests/kernels) is what the server reports.
+    const absl::StatusOr<ErrorMetrics> measured = GgmlDequantizeAndMeasure(
+        f, want->data(), rows, row_length, w.data(), nullptr);
+    ASSERT_TRUE(measured.ok()) << measured.status();
+    const ErrorMetrics& m = *measured;
     const v1::Metrics& got = a.result.metrics();
     EXPECT_EQ(got.mse(), m.mse);
     EXPECT_EQ(got.rmse(), m.rmse);

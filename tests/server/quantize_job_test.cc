@@ -56,8 +56,12 @@ TEST(QuantizeJobTest, BlockFormatsGiveTheKernelsBytesAndMetrics) {
     std::vector<float> want_hat(w.size());
     ASSERT_TRUE(
         GgmlDequantize(f, want.data(), rows, row_length, want_hat.data()).ok());
-    const ErrorMetrics want_metrics =
-        ComputeErrorMetrics(w.data(), want_hat.data(), w.size());
+    // The kernels' fused measure (tested against ComputeErrorMetrics in
+    // tests/kernels): the server reports exactly its figures.
+    absl::StatusOr<ErrorMetrics> measured = GgmlDequantizeAndMeasure(
+        f, want.data(), rows, row_length, w.data(), nullptr);
+    ASSERT_TRUE(measured.ok()) << measured.status();
+    const ErrorMetrics want_metrics = *measured;
 
     for (OutputKind output :
          {OutputKind::kPacked, OutputKind::kFakeQuant, OutputKind::kBoth}) {
