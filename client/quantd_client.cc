@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "kernels/crc32c.h"
+#include "kernels/scheme.h"
 #include "kernels/status_macros.h"
 
 namespace quantd {
@@ -90,12 +91,38 @@ absl::StatusOr<v1::ServerInfo> QuantdClient::GetServerInfo(
 
 namespace {
 
+// ShardChunk::Part values, 0 (unspecified) included.
+constexpr size_t kParts = v1::ShardChunk::Part_MAX + 1;
+
 // A tensor sent on the stream and not yet answered.
 struct Pending {
   uint64_t num_elements = 0;
   absl::Time sent;
   TensorReply reply;  // parts accumulate here
+  // Per ShardChunk::Part: the bytes the layout implies (0 if unknown), to
+  // size the part's buffer once, and the CRC-32C of the chunks received,
+  // folded so the whole part is never read again.
+  uint64_t expected_bytes[kParts] = {};
+  uint32_t crc32c[kParts] = {};
 };
+
+// The part sizes the server's layout will have, from the scheme and shape
+// (a hint: nothing depends on it but how the buffers are allocated).
+void ExpectParts(const Scheme& scheme, const std::vector<int64_t>& shape,
+                 v1::OutputKind output, Pending& p) {
+  absl::StatusOr<Layout> layout = MakeLayout(scheme, shape);
+  if (!layout.ok()) return;
+  const bool packed = output != v1::OUTPUT_KIND_FAKE_QUANT;
+  const bool fake = output == v1::OUTPUT_KIND_FAKE_QUANT ||
+                    output == v1::OUTPUT_KIND_BOTH;
+  if (packed) {
+    p.expected_bytes[v1::ShardChunk::PART_CODES] =
+        static_cast<uint64_t>(layout->packed_bytes);
+  }
+  if (fake) {
+    p.expected_bytes[v1::ShardChunk::PART_FAKE_QUANT] = p.num_elements * 4;
+  }
+}
 
 std::vector<uint8_t>* PartBuffer(TensorReply& reply, v1::ShardChunk::Part part) {
   switch (part) {
@@ -114,20 +141,23 @@ std::vector<uint8_t>* PartBuffer(TensorReply& reply, v1::ShardChunk::Part part) 
   }
 }
 
-// Checks an assembled reply against its TensorResult.
+// Checks an assembled reply against its TensorResult; `crc32c` holds each
+// part's CRC-32C folded from its chunks as they arrived.
 absl::Status VerifyReply(const TensorReply& reply, const v1::TensorResult& r,
-                         v1::OutputKind output, uint64_t num_elements) {
+                         v1::OutputKind output, uint64_t num_elements,
+                         const uint32_t (&crc32c)[kParts]) {
   auto loss = [&](absl::string_view what) {
     return absl::DataLossError(
         absl::StrCat("tensor \"", reply.name, "\": ", what));
   };
-  auto check = [&](absl::string_view part, const std::vector<uint8_t>& bytes,
-                   uint64_t want_size, uint32_t want_crc) -> absl::Status {
+  auto check = [&](v1::ShardChunk::Part id, absl::string_view part,
+                   const std::vector<uint8_t>& bytes, uint64_t want_size,
+                   uint32_t want_crc) -> absl::Status {
     if (bytes.size() != want_size) {
       return loss(absl::StrCat(part, " has ", bytes.size(),
                                " bytes, the layout says ", want_size));
     }
-    uint32_t crc = Crc32c(bytes.data(), bytes.size());
+    const uint32_t crc = crc32c[static_cast<size_t>(id)];
     if (crc != want_crc) {
       return loss(absl::StrCat(part, " crc32c ", crc,
                                " differs from the server's ", want_crc));
@@ -136,17 +166,18 @@ absl::Status VerifyReply(const TensorReply& reply, const v1::TensorResult& r,
   };
   const v1::Layout& layout = r.layout();
   const bool packed = output != v1::OUTPUT_KIND_FAKE_QUANT;
-  const bool fake = output == v1::OUTPUT_KIND_FAKE_QUANT ||
-                    output == v1::OUTPUT_KIND_BOTH;
+  const bool fake =
+      output == v1::OUTPUT_KIND_FAKE_QUANT || output == v1::OUTPUT_KIND_BOTH;
   if (packed) {
-    absl::Status s = check("codes", reply.codes, layout.packed_bytes(),
-                           r.codes_crc32c());
+    absl::Status s = check(v1::ShardChunk::PART_CODES, "codes", reply.codes,
+                           layout.packed_bytes(), r.codes_crc32c());
     if (s.ok()) {
-      s = check("scales", reply.scales, layout.num_scales() * 4,
-                r.scales_crc32c());
+      s = check(v1::ShardChunk::PART_SCALES, "scales", reply.scales,
+                layout.num_scales() * 4, r.scales_crc32c());
     }
     if (s.ok()) {
-      s = check("zero points", reply.zero_points,
+      s = check(v1::ShardChunk::PART_ZERO_POINTS, "zero points",
+                reply.zero_points,
                 layout.has_zero_points() ? layout.num_scales() : 0,
                 r.zero_points_crc32c());
     }
@@ -157,15 +188,16 @@ absl::Status VerifyReply(const TensorReply& reply, const v1::TensorResult& r,
   }
   const v1::QuantMethod method = layout.scheme().method();
   if (method == v1::QUANT_METHOD_AWQ || method == v1::QUANT_METHOD_SMOOTHQUANT) {
-    absl::Status s = check("channel scales", reply.channel_scales,
+    absl::Status s = check(v1::ShardChunk::PART_CHANNEL_SCALES,
+                           "channel scales", reply.channel_scales,
                            layout.row_length() * 4, r.channel_scales_crc32c());
     if (!s.ok()) return s;
   } else if (!reply.channel_scales.empty()) {
     return loss("channel scales sent for a method without them");
   }
   if (fake) {
-    return check("fake-quant values", reply.fake_quant, num_elements * 4,
-                 r.fake_quant_crc32c());
+    return check(v1::ShardChunk::PART_FAKE_QUANT, "fake-quant values",
+                 reply.fake_quant, num_elements * 4, r.fake_quant_crc32c());
   }
   if (!reply.fake_quant.empty()) return loss("fake-quant values not asked for");
   return absl::OkStatus();
@@ -297,6 +329,8 @@ absl::Status QuantdClient::RunJob(const JobConfig& config,
         }
         Pending& p = state.pending[tensor->name];
         p.num_elements = num_elements;
+        ExpectParts(tensor->scheme ? *tensor->scheme : config.scheme,
+                    tensor->shape, config.output, p);
         p.sent = absl::Now();
         p.reply.name = tensor->name;
         state.taken.push_back(tensor->name);
@@ -380,14 +414,23 @@ absl::Status QuantdClient::RunJob(const JobConfig& config,
             " bytes) is out of order or too large")));
         continue;
       }
-      if (Crc32c(shard.data().data(), shard.data().size()) != shard.crc32c()) {
+      const uint32_t crc = Crc32c(shard.data().data(), shard.data().size());
+      if (crc != shard.crc32c()) {
         fail(absl::DataLossError(absl::StrCat(
             "tensor \"", shard.tensor(), "\" part ",
             v1::ShardChunk::Part_Name(shard.part()), " chunk at offset ",
             shard.offset(), ": crc32c mismatch (corrupted in transit)")));
         continue;
       }
+      const auto part = static_cast<size_t>(shard.part());
+      if (buffer->empty()) {
+        buffer->reserve(static_cast<size_t>(std::min(
+            bound, std::max<uint64_t>(it->second.expected_bytes[part],
+                                      shard.data().size()))));
+      }
       buffer->insert(buffer->end(), shard.data().begin(), shard.data().end());
+      it->second.crc32c[part] = Crc32cCombine(it->second.crc32c[part], crc,
+                                              shard.data().size());
       current = shard.tensor();
     } else if (response.has_result()) {
       const v1::TensorResult& result = response.result();
@@ -422,7 +465,8 @@ absl::Status QuantdClient::RunJob(const JobConfig& config,
       reply.compute_seconds = result.compute_seconds();
       reply.seconds = absl::ToDoubleSeconds(absl::Now() - done.sent);
       absl::Status verified =
-          VerifyReply(reply, result, config.output, done.num_elements);
+          VerifyReply(reply, result, config.output, done.num_elements,
+                      done.crc32c);
       const std::string name = reply.name;  // reply is moved below
       if (verified.ok()) {
         on_result(name, std::move(reply));
