@@ -44,7 +44,7 @@ DEB_PACKAGES=(
 )
 # What `quantd` and `quantctl` load at run time (readelf -d: NEEDED).
 RUNTIME_PACKAGES=(
-  libabsl20220623 libc-ares2 libcivetweb1 libgrpc++1.51 libgrpc29
+  libabsl20220623 libc-ares2 libcivetweb1 libdnnl2 libgomp1 libgrpc++1.51 libgrpc29
   libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libprotobuf32 libre2-9
   libssl3 libstdc++6 zlib1g
 )
