@@ -5,13 +5,13 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <numeric>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/internal/linalg.h"
 #include "kernels/internal/linalg_gram.h"
+#include "kernels/internal/linalg_gptq.h"
 #include "kernels/status_macros.h"
 
 namespace quantd {
@@ -200,20 +200,15 @@ absl::StatusOr<GptqResult> GptqQuantize(const float* w, const Layout& layout,
     }
   }
 
-  // H = 2 G / n; dead columns.
-  std::vector<float> h(Sz(cols * cols));
-  const double h_factor = 2.0 / static_cast<double>(gram.tokens);
-  for (int64_t i = 0; i < cols; ++i) {
-    for (int64_t j = 0; j < cols; ++j) {
-      h[Sz(i * cols + j)] = static_cast<float>(h_factor * gram.at(i, j));
-    }
-  }
+  // H, dead columns, act_order, damping and Hinv (the shared preparation).
+  QUANTD_ASSIGN_OR_RETURN(
+      internal::GptqHessian hess,
+      internal::GptqInverseHessianFactor(gram, options.damp_percent,
+                                         options.act_order));
+  result.dead_columns = hess.dead_columns;
   for (int64_t c = 0; c < cols; ++c) {
-    if (gram.at(c, c) == 0.0) {
-      ++result.dead_columns;
-      h[Sz(c * cols + c)] = 1.0f;
-      for (int64_t r = 0; r < rows; ++r) work[Sz(r * cols + c)] = 0.0f;
-    }
+    if (hess.dead[Sz(c)] == 0) continue;
+    for (int64_t r = 0; r < rows; ++r) work[Sz(r * cols + c)] = 0.0f;
   }
   if (grouped && options.static_groups) {
     for (int64_t r = 0; r < rows; ++r) {
@@ -223,88 +218,48 @@ absl::StatusOr<GptqResult> GptqQuantize(const float* w, const Layout& layout,
       }
     }
   }
-
-  // act_order: quantization order by descending diag(H), stable.
-  std::vector<int32_t> perm(Sz(cols));
-  std::iota(perm.begin(), perm.end(), 0);
+  const std::vector<int32_t>& perm = hess.perm;
   if (options.act_order) {
-    std::stable_sort(perm.begin(), perm.end(), [&](int32_t a, int32_t b) {
-      return h[Sz(a * cols + a)] > h[Sz(b * cols + b)];
-    });
     std::vector<float> tmp(Sz(cols));
     for (int64_t r = 0; r < rows; ++r) {
       float* row = work.data() + r * cols;
       for (int64_t j = 0; j < cols; ++j) tmp[Sz(j)] = row[perm[Sz(j)]];
       std::copy(tmp.begin(), tmp.end(), row);
     }
-    std::vector<float> hp(Sz(cols * cols));
-    for (int64_t i = 0; i < cols; ++i) {
-      for (int64_t j = 0; j < cols; ++j) {
-        hp[Sz(i * cols + j)] = h[Sz(perm[Sz(i)] * cols + perm[Sz(j)])];
-      }
-    }
-    h.swap(hp);
     result.perm = perm;
   }
   result.permuted = options.act_order && dynamic_groups;
-
-  // Damping, then Hinv = upper Cholesky factor of H^-1 (in place in h).
-  double diag_sum = 0.0;
-  for (int64_t c = 0; c < cols; ++c) diag_sum += h[Sz(c * cols + c)];
-  const float damp = static_cast<float>(options.damp_percent * diag_sum /
-                                        static_cast<double>(cols));
-  for (int64_t c = 0; c < cols; ++c) h[Sz(c * cols + c)] += damp;
-  QUANTD_RETURN_IF_ERROR(internal::UpperCholeskyOfInverse(h.data(), cols));
-  const float* hinv = h.data();
+  const float* hinv = hess.hinv.data();
 
   // Codes in output order: processing order when permuted, else original.
   std::vector<uint8_t> fields(Sz(rows * cols));
-  std::vector<float> err;
   double loss = 0.0;
-  for (int64_t i1 = 0; i1 < cols;) {
-    int64_t i2 = std::min(i1 + options.block_size, cols);
+  // A group starting inside a batch must end inside it, so that its
+  // parameters see every earlier column's update.
+  const auto cut = [&](int64_t i1, int64_t i2) {
+    if (!dynamic_groups) return i2;
+    const int64_t last_start = (i2 - 1) / group * group;
+    return last_start > i1 && last_start + group > i2 ? last_start : i2;
+  };
+  const auto round = [&](int64_t r, int64_t i, float* row) {
+    GridParams* p;
     if (dynamic_groups) {
-      // A group starting inside the batch must end inside it, so that its
-      // parameters see every earlier column's update.
-      const int64_t last_start = (i2 - 1) / group * group;
-      if (last_start > i1 && last_start + group > i2) i2 = last_start;
+      p = &params[Sz(r * groups_per_row + i / group)];
+      if (i % group == 0) *p = grid.Params(row + i, group);
+    } else if (grouped) {
+      p = &params[Sz(r * groups_per_row + perm[Sz(i)] / group)];
+    } else if (granularity == Granularity::kPerChannel) {
+      p = &params[Sz(r)];
+    } else {
+      p = &params[0];
     }
-    const int64_t width = i2 - i1;
-    err.assign(Sz(rows * width), 0.0f);
-    for (int64_t r = 0; r < rows; ++r) {
-      float* row = work.data() + r * cols;
-      float* err_row = err.data() + r * width;
-      for (int64_t i = i1; i < i2; ++i) {
-        GridParams* p;
-        if (dynamic_groups) {
-          p = &params[Sz(r * groups_per_row + i / group)];
-          if (i % group == 0) *p = grid.Params(row + i, group);
-        } else if (grouped) {
-          p = &params[Sz(r * groups_per_row + perm[Sz(i)] / group)];
-        } else if (granularity == Granularity::kPerChannel) {
-          p = &params[Sz(r)];
-        } else {
-          p = &params[0];
-        }
-        const float x = row[i];
-        const int code = grid.Code(x, *p);
-        const float q = grid.Value(code, *p);
-        const int64_t out_col = result.permuted ? i : perm[Sz(i)];
-        fields[Sz(r * cols + out_col)] = grid.Field(code);
-        const float d = hinv[Sz(i * cols + i)];
-        const float e = (x - q) / d;
-        loss += 0.5 * static_cast<double>(e) * e;
-        err_row[i - i1] = e;
-        const float* hrow = hinv + i * cols;
-        for (int64_t j = i + 1; j < i2; ++j) row[j] -= e * hrow[j];
-      }
-    }
-    // Lazy batch update of the later columns: W[:, i2:] -= E Hinv[i1:i2, i2:].
-    QUANTD_RETURN_IF_ERROR(internal::Sgemm(
-        false, false, rows, cols - i2, width, -1.0f, err.data(), width,
-        hinv + i1 * cols + i2, cols, 1.0f, work.data() + i2, cols));
-    i1 = i2;
-  }
+    const int code = grid.Code(row[i], *p);
+    const int64_t out_col = result.permuted ? i : perm[Sz(i)];
+    fields[Sz(r * cols + out_col)] = grid.Field(code);
+    return grid.Value(code, *p);
+  };
+  QUANTD_RETURN_IF_ERROR(internal::GptqColumnLoop(
+      work.data(), rows, cols, hinv, options.block_size, cut, round, &loss));
   result.loss = loss;
 
   QuantizedTensor& q = result.quantized;
