@@ -66,6 +66,7 @@ _DTYPE_BY_NAME = {"f32": pb.DTYPE_F32, "float32": pb.DTYPE_F32,
 _GRANULARITY_NAMES = {pb.GRANULARITY_PER_TENSOR: "tensor",
                       pb.GRANULARITY_PER_CHANNEL: "channel",
                       pb.GRANULARITY_PER_GROUP: "group"}
+_KIND_NAMES = {1: "int", 2: "ggml_block", 3: "float", 4: "codebook", 5: "hqq"}
 # Retried with back-off, on the next target when there are several.
 _TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
               grpc.StatusCode.DATA_LOSS)
@@ -87,6 +88,9 @@ class FormatInfo:
     block_bytes: int = 0
     bits_per_weight: float = 0.0
     uses_importance: bool = False
+    # "int", "ggml_block", "float", "codebook", "hqq" ("" from an older server)
+    kind: str = ""
+    description: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +127,8 @@ class ServerInfo:
             block_bytes=getattr(f, "block_bytes", 0),
             bits_per_weight=getattr(f, "bits_per_weight", 0.0),
             uses_importance=getattr(f, "uses_importance", False),
+            kind=_KIND_NAMES.get(int(getattr(f, "kind", 0)), ""),
+            description=getattr(f, "description", ""),
         ) for f in info.formats)
         lim = info.limits
         return cls(target=target, version=info.version, build=info.build,
@@ -289,6 +295,7 @@ class _Pending:
         packed = output != pb.OUTPUT_KIND_FAKE_QUANT
         fake = output in (pb.OUTPUT_KIND_FAKE_QUANT, pb.OUTPUT_KIND_BOTH)
         codes = scales = zero_points = dequantized = None
+        extra: Dict[str, Any] = {}
         if packed:
             codes = np.frombuffer(part(pb.ShardChunk.PART_CODES, "codes",
                                        layout.packed_bytes, result.codes_crc32c),
@@ -304,6 +311,10 @@ class _Pending:
             if layout.has_zero_points:
                 zero_points = np.frombuffer(raw, dtype=np.uint8).reshape(
                     layout.scales_shape)
+            if has_field(pb.TensorResult, "block_scales_crc32c"):
+                extra = self._family_parts(layout, part, result)
+                if layout.has_zero_points_f32:
+                    zero_points = extra.pop("zero_points")
         if fake:
             raw = part(pb.ShardChunk.PART_FAKE_QUANT, "fake-quant values",
                        num_elements * 4, result.fake_quant_crc32c)
@@ -318,8 +329,8 @@ class _Pending:
             channel_scales = np.frombuffer(raw, dtype="<f4").astype(
                 np.float32, copy=False)
         if self.parts:
-            extra = ", ".join(pb.ShardChunk.Part.Name(k) for k in self.parts)
-            raise loss(f"parts not asked for: {extra}")
+            leftover = ", ".join(pb.ShardChunk.Part.Name(k) for k in self.parts)
+            raise loss(f"parts not asked for: {leftover}")
         calibrated = {}
         if has_field(pb.TensorResult, "output_metrics"):
             if result.HasField("output_metrics"):
@@ -339,7 +350,38 @@ class _Pending:
             compute_seconds=result.compute_seconds,
             seconds=time.monotonic() - self.sent, target=target,
             attempts=self.job.attempts + 1, channel_scales=channel_scales,
-            **calibrated)
+            **extra, **calibrated)
+
+    @staticmethod
+    def _family_parts(layout: Layout, part, result: "pb.TensorResult"
+                      ) -> Dict[str, Any]:
+        """The float, codebook and HQQ formats' extra parts, each checked
+        against the size its layout gives and its crc32c."""
+        out: Dict[str, Any] = {}
+        raw = part(pb.ShardChunk.PART_BLOCK_SCALES, "block scales",
+                   layout.num_block_scales, result.block_scales_crc32c)
+        if layout.num_block_scales:
+            out["block_scales"] = np.frombuffer(raw, dtype=np.uint8).reshape(
+                layout.block_scales_shape)
+        raw = part(pb.ShardChunk.PART_SECOND_SCALES, "second scales",
+                   layout.num_second_scales * 4, result.second_scales_crc32c)
+        if layout.num_second_scales:
+            out["second_scales"] = np.frombuffer(raw, dtype="<f4").astype(
+                np.float32, copy=False)
+        count = layout.num_codebooks * layout.codebook_entries
+        raw = part(pb.ShardChunk.PART_CODEBOOKS, "codebooks", count * 4,
+                   result.codebooks_crc32c)
+        if count:
+            out["codebooks"] = np.frombuffer(raw, dtype="<f4").astype(
+                np.float32, copy=False).reshape(layout.num_codebooks,
+                                                layout.codebook_entries)
+        raw = part(pb.ShardChunk.PART_ZERO_POINTS_F32, "f32 zero points",
+                   layout.num_scales * 4 if layout.has_zero_points_f32 else 0,
+                   result.zero_points_f32_crc32c)
+        if layout.has_zero_points_f32:
+            out["zero_points"] = np.frombuffer(raw, dtype="<f4").astype(
+                np.float32, copy=False).reshape(layout.scales_shape)
+        return out
 
 
 # --- the request side of one stream ----------------------------------------

@@ -9,11 +9,23 @@ read them, and their wire form (quantd.v1.Scheme).
     >>> scheme_name(parse_scheme("int8"))
     'int8_sym_channel'
 
-Integer formats: "int<bits>[_sym|_asym][_tensor|_channel|_g<group_size>]",
-symmetric and per channel by default. Any other name (a ggml block format
-such as "Q4_K", "q8_0", "IQ4_NL") is passed to the server as the format; the
-server, whose format table is the authority (Client.server_info().formats),
-answers INVALID_ARGUMENT for a name it does not know.
+Integer formats: "int<bits>[_sym|_asym|_full][_tensor|_channel|_g<group_size>]",
+symmetric and per channel by default; "_full" is compressed-tensors'
+full-range symmetric convention (scale = amax / ((2^b - 1) / 2), codes in
+[-2^(b-1), 2^(b-1) - 1]; Scheme.full_range).
+
+Float, codebook and HQQ formats: "fp8_e4m3", "fp8_e5m2", "fp4_e2m1", "nf4",
+"ocp_mxfp8", "ocp_mxfp4", "modelopt_nvfp4", "kmeans<b>", "pot<b>",
+"hqq<b>", each optionally followed by "_tensor", "_channel", "_g<N>" or
+"_block" (the format's default block), and "nf4" by "_dq" (double
+quantization): "fp8_e4m3_channel", "fp4_e2m1_g32", "nf4_g64_dq",
+"kmeans4_g128", "hqq4_g64". Without a suffix the server applies the
+format's default granularity.
+
+Any other name (a ggml block format such as "Q4_K", "q8_0", "IQ4_NL") is
+passed to the server as the format; the server, whose format table is the
+authority (Client.server_info().formats), answers INVALID_ARGUMENT for a
+name it does not know.
 
 A method may follow a "+" (when the proto has Scheme.method), with optional
 parameters in parentheses: "int4_asym_g128+gptq",
@@ -33,6 +45,10 @@ __all__ = ["parse_scheme", "scheme_name", "SchemeLike"]
 SchemeLike = Union[str, "pb.Scheme"]
 
 _INT = re.compile(r"int(?P<bits>[0-9]+)(?P<rest>(_[A-Za-z0-9]+)*)")
+# The float, codebook and HQQ families (Layout.kind FLOAT, CODEBOOK, HQQ).
+_FAMILY = re.compile(r"(?P<format>fp8_e4m3|fp8_e5m2|fp4_e2m1|nf4|ocp_mxfp8|"
+                     r"ocp_mxfp4|modelopt_nvfp4|kmeans[0-9]+|pot[0-9]+|"
+                     r"hqq[0-9]+)(?P<rest>(_[a-z0-9]+)*)")
 _BLOCK = re.compile(r"[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*")
 _METHOD = re.compile(r"(?P<name>[a-z]+)(\((?P<params>[^()]*)\))?")
 _METHODS = ("rtn", "gptq", "awq", "smoothquant")
@@ -93,6 +109,9 @@ def parse_scheme(scheme: SchemeLike) -> "pb.Scheme":
                              "no method")
         _parse_method(out, method, scheme)
         return out
+    family = _FAMILY.fullmatch(text.lower())
+    if family is not None:
+        return _parse_family(family, scheme)
     m = _INT.fullmatch(text)
     if m is None:
         if not _BLOCK.fullmatch(text):
@@ -102,11 +121,16 @@ def parse_scheme(scheme: SchemeLike) -> "pb.Scheme":
                     granularity=pb.GRANULARITY_PER_CHANNEL)
     seen_symmetry = seen_granularity = False
     for part in m.group("rest").split("_")[1:]:
-        if part in ("sym", "asym"):
+        if part in ("sym", "asym", "full"):
             if seen_symmetry:
                 raise ValueError(f"malformed scheme {scheme!r}: symmetry given twice")
             seen_symmetry = True
-            out.symmetric = part == "sym"
+            out.symmetric = part != "asym"
+            if part == "full":
+                if not has_field(pb.Scheme, "full_range"):
+                    raise ValueError(f"scheme {scheme!r}: this quantd package was "
+                                     "built from a proto without Scheme.full_range")
+                out.full_range = True
             continue
         if seen_granularity:
             raise ValueError(f"malformed scheme {scheme!r}: unexpected {part!r}")
@@ -121,13 +145,52 @@ def parse_scheme(scheme: SchemeLike) -> "pb.Scheme":
         else:
             raise ValueError(
                 f"malformed scheme {scheme!r}: unexpected {part!r} "
-                "(expected sym, asym, tensor, channel or g<N>)")
+                "(expected sym, asym, full, tensor, channel or g<N>)")
+    return out
+
+
+def _parse_family(m: "re.Match", scheme: str) -> "pb.Scheme":
+    """A float, codebook or HQQ format with its optional suffixes."""
+    out = pb.Scheme(format=m.group("format"))
+    seen_granularity = False
+    for part in m.group("rest").split("_")[1:]:
+        if part == "dq":
+            if out.format != "nf4":
+                raise ValueError(f"malformed scheme {scheme!r}: only nf4 takes _dq")
+            if not has_field(pb.Scheme, "double_quant"):
+                raise ValueError(f"scheme {scheme!r}: this quantd package was "
+                                 "built from a proto without Scheme.double_quant")
+            out.double_quant = True
+            continue
+        if seen_granularity:
+            raise ValueError(f"malformed scheme {scheme!r}: unexpected {part!r}")
+        seen_granularity = True
+        if part == "tensor":
+            out.granularity = pb.GRANULARITY_PER_TENSOR
+        elif part == "channel":
+            out.granularity = pb.GRANULARITY_PER_CHANNEL
+        elif part == "block":
+            out.granularity = pb.GRANULARITY_PER_GROUP  # group_size 0: default
+        elif re.fullmatch(r"g[0-9]+", part) and int(part[1:]) >= 1:
+            out.granularity = pb.GRANULARITY_PER_GROUP
+            out.group_size = int(part[1:])
+        else:
+            raise ValueError(
+                f"malformed scheme {scheme!r}: unexpected {part!r} (expected "
+                "tensor, channel, block, g<N> or, for nf4, dq)")
     return out
 
 
 def is_block_format(scheme: "pb.Scheme") -> bool:
-    """Whether the scheme names a format other than the integer ones."""
-    return _INT.fullmatch(scheme.format) is None
+    """Whether the scheme names a ggml block format (neither an integer
+    format nor one of the float, codebook and HQQ families)."""
+    return (_INT.fullmatch(scheme.format) is None
+            and not is_family_format(scheme))
+
+
+def is_family_format(scheme: "pb.Scheme") -> bool:
+    """Whether the scheme names a float, codebook or HQQ format."""
+    return _FAMILY.fullmatch(scheme.format.lower()) is not None
 
 
 def scheme_name(scheme: "pb.Scheme") -> str:
@@ -135,7 +198,11 @@ def scheme_name(scheme: "pb.Scheme") -> str:
     or the format name of a block format ("Q4_K")."""
     if is_block_format(scheme):
         return scheme.format
+    if is_family_format(scheme):
+        return _family_name(scheme)
     symmetry = "_sym" if scheme.symmetric else "_asym"
+    if scheme.symmetric and getattr(scheme, "full_range", False):
+        symmetry = "_full"
     g = scheme.granularity
     if g == pb.GRANULARITY_PER_TENSOR:
         granularity = "_tensor"
@@ -144,6 +211,22 @@ def scheme_name(scheme: "pb.Scheme") -> str:
     else:
         granularity = "_channel"
     return scheme.format + symmetry + granularity + _method_suffix(scheme)
+
+
+def _family_name(scheme: "pb.Scheme") -> str:
+    """"fp8_e4m3_channel", "nf4_g64_dq", "ocp_mxfp4": the format, then the
+    granularity when one is given, then "_dq"."""
+    name = scheme.format.lower()
+    g = scheme.granularity
+    if g == pb.GRANULARITY_PER_TENSOR:
+        name += "_tensor"
+    elif g == pb.GRANULARITY_PER_CHANNEL:
+        name += "_channel"
+    elif g == pb.GRANULARITY_PER_GROUP:
+        name += f"_g{scheme.group_size}" if scheme.group_size else "_block"
+    if getattr(scheme, "double_quant", False):
+        name += "_dq"
+    return name
 
 
 def _method_suffix(scheme: "pb.Scheme") -> str:

