@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -122,29 +123,49 @@ struct Int8GemmS32::Impl {
   dnnl::memory::desc weights_md;
   dnnl::memory::desc dst_md;
   dnnl::matmul matmul;
+  bool src_unsigned = false;
+  bool split = false;
+  std::string implementation;
 };
 
 Int8GemmS32::Int8GemmS32(std::shared_ptr<const Impl> impl, int64_t m,
                          int64_t n, int64_t k)
     : impl_(std::move(impl)), m_(m), n_(n), k_(k) {}
 
+bool Int8GemmS32::split() const { return impl_->split; }
+const std::string& Int8GemmS32::implementation() const {
+  return impl_->implementation;
+}
+
 absl::StatusOr<Int8GemmS32> Int8GemmS32::Create(int64_t m, int64_t n,
-                                                int64_t k, bool src_unsigned) {
+                                                int64_t k, bool src_unsigned,
+                                                Path path) {
   QUANTD_RETURN_IF_ERROR(CheckShape(m, n, k));
   try {
     using dt = dnnl::memory::data_type;
     using tag = dnnl::memory::format_tag;
     auto impl = std::make_shared<Impl>();
     impl->engine = dnnl::engine(dnnl::engine::kind::cpu, 0);
-    impl->src_md = dnnl::memory::desc({m, k}, src_unsigned ? dt::u8 : dt::s8,
-                                      tag::ab);
+    impl->src_unsigned = src_unsigned;
     // B is n x k row-major, i.e. the k x n weights in "ba" order.
     impl->weights_md = dnnl::memory::desc({k, n}, dt::s8, tag::ba);
     impl->dst_md = dnnl::memory::desc({m, n}, dt::s32, tag::ab);
-    const dnnl::matmul::desc desc(impl->src_md, impl->weights_md,
-                                  impl->dst_md);
-    const dnnl::matmul::primitive_desc pd(desc, impl->engine);
-    impl->matmul = dnnl::matmul(pd);
+    const auto make = [&](dt src_type) {
+      impl->src_md = dnnl::memory::desc({m, k}, src_type, tag::ab);
+      const dnnl::matmul::desc desc(impl->src_md, impl->weights_md,
+                                    impl->dst_md);
+      const dnnl::matmul::primitive_desc pd(desc, impl->engine);
+      impl->implementation = pd.impl_info_str();
+      impl->matmul = dnnl::matmul(pd);
+    };
+    make(src_unsigned ? dt::u8 : dt::s8);
+    const std::string& name = impl->implementation;
+    const bool exact = name.find("vnni") != std::string::npos ||
+                       name.find("amx") != std::string::npos;
+    if (path == Path::kSevenBitSplit || !exact) {
+      impl->split = true;
+      make(dt::u8);
+    }
     return Int8GemmS32(std::move(impl), m, n, k);
   } catch (const dnnl::error& e) {
     return absl::InternalError(
@@ -155,33 +176,67 @@ absl::StatusOr<Int8GemmS32> Int8GemmS32::Create(int64_t m, int64_t n,
 }
 
 absl::Status Int8GemmS32::Run(const uint8_t* a, int32_t zero_point,
-                              const int8_t* b, const int32_t* b_row_sums,
-                              int32_t* acc) const {
-  if (zero_point != 0 && b_row_sums == nullptr) {
-    return absl::InvalidArgumentError(
-        "Int8GemmS32::Run with a zero point needs B's row sums");
+                              const int8_t* b, int32_t* acc) const {
+  const Impl& impl = *impl_;
+  const auto run = [&](const uint8_t* src, int32_t* dst) -> absl::Status {
+    // The one place in this file where dnnl::error becomes a status.
+    try {
+      dnnl::memory src_mem(impl.src_md, impl.engine, const_cast<uint8_t*>(src));
+      dnnl::memory weights(impl.weights_md, impl.engine,
+                           const_cast<int8_t*>(b));
+      dnnl::memory dst_mem(impl.dst_md, impl.engine, dst);
+      dnnl::stream stream(impl.engine);
+      impl.matmul.execute(stream, {{DNNL_ARG_SRC, src_mem},
+                                   {DNNL_ARG_WEIGHTS, weights},
+                                   {DNNL_ARG_DST, dst_mem}});
+      stream.wait();
+    } catch (const dnnl::error& e) {
+      return absl::InternalError(
+          absl::StrCat("oneDNN int8 matmul failed: ", e.what(), " (status ",
+                       static_cast<int>(e.status), ")"));
+    }
+    return absl::OkStatus();
+  };
+  // What to subtract per output column: offset * sum_c b[j][c].
+  const int64_t offset =
+      zero_point + (impl.split && !impl.src_unsigned ? 128 : 0);
+  std::vector<int64_t> row_sums;
+  if (offset != 0) {
+    row_sums.assign(Sz(n_), 0);
+    for (int64_t j = 0; j < n_; ++j) {
+      for (int64_t c = 0; c < k_; ++c) row_sums[Sz(j)] += b[j * k_ + c];
+    }
   }
-  // The one place in this file where dnnl::error becomes a status.
-  try {
-    const Impl& impl = *impl_;
-    dnnl::memory src(impl.src_md, impl.engine, const_cast<uint8_t*>(a));
-    dnnl::memory weights(impl.weights_md, impl.engine, const_cast<int8_t*>(b));
-    dnnl::memory dst(impl.dst_md, impl.engine, acc);
-    dnnl::stream stream(impl.engine);
-    impl.matmul.execute(stream, {{DNNL_ARG_SRC, src},
-                                 {DNNL_ARG_WEIGHTS, weights},
-                                 {DNNL_ARG_DST, dst}});
-    stream.wait();
-  } catch (const dnnl::error& e) {
-    return absl::InternalError(
-        absl::StrCat("oneDNN int8 matmul failed: ", e.what(), " (status ",
-                     static_cast<int>(e.status), ")"));
-  }
-  if (zero_point != 0) {
-    for (int64_t i = 0; i < m_; ++i) {
-      for (int64_t j = 0; j < n_; ++j) {
-        acc[i * n_ + j] -= zero_point * b_row_sums[j];
+  if (!impl.split) {
+    QUANTD_RETURN_IF_ERROR(run(a, acc));
+    if (offset != 0) {
+      for (int64_t i = 0; i < m_; ++i) {
+        for (int64_t j = 0; j < n_; ++j) {
+          acc[i * n_ + j] = static_cast<int32_t>(acc[i * n_ + j] -
+                                                 offset * row_sums[Sz(j)]);
+        }
       }
+    }
+    return absl::OkStatus();
+  }
+  // u8 v = a (u8) or a + 128 (s8) = 128 * hi + lo, hi in {0, 1}.
+  std::vector<uint8_t> lo(Sz(m_ * k_));
+  std::vector<uint8_t> hi(Sz(m_ * k_));
+  const uint8_t flip = impl.src_unsigned ? 0x00 : 0x80;
+  for (size_t i = 0; i < lo.size(); ++i) {
+    const auto v = static_cast<uint8_t>(a[i] ^ flip);
+    lo[i] = v & 0x7F;
+    hi[i] = static_cast<uint8_t>(v >> 7);
+  }
+  std::vector<int32_t> acc_hi(Sz(m_ * n_));
+  QUANTD_RETURN_IF_ERROR(run(lo.data(), acc));
+  QUANTD_RETURN_IF_ERROR(run(hi.data(), acc_hi.data()));
+  for (int64_t i = 0; i < m_; ++i) {
+    for (int64_t j = 0; j < n_; ++j) {
+      const size_t idx = Sz(i * n_ + j);
+      int64_t v = acc[idx] + 128 * static_cast<int64_t>(acc_hi[idx]);
+      if (offset != 0) v -= offset * row_sums[Sz(j)];
+      acc[idx] = static_cast<int32_t>(v);
     }
   }
   return absl::OkStatus();
@@ -241,19 +296,11 @@ absl::StatusOr<W8A8Report> W8A8Check(const float* x, int64_t m, const float* w,
   report.clipped = QuantizeActivationsInt8(x, m, k, act, xq.data());
   report.clipped_fraction =
       static_cast<double>(report.clipped) / static_cast<double>(m * k);
-  std::vector<int32_t> row_sums;
-  if (act.zero_point != 0) {
-    row_sums.assign(Sz(n), 0);
-    for (int64_t j = 0; j < n; ++j) {
-      for (int64_t c = 0; c < k; ++c) row_sums[Sz(j)] += weights.codes[j * k + c];
-    }
-  }
   QUANTD_ASSIGN_OR_RETURN(const Int8GemmS32 gemm,
                           Int8GemmS32::Create(m, n, k, act.asymmetric));
   std::vector<int32_t> acc(Sz(m * n));
-  QUANTD_RETURN_IF_ERROR(gemm.Run(xq.data(), act.zero_point, weights.codes,
-                                  row_sums.empty() ? nullptr : row_sums.data(),
-                                  acc.data()));
+  QUANTD_RETURN_IF_ERROR(
+      gemm.Run(xq.data(), act.zero_point, weights.codes, acc.data()));
   const auto s_w = [&](int64_t j) {
     return weights.scales.size() == 1 ? weights.scales[0]
                                       : weights.scales[Sz(j)];

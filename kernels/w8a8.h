@@ -37,6 +37,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -128,21 +129,40 @@ void Int8GemmS32Reference(const uint8_t* a, bool src_unsigned,
 // The same through oneDNN's matmul primitive (s8/u8 x s8 -> s32), created
 // once per shape and executed many times, as the oneDNN examples do; the
 // zero point is applied afterwards from B's row sums. Bit-identical to the
-// reference (integer arithmetic). A value type: copies share the primitive;
-// Run may be called concurrently.
+// reference (integer arithmetic) on every CPU:
+//   - where oneDNN runs a VNNI or AMX int8 kernel (its implementation name
+//     says "vnni" or "amx"), products are summed straight into s32: one
+//     matmul of the codes as given;
+//   - elsewhere oneDNN's int8 GEMM multiplies u8 by s8 pairwise into
+//     saturating s16 (vpmaddubsw), which is not exact for sources above
+//     127, so A is shifted to u8 (s8 + 128) and split into its low 7 bits
+//     and its top bit, two u8 matmuls with sources in [0, 127] (which
+//     cannot saturate) combined as lo + 128 * hi minus the shift's and
+//     zero point's share, (128 + zero_point) * sum_c b[j][c].
+// A value type: copies share the primitive; Run may be called concurrently.
 class Int8GemmS32 {
  public:
+  enum class Path {
+    kAuto,          // the single matmul where exact, else the 7-bit split
+    kSevenBitSplit  // always the split (for tests and benchmarks)
+  };
   // InvalidArgument for m, n or k < 1 or k > 65536; Internal when oneDNN
   // cannot create the primitive.
   static absl::StatusOr<Int8GemmS32> Create(int64_t m, int64_t n, int64_t k,
-                                            bool src_unsigned);
-  // `b_row_sums`: n sums of B's rows, or nullptr when zero_point is 0.
+                                            bool src_unsigned,
+                                            Path path = Path::kAuto);
+  // acc = (a - zero_point) b^T as Int8GemmS32Reference. Internal when
+  // oneDNN fails.
   absl::Status Run(const uint8_t* a, int32_t zero_point, const int8_t* b,
-                   const int32_t* b_row_sums, int32_t* acc) const;
+                   int32_t* acc) const;
 
   int64_t m() const { return m_; }
   int64_t n() const { return n_; }
   int64_t k() const { return k_; }
+  // Whether Run splits the source in two matmuls.
+  bool split() const;
+  // oneDNN's implementation name, e.g. "brg:avx512_core_vnni".
+  const std::string& implementation() const;
 
  private:
   struct Impl;
