@@ -399,3 +399,42 @@ def test_unknown_preset_and_bad_group(client, minilm, tmp_path):
     with pytest.raises(ValueError, match="not a multiple of the group size 100"):
         ct.write_compressed_tensors(client, minilm, tmp_path, "W4A16_ASYM",
                                     group_size=100)
+
+
+def test_cli_table(server, minilm, tmp_path):
+    """python -m quantd.compressed_tensors prints one line per Linear (name,
+    shape, scheme, bits per weight, SQNR) and writes the checkpoint."""
+    import os
+    import subprocess
+    import sys
+    import quantd
+    package_dir = pathlib.Path(quantd.__file__).resolve().parents[1]
+    out = tmp_path / "cli"
+    env = dict(os.environ, PYTHONPATH=str(package_dir))
+    proc = subprocess.run(
+        [sys.executable, "-m", "quantd.compressed_tensors", "--server",
+         server.target, "--model", str(minilm), "--preset", "w8a16_asym",
+         "--out", str(out), "--group-size", "0", "--ignore", "^pooler"],
+        capture_output=True, text=True, env=env, timeout=300)
+    if proc.returncode and "full-range" in proc.stderr:
+        pytest.skip(proc.stderr.strip())
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    rows = [l.split() for l in lines if l.startswith("encoder.")]
+    assert len(rows) == 36
+    name, shape, scheme, bpw, sqnr = rows[0]
+    assert name == "encoder.layer.0.attention.output.dense.weight"
+    assert shape == "384x384" and scheme == "int8_asym_channel"
+    # 8 bits + an f32 scale and an 8-bit zero point (packed 4 per int32)
+    # per row of 384, + weight_shape.
+    assert float(bpw) == pytest.approx((384 * 384 * 8 + 384 * 32 + 96 * 32 + 128)
+                                       / (384 * 384), abs=1e-3)
+    assert 35 < float(sqnr) < 60
+    assert "36 Linear weights" in lines[-2]
+    assert (out / "model.safetensors").exists()
+    bad = subprocess.run(
+        [sys.executable, "-m", "quantd.compressed_tensors", "--server",
+         server.target, "--model", str(minilm), "--preset", "W4A16_ASYM",
+         "--out", str(tmp_path / "bad"), "--group-size", "100"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 1 and "group size 100" in bad.stderr
