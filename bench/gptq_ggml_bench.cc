@@ -17,6 +17,8 @@
 #include "kernels/gptq.h"
 #include "kernels/gptq_ggml.h"
 #include "kernels/internal/linalg.h"
+#include "kernels/quantize.h"
+#include "kernels/scheme.h"
 
 namespace {
 
@@ -71,12 +73,32 @@ int main(int argc, char** argv) {
   std::printf("%lld x %lld weight, G from %lld tokens\n",
               static_cast<long long>(rows), static_cast<long long>(cols),
               static_cast<long long>(tokens));
-  std::printf("%-7s | %9s %9s | %9s %9s | %6s\n", "format", "RTN ms",
+  std::printf("%-8s | %9s %9s | %9s %9s | %6s\n", "format", "RTN ms",
               "GPTQ ms", "RTN err", "GPTQ err", "ratio");
   std::vector<float> importance(static_cast<size_t>(cols));
   for (int64_t c = 0; c < cols; ++c) {
     importance[c] = static_cast<float>(g[c * cols + c] /
                                        static_cast<double>(tokens));
+  }
+  {
+    // For scale: gptq.h's GPTQ onto int4 groups of 128 (RTN: Quantize).
+    const quantd::Layout layout =
+        *quantd::MakeLayout(*quantd::ParseScheme("int4_asym_g128"),
+                            {rows, cols});
+    quantd::QuantizedTensor q = quantd::AllocateQuantized(layout);
+    auto start = std::chrono::steady_clock::now();
+    (void)quantd::Quantize(w.data(), q);
+    const double t_rtn = Seconds(start);
+    quantd::GptqOptions options;
+    start = std::chrono::steady_clock::now();
+    const absl::StatusOr<quantd::GptqResult> r =
+        quantd::GptqQuantize(w.data(), layout, gram, options);
+    const double t_gptq = Seconds(start);  // includes the two error GEMMs
+    if (r.ok()) {
+      std::printf("%-8s | %9.1f %9.1f | %9.5f %9.5f | %6.3f\n", "int4g128",
+                  t_rtn * 1e3, t_gptq * 1e3, r->rtn_output_error,
+                  r->output_error, r->output_error / r->rtn_output_error);
+    }
   }
   for (const quantd::GgmlFormatTraits& format : quantd::GgmlFormatTable()) {
     if (!names.empty()) {
@@ -116,7 +138,7 @@ int main(int argc, char** argv) {
                                  w_hat.data());
     const double e_rtn =
         *quantd::OutputRelativeError(w.data(), w_hat.data(), rows, cols, gram);
-    std::printf("%-7s | %9.1f %9.1f | %9.5f %9.5f | %6.3f\n", format.name,
+    std::printf("%-8s | %9.1f %9.1f | %9.5f %9.5f | %6.3f\n", format.name,
                 t_rtn * 1e3, t_gptq * 1e3, e_rtn, e_gptq, e_gptq / e_rtn);
     std::fflush(stdout);
   }
