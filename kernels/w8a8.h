@@ -7,8 +7,8 @@
 //   QuantizedTensor wq = AllocateQuantized(int8_per_channel_layout);  // n x k
 //   QUANTD_RETURN_IF_ERROR(Quantize(w, wq));
 //   QUANTD_ASSIGN_OR_RETURN(W8A8Weights weights, W8A8Weights::From(wq));
-//   W8A8Activations act;           // from calibration.h's ActivationRange
-//   act.scale = range.scale;       // symmetric: zero_point 0, s8 codes
+//   // range: calibration.h's EstimateTensorRange (symmetric: s8 codes).
+//   W8A8Activations act = W8A8Activations::FromRange(range, true);
 //   QUANTD_ASSIGN_OR_RETURN(W8A8Report report,
 //       W8A8Check(x, m, w, n, k, weights, act, {}));
 //   // report.relative_error, report.sqnr_db, report.clipped_fraction,
@@ -43,6 +43,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "kernels/calibration.h"
 #include "kernels/quantize.h"
 
 namespace quantd {
@@ -70,6 +71,17 @@ struct W8A8Activations {
   // Empty, or k per-input-channel divisors (finite, > 0): SmoothQuant's
   // factors s, folded into the weight codes (which quantize W diag(s)).
   absl::Span<const float> smooth;
+
+  // From a static range of calibration.h (EstimateTensorRange, Int8Range):
+  // its scale, and its zero point as u8 codes when `symmetric` is false.
+  static W8A8Activations FromRange(const ActivationRange& range,
+                                   bool symmetric) {
+    W8A8Activations a;
+    a.scale = range.scale;
+    a.asymmetric = !symmetric;
+    a.zero_point = symmetric ? 0 : range.zero_point;
+    return a;
+  }
 };
 
 struct W8A8Options {
