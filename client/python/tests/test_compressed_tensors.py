@@ -296,52 +296,127 @@ def test_preset_roundtrip(client, minilm, tmp_path, case):
         (minilm / "tokenizer.json").read_bytes()
 
 
-def test_ignore_and_static_activations(client, minilm, tmp_path):
-    """W8A8 with calibration activations: input_scale = amax(X) / 127.5 per
-    Linear, static per-tensor args in the config; an ignored Linear is copied
-    and listed."""
+EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / \
+    "minilm_calibration.py"
+# The example's capture sets by the module that reads them.
+INPUT_OF = {"attention.self.query": "attn_in", "attention.self.key": "attn_in",
+            "attention.self.value": "attn_in",
+            "attention.output.dense": "attn_out_in",
+            "intermediate.dense": "ffn_in", "output.dense": "ffn_down_in"}
+
+
+@pytest.fixture(scope="module")
+def example():
+    pytest.importorskip("tokenizers")
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("minilm_calibration", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def minilm_activations(example, minilm):
+    """Each encoder Linear's input on 48 English sentences, by module name
+    (q, k and v share one array)."""
+    model = example.MiniLM(minilm)
+    capture = {}
+    model.embed(example.license_sentences(48), capture=capture)
+    sets = {k: np.concatenate(v).astype(np.float32) for k, v in capture.items()}
+    out = {}
+    for i in range(model.layers):
+        for key, inp in INPUT_OF.items():
+            out[f"encoder.layer.{i}.{key}"] = sets[f"layer{i}.{inp}"]
+    return out
+
+
+@pytest.mark.parametrize("preset_name,fmt", [
+    ("W8A8", "int8"), ("FP8", "fp8_e4m3"), ("NVFP4", "modelopt_nvfp4")])
+def test_static_activations_and_ignore(client, minilm, tmp_path, preset_name, fmt,
+                                       minilm_activations):
+    """Calibration activations (MiniLM's own, on English sentences) give
+    static per-tensor activation parameters from the range of X: W8A8
+    input_scale = amax / 127.5, FP8 amax / 448, NVFP4 input_global_scale =
+    2688 / amax (f32); the config's input_activations say static, per
+    tensor; an ignored Linear is copied and listed."""
     from quantd import compressed_tensors as ct
-    preset = ct.PRESETS["W8A8"]
-    why = supported(client, preset.quantd_scheme(), "int8")
+    preset = ct.PRESETS[preset_name]
+    why = supported(client, preset.quantd_scheme(), fmt)
     if why:
         pytest.skip(why)
     src, _ = read_safetensors(minilm / "model.safetensors")
-    rng = np.random.default_rng(7)
-    calibration, shared = {}, {}
-    for name, (dtype, shape, _) in src.items():
-        if not name.endswith(".weight") or len(shape) != 2 or "embeddings" in name:
-            continue
-        module = name[:-len(".weight")]
-        key = module.rsplit(".", 1)[0] if ".attention.self." in module else module
-        if key not in shared:  # q, k and v share their input
-            shared[key] = (rng.standard_normal((64, shape[1])) *
-                           rng.uniform(0.5, 4)).astype(np.float32)
-        calibration[module] = shared[key]
-    calibration.pop("pooler.dense")  # ignored: needs no activations
-    out = tmp_path / "w8a8"
+    calibration = minilm_activations
+    out = tmp_path / preset_name
     reports = ct.write_compressed_tensors(
-        client, minilm, out, "W8A8", calibration=calibration,
+        client, minilm, out, preset_name, calibration=calibration,
         ignore=[r"^pooler\."])
     dst, _ = read_safetensors(out / "model.safetensors")
     qc = json.loads((out / "config.json").read_text())["quantization_config"]
     assert qc["ignore"] == ["pooler.dense"]
     act = qc["config_groups"]["group_0"]["input_activations"]
-    assert act["dynamic"] is False and act["strategy"] == "tensor"
-    assert act["type"] == "int" and act["num_bits"] == 8 and act["symmetric"]
+    assert act["dynamic"] is (False if preset_name != "NVFP4" else "local") or \
+        act["dynamic"] == ("local" if preset_name == "NVFP4" else False)
+    assert act["strategy"] == ("tensor_group" if preset_name == "NVFP4" else "tensor")
+    assert act["type"] == ("int" if preset_name == "W8A8" else "float")
+    assert act["symmetric"] and act["num_bits"] == (4 if preset_name == "NVFP4" else 8)
     assert dst["pooler.dense.weight"] == src["pooler.dense.weight"]
-    assert "pooler.dense.weight_scale" not in dst
-    checked = 0
+    assert not [k for k in dst if k.startswith("pooler.dense.") and "_" in
+                k.rsplit(".", 1)[1]]
     for module, x in calibration.items():
-        scale = as_array(dst[f"{module}.input_scale"])
-        assert scale.shape == (1,) and dst[f"{module}.input_scale"][0] == "F32"
-        want = np.float32(np.max(np.abs(x))) / np.float32(127.5)
-        assert scale[0] == want, module
-        assert dst[f"{module}.weight"][0] == "I8"
-        assert as_array(dst[f"{module}.weight_scale"]).shape == (
-            src[f"{module}.weight"][1][0], 1)
-        checked += 1
-    assert checked == 36
+        amax = np.float32(np.max(np.abs(x)))
+        if preset_name == "NVFP4":
+            got = as_array(dst[f"{module}.input_global_scale"])
+            want = np.float32(2688.0) / amax
+        else:
+            got = as_array(dst[f"{module}.input_scale"])
+            want = amax / np.float32(127.5 if preset_name == "W8A8" else 448.0)
+        assert got.shape == (1,) and got.dtype == np.float32
+        assert got[0] == want, module
     assert [r.scheme for r in reports if r.name == "pooler.dense.weight"] == [""]
+    assert len([r for r in reports if r.scheme]) == 36
+
+
+@pytest.fixture(scope="module")
+def fp32_embeddings(example, minilm):
+    """16 held-out sentences (not among the calibration ones) and their FP32
+    embeddings."""
+    sentences = example.license_sentences(80)[-16:]
+    return sentences, example.MiniLM(minilm).embed(sentences)
+
+
+@pytest.mark.parametrize("preset_name,fmt,min_cosine", [
+    ("W8A16_ASYM", "int8", 0.999), ("W8A16", "int8", 0.999),
+    ("FP8_DYNAMIC", "fp8_e4m3", 0.995), ("W4A16_ASYM", "int4", 0.9),
+    ("W4A16", "int4", 0.9), ("NVFP4A16", "modelopt_nvfp4", 0.9),
+    ("MXFP4A16", "ocp_mxfp4", 0.9)])
+def test_checkpoint_is_a_working_encoder(client, minilm, tmp_path, example,
+                                         fp32_embeddings, preset_name, fmt,
+                                         min_cosine):
+    """The checkpoint decoded by the numpy decoder above runs as MiniLM (the
+    example's numpy BERT): held-out sentence embeddings stay close to
+    FP32's."""
+    from quantd import compressed_tensors as ct
+    preset = ct.PRESETS[preset_name]
+    why = supported(client, preset.quantd_scheme(), fmt)
+    if why:
+        pytest.skip(why)
+    out = tmp_path / preset_name
+    ct.write_compressed_tensors(client, minilm, out, preset_name)
+    dst, _ = read_safetensors(out / "model.safetensors")
+    qc = json.loads((out / "config.json").read_text())["quantization_config"]
+    quantized = example.MiniLM(minilm)
+    for name in list(quantized.weights):
+        module = name[:-len(".weight")]
+        if name.endswith(".weight") and f"{module}.weight_scale" in dst:
+            quantized.weights[name] = decode_module(dst, module, qc)
+        elif name in dst:
+            assert np.array_equal(quantized.weights[name], as_array(dst[name]))
+    sentences, a = fp32_embeddings
+    b = quantized.embed(sentences)
+    cosine = np.sum(a * b, axis=1)
+    print(f"{preset_name}: embedding cosine with FP32 mean {cosine.mean():.4f} "
+          f"min {cosine.min():.4f}")
+    assert cosine.min() >= min_cosine, (preset_name, cosine.min())
 
 
 def test_ignore_regex(client, minilm, tmp_path):
