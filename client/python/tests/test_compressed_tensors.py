@@ -513,3 +513,64 @@ def test_cli_table(server, minilm, tmp_path):
          "--out", str(tmp_path / "bad"), "--group-size", "100"],
         capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 1 and "group size 100" in bad.stderr
+
+
+def write_safetensors(path, tensors):
+    """A safetensors file from {name: (dtype, array)} (the test's own writer)."""
+    header, blobs, offset = {}, [], 0
+    for name, (dtype, arr) in tensors.items():
+        raw = np.ascontiguousarray(arr).tobytes()
+        header[name] = {"dtype": dtype, "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    text = json.dumps(header).encode()
+    pathlib.Path(path).write_bytes(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def test_sharded_bf16_model_with_lm_head(client, tmp_path):
+    """A sharded checkpoint (index.json) with bfloat16 Linear weights, an
+    embedding, a norm and an lm_head: the Linear layers are quantized from
+    their bf16 values, lm_head is ignored by default (copied, listed), the
+    embedding and norm are copied, and the decoded weights equal quantd's."""
+    from quantd import compressed_tensors as ct
+    why = supported(client, "int4_asym_g128", "int4")
+    if why:
+        pytest.skip(why)
+    rng = np.random.default_rng(11)
+
+    def bf16(shape):
+        return (rng.standard_normal(shape) * 0.02).astype(ml_dtypes.bfloat16)
+
+    model = tmp_path / "model"
+    model.mkdir()
+    shard1 = {"model.embed_tokens.weight": ("BF16", bf16((64, 256)).view(np.uint16)),
+              "model.layers.0.mlp.up_proj.weight": ("BF16", bf16((512, 256)).view(np.uint16)),
+              "model.layers.0.input_layernorm.weight": ("BF16", bf16((256,)).view(np.uint16))}
+    shard2 = {"model.layers.0.mlp.down_proj.weight": ("BF16", bf16((256, 512)).view(np.uint16)),
+              "lm_head.weight": ("BF16", bf16((64, 256)).view(np.uint16))}
+    write_safetensors(model / "model-00001-of-00002.safetensors", shard1)
+    write_safetensors(model / "model-00002-of-00002.safetensors", shard2)
+    weight_map = {k: "model-00001-of-00002.safetensors" for k in shard1}
+    weight_map.update({k: "model-00002-of-00002.safetensors" for k in shard2})
+    (model / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": weight_map}))
+    (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    fake = {}
+    out = tmp_path / "out"
+    reports = ct.write_compressed_tensors(
+        client, model, out, "W4A16_ASYM", output="both",
+        on_result=lambda q: fake.__setitem__(q.name, (q.dtype, q.dequantized)))
+    dst, _ = read_safetensors(out / "model.safetensors")
+    qc = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert qc["ignore"] == ["lm_head"]
+    assert sorted(fake) == ["model.layers.0.mlp.down_proj.weight",
+                            "model.layers.0.mlp.up_proj.weight"]
+    for name, (dtype, values) in fake.items():
+        assert dtype == "BF16"  # sent as bfloat16, not widened
+        decoded = decode_module(dst, name[:-len(".weight")], qc)
+        assert np.array_equal(decoded, values), name
+    for name, (dtype, arr) in {**shard1, **shard2}.items():
+        if name not in fake:
+            assert dst[name] == (dtype, arr.shape, arr.tobytes()), name
+    assert {r.name for r in reports if r.scheme} == set(fake)
