@@ -13,7 +13,7 @@ or from a shell:
 
     python -m quantd.compressed_tensors --server localhost:50051 \\
         --model models/MiniLM --preset W4A16 --out out/ [--group-size 128] \\
-        [--ignore REGEX]
+        [--ignore REGEX] [--calibration activations.npz]
 
 The input is a model directory: config.json and model.safetensors (or
 model.safetensors.index.json with its shards). Every Linear weight (a 2-D
@@ -756,17 +756,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         metavar="REGEX",
                         help="keep matching Linear modules unquantized "
                              "(repeatable; default: lm_head)")
+    parser.add_argument("--calibration", default=None, metavar="NPZ",
+                        help="W8A8 / FP8 / NVFP4: an .npz of each Linear's input "
+                             "activations [tokens, in_features], keyed by module "
+                             "name, for static activation scales")
     parser.add_argument("--all", action="store_true",
                         help="also list the copied tensors")
     args = parser.parse_args(argv)
 
     import quantd
     start = time.monotonic()
+    calibration = None
+    if args.calibration:
+        with np.load(args.calibration) as npz:
+            calibration = {k: npz[k] for k in npz.files}
     with quantd.Client(args.server) as client:
         try:
             reports = write_compressed_tensors(
                 client, args.model, args.out, args.preset,
-                group_size=args.group_size,
+                group_size=args.group_size, calibration=calibration,
                 ignore=args.ignore if args.ignore is not None else DEFAULT_IGNORE)
         except (ValueError, quantd.QuantdError) as e:
             print(f"error: {e}", file=sys.stderr)

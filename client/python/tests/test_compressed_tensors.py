@@ -149,6 +149,7 @@ CASES = {
     "FP8_DYNAMIC": (None, "fp8_e4m3"),
     "NVFP4A16": (None, "modelopt_nvfp4"),
     "MXFP4A16": (None, "ocp_mxfp4"),
+    "MXFP4": (None, "ocp_mxfp4"),
 }
 
 
@@ -217,6 +218,10 @@ def test_preset_roundtrip(client, minilm, tmp_path, case):
     act = group["input_activations"]
     if preset.activations is None:
         assert act is None
+    elif preset.activations == "mxfp4":  # dynamic, E8M0 scales per 32
+        assert act["dynamic"] is True and act["strategy"] == "group"
+        assert act["group_size"] == 32 and act["num_bits"] == 4
+        assert act["type"] == "float" and act["scale_dtype"] == "torch.uint8"
     else:  # no calibration: dynamic per token
         assert act["dynamic"] is True and act["strategy"] == "token"
         assert act["num_bits"] == 8
@@ -574,3 +579,30 @@ def test_sharded_bf16_model_with_lm_head(client, tmp_path):
         if name not in fake:
             assert dst[name] == (dtype, arr.shape, arr.tobytes()), name
     assert {r.name for r in reports if r.scheme} == set(fake)
+
+
+def test_cli_calibration_npz(server, client, minilm, tmp_path, minilm_activations):
+    """--calibration: an .npz of inputs by module name gives W8A8's static
+    input_scale through the command line."""
+    import os
+    import subprocess
+    import sys
+    import quantd
+    why = supported(client, "int8_full_channel", "int8")
+    if why:
+        pytest.skip(why)
+    npz = tmp_path / "x.npz"
+    np.savez(npz, **minilm_activations)
+    out = tmp_path / "w8a8"
+    env = dict(os.environ, PYTHONPATH=str(
+        pathlib.Path(quantd.__file__).resolve().parents[1]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "quantd.compressed_tensors", "--server",
+         server.target, "--model", str(minilm), "--preset", "W8A8", "--out",
+         str(out), "--calibration", str(npz), "--ignore", "^pooler"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    dst, _ = read_safetensors(out / "model.safetensors")
+    x = minilm_activations["encoder.layer.2.intermediate.dense"]
+    assert as_array(dst["encoder.layer.2.intermediate.dense.input_scale"])[0] == \
+        np.float32(np.max(np.abs(x))) / np.float32(127.5)
