@@ -296,6 +296,18 @@ def test_preset_roundtrip(client, minilm, tmp_path, case):
     nominal = {"int4": 4, "int8": 8, "fp8_e4m3": 8, "modelopt_nvfp4": 4,
                "ocp_mxfp4": 4}[fmt]
     assert nominal < total_bits / elements < nominal + 0.6
+    # The safetensors package reads the file: same names, dtypes, shapes,
+    # and values.
+    safetensors = pytest.importorskip("safetensors")
+    with safetensors.safe_open(str(out / "model.safetensors"), "np") as f:
+        assert sorted(f.keys()) == sorted(dst)
+        assert f.metadata() == {"format": "pt"}
+        for k in f.keys():
+            dtype, shape, raw = dst[k]
+            sl = f.get_slice(k)
+            assert (sl.get_dtype(), tuple(sl.get_shape())) == (dtype, shape), k
+            if dtype != "F8_E4M3":
+                assert f.get_tensor(k).tobytes() == raw, k
     # The other files of the model come along (tokenizer...).
     assert (out / "tokenizer.json").read_bytes() == \
         (minilm / "tokenizer.json").read_bytes()
