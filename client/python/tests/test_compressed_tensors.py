@@ -371,8 +371,8 @@ def test_static_activations_and_ignore(client, minilm, tmp_path, preset_name, fm
     qc = json.loads((out / "config.json").read_text())["quantization_config"]
     assert qc["ignore"] == ["pooler.dense"]
     act = qc["config_groups"]["group_0"]["input_activations"]
-    assert act["dynamic"] is (False if preset_name != "NVFP4" else "local") or \
-        act["dynamic"] == ("local" if preset_name == "NVFP4" else False)
+    assert act["dynamic"] == ("local" if preset_name == "NVFP4" else False)
+    assert act["observer"] == "static_minmax"
     assert act["strategy"] == ("tensor_group" if preset_name == "NVFP4" else "tensor")
     assert act["type"] == ("int" if preset_name == "W8A8" else "float")
     assert act["symmetric"] and act["num_bits"] == (4 if preset_name == "NVFP4" else 8)
