@@ -112,9 +112,10 @@ class Layout:
 
     @property
     def block_scales_shape(self) -> Tuple[int, ...]:
-        """(rows, row_length // block_scale_group_size) for MX and NVFP4,
-        (num_block_scales,) for NF4's double quantization (which numbers
-        the blocks in tensor order, like its second scales)."""
+        """(rows, row_length // block_scale_group_size): one byte per block
+        of a row (MX, NVFP4, NF4's double quantization, whose second scales
+        count the blocks in this row-major order); (num_block_scales,) if
+        the count does not fit that shape."""
         g = self.block_scale_group_size
         if g and self.num_block_scales == self.rows * (self.row_length // g) \
                 and self.row_length % g == 0:

@@ -6,6 +6,8 @@ SDK's dequantize() equal to the server's fake-quant values for every
 format. A format the server does not list in ServerInfo.formats is skipped,
 naming it.
 """
+import dataclasses
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -258,6 +260,10 @@ def test_codebook_and_hqq_parts(client):
         table = np.where(m == 0, 0, np.ldexp(np.float64(1), -(m - 1)))
         want = np.concatenate([table, -table])[None, :] * scale[:, None]
         assert np.array_equal(p.codebooks, want.astype(F32))
+        # The tables the scales imply, when a container keeps only those.
+        assert np.array_equal(qt.pot_codebooks(p.scales, 4), p.codebooks)
+        implied = dataclasses.replace(p, codebooks=None)
+        assert np.array_equal(implied.dequantize(), p.dequantized)
     if "hqq4" in server_formats(client):
         h = quantize(client, "hqq4_g64", w)
         assert h.layout.kind == "hqq" and h.zero_points.dtype == F32
