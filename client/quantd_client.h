@@ -105,6 +105,12 @@ struct TensorReply {
   // AWQ and SmoothQuant (Scheme::method): s, f32 LE, one per input column;
   // divide the layer's input by s. Empty for the other methods.
   std::vector<uint8_t> channel_scales;
+  // Float, codebook and HQQ formats (packed output; message Layout states
+  // each part's size and meaning; empty when the layout has none):
+  std::vector<uint8_t> block_scales;     // uint8, layout.num_block_scales
+  std::vector<uint8_t> second_scales;    // f32 LE, layout.num_second_scales
+  std::vector<uint8_t> codebooks;        // f32 LE, num_codebooks * entries
+  std::vector<uint8_t> zero_points_f32;  // f32 LE, layout.num_scales (HQQ)
   v1::Metrics metrics;
   // With TensorRequest::calibration: output-space metrics over the set
   // (absent for an IMPORTANCE set), the set's static int8 activation range

@@ -31,6 +31,18 @@ namespace {
 //               scale = (hi-lo)/qmax raised to FLT_MIN, inv = 1/scale,
 //               zp = clamp(round_half_even(-lo*inv), 0, qmax),
 //               q = clamp(round_half_even(x*inv) + zp, 0, qmax).
+//   full range (symmetric, Scheme::full_range): compressed-tensors' /
+//               llm-compressor's convention, from calculate_qparams
+//               (quantization/utils/helpers.py) and _quantize / _dequantize
+//               (quantization/lifecycle/forward_helpers.py):
+//               scale = amax / ((2^b - 1) / 2) (one f32 division: amax / 7.5
+//               at 4 bits, amax / 127.5 at 8), a scale of exactly 0 replaced
+//               by FLT_EPSILON (torch.finfo(float32).eps, their
+//               _get_dtype_eps; nonzero subnormal scales are kept),
+//               q = round_half_even(clamp(x / scale, -2^(b-1), 2^(b-1) - 1))
+//               (an f32 division, not a multiply by 1/scale), dequantized
+//               q * scale as above. Since |x / scale| <= (2^b - 1) / 2 up
+//               to rounding, clamping before or after rounding agree.
 // Codes are then packed with PackCodes over the whole tensor.
 // ---------------------------------------------------------------------------
 void QuantizeIntReference(const float* src, QuantizedTensor& dst) {
@@ -43,7 +55,22 @@ void QuantizeIntReference(const float* src, QuantizedTensor& dst) {
   for (int64_t g = 0; g < layout.num_groups; ++g) {
     const float* x = src + g * group_size;
     uint8_t* q_out = codes.data() + g * group_size;
-    if (layout.scheme.symmetric) {
+    if (layout.scheme.full_range) {
+      const float qmin = -static_cast<float>(1 << (bits - 1));
+      const float qmax = static_cast<float>((1 << (bits - 1)) - 1);
+      float amax = 0.0f;
+      for (int64_t i = 0; i < group_size; ++i) {
+        amax = std::max(amax, std::fabs(x[i]));
+      }
+      float scale = amax / (static_cast<float>((1 << bits) - 1) / 2.0f);
+      if (scale == 0.0f) scale = FLT_EPSILON;
+      for (int64_t i = 0; i < group_size; ++i) {
+        const float q = std::nearbyint(std::clamp(x[i] / scale, qmin, qmax));
+        q_out[i] = static_cast<uint8_t>(static_cast<unsigned>(static_cast<int>(q)) &
+                                        mask);
+      }
+      dst.scales[g] = scale;
+    } else if (layout.scheme.symmetric) {
       const int qmax = (1 << (bits - 1)) - 1;
       float amax = 0.0f;
       for (int64_t i = 0; i < group_size; ++i) {
