@@ -58,6 +58,8 @@ module name such as "model.layers.0.mlp.up_proj", W its weight [out, in]):
     bits (at most a few units in the last place).
   mxfp4-pack-quantized (MXFP4A16, MXFP4): M.weight_packed uint8 [out, in/2],
     M.weight_scale uint8 [out, in/32] (E8M0: 2^(byte - 127)).
+  mxfp8-quantized (MXFP8A16, MXFP8): M.weight float8_e4m3fn [out, in],
+    M.weight_scale uint8 [out, in/32] (E8M0).
 
 Symmetric int presets use compressed-tensors' full-range convention
 (quantd's "int<b>_full": scale = amax / ((2^b - 1) / 2), codes clamped to
@@ -142,6 +144,8 @@ class Preset:
             return "modelopt_nvfp4"
         if self.format == "mxfp4-pack-quantized":
             return "ocp_mxfp4"
+        if self.format == "mxfp8-quantized":
+            return "ocp_mxfp8"
         raise ValueError(f"preset {self.name}: no quantd scheme")
 
 
@@ -169,6 +173,8 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in (
     Preset("MXFP4A16", "mxfp4-pack-quantized", "float", 4, "group", 32, True),
     Preset("MXFP4", "mxfp4-pack-quantized", "float", 4, "group", 32, True,
            "mxfp4"),
+    Preset("MXFP8A16", "mxfp8-quantized", "float", 8, "group", 32, True),
+    Preset("MXFP8", "mxfp8-quantized", "float", 8, "group", 32, True, "mxfp8"),
 )}
 
 
@@ -194,7 +200,8 @@ def _args(num_bits, type_, strategy, group_size, symmetric, dynamic,
 
 def _weight_args(p: Preset) -> Dict[str, Any]:
     scale_dtype = {"nvfp4-pack-quantized": "torch.float8_e4m3fn",
-                   "mxfp4-pack-quantized": "torch.uint8"}.get(p.format)
+                   "mxfp4-pack-quantized": "torch.uint8",
+                   "mxfp8-quantized": "torch.uint8"}.get(p.format)
     return _args(p.num_bits, p.weight_type, p.strategy, p.group_size,
                  p.symmetric, False, "memoryless_minmax", scale_dtype,
                  "torch.int8" if p.weight_type == "int" else None)
@@ -212,8 +219,9 @@ def _input_args(p: Preset, static: bool) -> Optional[Dict[str, Any]]:
     if kind == "nvfp4":
         return _args(4, "float", "tensor_group", 16, True, "local",
                      "static_minmax", "torch.float8_e4m3fn")
-    if kind == "mxfp4":
-        return _args(4, "float", "group", 32, True, True, None, "torch.uint8")
+    if kind in ("mxfp4", "mxfp8"):
+        return _args(4 if kind == "mxfp4" else 8, "float", "group", 32, True,
+                     True, None, "torch.uint8")
     raise ValueError(f"activations {kind!r}")
 
 
@@ -524,6 +532,11 @@ def _stored_tensors(preset: Preset, module: str, q, weight) -> List[Tuple[str, s
                     np.asarray(q.codes, np.uint8)))
         out.append((f"{module}.weight_scale", "F32", scale_shape,
                     q.scales.astype("<f4").reshape(scale_shape)))
+    elif preset.format == "mxfp8-quantized":
+        out.append((f"{module}.weight", "F8_E4M3", (rows, cols),
+                    np.asarray(q.codes, np.uint8)))
+        out.append((f"{module}.weight_scale", "U8", (rows, cols // 32),
+                    np.asarray(q.block_scales, np.uint8)))
     elif preset.format in ("nvfp4-pack-quantized", "mxfp4-pack-quantized"):
         if layout.high_nibble_first:
             raise ValueError(f"tensor {q.name}: unexpected nibble order")
@@ -565,7 +578,7 @@ def write_compressed_tensors(
     Args:
       preset: a PRESETS name ("W4A16", "W4A16_ASYM", "W8A16", "W8A16_ASYM",
         "W8A8", "FP8", "FP8_DYNAMIC", "NVFP4A16", "NVFP4", "MXFP4A16",
-        "MXFP4") or a Preset.
+        "MXFP4", "MXFP8A16", "MXFP8") or a Preset.
       group_size: int presets only: replaces the preset's 128; 0 or -1 for
         one scale per output channel.
       ignore: regular expressions (re.search) on module names: matching

@@ -92,6 +92,13 @@ def decode_module(tensors, module, cfg):
         q = as_array(tensors[f"{module}.weight"]).view(
             ml_dtypes.float8_e4m3fn).astype(np.float32)
         return q * as_array(tensors[f"{module}.weight_scale"]).astype(np.float32)
+    if fmt == "mxfp8-quantized":
+        q = as_array(tensors[f"{module}.weight"]).view(
+            ml_dtypes.float8_e4m3fn).astype(np.float32)
+        s = as_array(tensors[f"{module}.weight_scale"]).view(
+            ml_dtypes.float8_e8m0fnu).astype(np.float32)
+        rows = q.shape[0]
+        return (q.reshape(rows, -1, 32) * s[:, :, None]).reshape(rows, -1)
     packed = as_array(tensors[f"{module}.weight_packed"])
     rows = packed.shape[0]
     nib = np.stack((packed & 15, packed >> 4), axis=-1).reshape(rows, -1)
@@ -150,6 +157,8 @@ CASES = {
     "NVFP4A16": (None, "modelopt_nvfp4"),
     "MXFP4A16": (None, "ocp_mxfp4"),
     "MXFP4": (None, "ocp_mxfp4"),
+    "MXFP8A16": (None, "ocp_mxfp8"),
+    "MXFP8": (None, "ocp_mxfp8"),
 }
 
 
@@ -171,6 +180,8 @@ def expected_bits(cfg, rows, cols):
         return n * 4 + (n // 16) * 8 + 32
     if fmt == "mxfp4-pack-quantized":
         return n * 4 + (n // 32) * 8
+    if fmt == "mxfp8-quantized":
+        return n * 8 + (n // 32) * 8
     raise AssertionError(fmt)
 
 
@@ -218,9 +229,10 @@ def test_preset_roundtrip(client, minilm, tmp_path, case):
     act = group["input_activations"]
     if preset.activations is None:
         assert act is None
-    elif preset.activations == "mxfp4":  # dynamic, E8M0 scales per 32
+    elif preset.activations in ("mxfp4", "mxfp8"):  # dynamic, E8M0 per 32
         assert act["dynamic"] is True and act["strategy"] == "group"
-        assert act["group_size"] == 32 and act["num_bits"] == 4
+        assert act["group_size"] == 32
+        assert act["num_bits"] == (4 if preset.activations == "mxfp4" else 8)
         assert act["type"] == "float" and act["scale_dtype"] == "torch.uint8"
     else:  # no calibration: dynamic per token
         assert act["dynamic"] is True and act["strategy"] == "token"
@@ -228,7 +240,7 @@ def test_preset_roundtrip(client, minilm, tmp_path, case):
         assert act["type"] == ("int" if preset.activations == "int8" else "float")
     if preset.format == "nvfp4-pack-quantized":
         assert w["scale_dtype"] == "torch.float8_e4m3fn"
-    if preset.format == "mxfp4-pack-quantized":
+    if preset.format in ("mxfp4-pack-quantized", "mxfp8-quantized"):
         assert w["scale_dtype"] == "torch.uint8"
 
     linears = [k for k in src if k.endswith(".weight") and src[k][0] == "F32"
@@ -243,7 +255,7 @@ def test_preset_roundtrip(client, minilm, tmp_path, case):
     for name, entry in src.items():
         if name in linears:  # kept under its name by int/float-quantized only
             assert (name in dst) == (preset.format in (
-                "int-quantized", "float-quantized")), name
+                "int-quantized", "float-quantized", "mxfp8-quantized")), name
             continue
         assert dst[name] == entry, name
     total_bits = 0
@@ -294,7 +306,7 @@ def test_preset_roundtrip(client, minilm, tmp_path, case):
     assert size == 8 + header_bytes + copied + total_bits // 8
     elements = sum(math.prod(src[k][1]) for k in linears)
     nominal = {"int4": 4, "int8": 8, "fp8_e4m3": 8, "modelopt_nvfp4": 4,
-               "ocp_mxfp4": 4}[fmt]
+               "ocp_mxfp4": 4, "ocp_mxfp8": 8}[fmt]
     assert nominal < total_bits / elements < nominal + 0.6
     # The safetensors package reads the file: same names, dtypes, shapes,
     # and values.
@@ -405,7 +417,7 @@ def fp32_embeddings(example, minilm):
     ("W8A16_ASYM", "int8", 0.999), ("W8A16", "int8", 0.999),
     ("FP8_DYNAMIC", "fp8_e4m3", 0.995), ("W4A16_ASYM", "int4", 0.9),
     ("W4A16", "int4", 0.9), ("NVFP4A16", "modelopt_nvfp4", 0.9),
-    ("MXFP4A16", "ocp_mxfp4", 0.9)])
+    ("MXFP4A16", "ocp_mxfp4", 0.9), ("MXFP8A16", "ocp_mxfp8", 0.995)])
 def test_checkpoint_is_a_working_encoder(client, minilm, tmp_path, example,
                                          fp32_embeddings, preset_name, fmt,
                                          min_cosine):
