@@ -97,7 +97,7 @@ __all__ = ["PRESETS", "Preset", "TensorReport", "write_compressed_tensors",
            "SafetensorsReader", "SafetensorsWriter", "main"]
 
 # The compressed-tensors release whose layout and config this writer follows.
-COMPRESSED_TENSORS_VERSION = "0.12.2"
+COMPRESSED_TENSORS_VERSION = "0.18.0"
 
 # --- presets -------------------------------------------------------------------
 
