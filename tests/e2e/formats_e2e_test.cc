@@ -193,8 +193,10 @@ std::vector<Case> Cases() {
     };
   };
   auto full = [](int bits, int64_t group) {
-    return [bits, group](const std::vector<float>& w, int64_t, int64_t c) {
-      return FromFullRange(w, group == 0 ? c : group, bits);
+    // group 0: per row; -1: per tensor.
+    return [bits, group](const std::vector<float>& w, int64_t r, int64_t c) {
+      return FromFullRange(w, group == 0 ? c : (group < 0 ? r * c : group),
+                           bits);
     };
   };
   return {
@@ -223,7 +225,7 @@ std::vector<Case> Cases() {
       {"hqq3_g32", 6, 96, hqq(3, 32)},
       {"int4_full_g32", 6, 256, full(4, 32)},
       {"int8_full", 6, 256, full(8, 0)},
-      {"int3_full_tensor", 6, 256, full(3, 6 * 256)},
+      {"int3_full_tensor", 6, 256, full(3, -1)},
   };
 }
 
@@ -444,6 +446,126 @@ TEST_F(FormatsE2eTest, MethodsOnTheNewFormatsAreRefused) {
   absl::StatusOr<Scheme> s = SchemeFromProto(proto);
   EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.status().message().find("nf4"), std::string::npos);
+}
+
+// Output-space metrics from a calibration set's G work for every family as
+// for int and ggml: ComputeOutputError of the kernel's dequantized values.
+TEST_F(FormatsE2eTest, CalibrationOutputMetricsFromTheDequantizedValues) {
+  constexpr int64_t kOut = 4, kIn = 256, kTokens = 40;
+  const std::vector<float> x = RandomWeights(kTokens * kIn, kSeed + 6);
+  std::vector<double> g(static_cast<size_t>(kIn * kIn), 0.0);
+  for (int64_t t = 0; t < kTokens; ++t) {
+    for (int64_t i = 0; i < kIn; ++i) {
+      for (int64_t j = 0; j < kIn; ++j) {
+        g[static_cast<size_t>(i * kIn + j)] +=
+            static_cast<double>(x[static_cast<size_t>(t * kIn + i)]) *
+            x[static_cast<size_t>(t * kIn + j)];
+      }
+    }
+  }
+  const std::vector<float> w = Weights(kOut, kIn, kSeed + 7);
+  const std::vector<Case> cases = Cases();
+  JobConfig config;
+  config.output = v1::OUTPUT_KIND_BOTH;
+  config.calibration_sets.push_back(
+      {"g", v1::CALIBRATION_KIND_GRAM, DType::kF32, kIn, kTokens,
+       absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(g.data()),
+                                 g.size() * 8),
+       false});
+  size_t next = 0;
+  std::map<std::string, absl::StatusOr<TensorReply>> replies;
+  QuantdClient client(channel_);
+  absl::Status s = client.RunJob(
+      config,
+      [&]() -> std::optional<TensorRequest> {
+        if (next == cases.size()) return std::nullopt;
+        TensorRequest t;
+        t.name = cases[next].scheme;
+        t.scheme = *ParseScheme(cases[next].scheme);
+        t.shape = {kOut, kIn};
+        t.data = absl::Span<const uint8_t>(
+            reinterpret_cast<const uint8_t*>(w.data()), w.size() * 4);
+        t.calibration = "g";
+        ++next;
+        return t;
+      },
+      [&](const std::string& name, absl::StatusOr<TensorReply> r) {
+        replies.emplace(name, std::move(r));
+      });
+  ASSERT_TRUE(s.ok()) << s;
+  ASSERT_EQ(replies.size(), cases.size());
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.scheme);
+    const absl::StatusOr<TensorReply>& r = replies.at(c.scheme);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_TRUE(r->output_metrics.has_value());
+    const Local want = c.local(w, kOut, kIn);
+    absl::StatusOr<OutputError> e =
+        ComputeOutputError(w.data(), want.w_hat.data(), kOut, kIn, g);
+    ASSERT_TRUE(e.ok()) << e.status();
+    EXPECT_EQ(r->output_metrics->tokens(), static_cast<uint64_t>(kTokens));
+    EXPECT_NEAR(r->output_metrics->error_sq(), e->error_sq, 1e-9 * e->error_sq);
+    EXPECT_NEAR(r->output_metrics->signal_sq(), e->signal_sq,
+                1e-9 * e->signal_sq);
+    EXPECT_NEAR(r->output_metrics->relative_error(), e->relative_error,
+                1e-9 * e->relative_error);
+  }
+}
+
+// The wire form of the schemes: a format name alone takes its defaults,
+// PER_GROUP with group_size 0 its default block, and every parsed scheme
+// goes through SchemeToProto / SchemeFromProto unchanged.
+TEST(FormatsWireTest, SchemeProtoDefaultsRoundTripAndRefusals) {
+  for (const Case& c : Cases()) {
+    SCOPED_TRACE(c.scheme);
+    const Scheme s = *ParseScheme(c.scheme);
+    v1::Scheme proto;
+    SchemeToProto(s, &proto);
+    absl::StatusOr<Scheme> back = SchemeFromProto(proto);
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_EQ(*back, s);
+  }
+  auto from = [](const std::string& format, v1::Granularity g,
+                 uint32_t group_size) {
+    v1::Scheme p;
+    p.set_format(format);
+    p.set_granularity(g);
+    p.set_group_size(group_size);
+    return SchemeFromProto(p);
+  };
+  EXPECT_EQ(SchemeToString(*from("NF4", v1::GRANULARITY_UNSPECIFIED, 0)), "nf4_g64");
+  EXPECT_EQ(SchemeToString(*from("fp8_e4m3", v1::GRANULARITY_PER_GROUP, 0)),
+            "fp8_e4m3_g128");
+  EXPECT_EQ(SchemeToString(*from("fp8_e5m2", v1::GRANULARITY_UNSPECIFIED, 0)),
+            "fp8_e5m2_tensor");
+  EXPECT_EQ(SchemeToString(*from("hqq3", v1::GRANULARITY_UNSPECIFIED, 0)), "hqq3_g64");
+  EXPECT_EQ(SchemeToString(*from("kmeans2", v1::GRANULARITY_UNSPECIFIED, 0)),
+            "kmeans2_channel");
+  EXPECT_EQ(SchemeToString(*from("ocp_mxfp4", v1::GRANULARITY_PER_GROUP, 32)),
+            "ocp_mxfp4");
+  for (auto bad : {from("ocp_mxfp4", v1::GRANULARITY_PER_CHANNEL, 0),
+                   from("modelopt_nvfp4", v1::GRANULARITY_PER_GROUP, 32),
+                   from("kmeans4", v1::GRANULARITY_PER_GROUP, 0),
+                   from("nf4_g64", v1::GRANULARITY_UNSPECIFIED, 0)}) {
+    EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  }
+  v1::Scheme dq;
+  dq.set_format("fp8_e4m3");
+  dq.set_double_quant(true);
+  EXPECT_EQ(SchemeFromProto(dq).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  dq.set_format("nf4");
+  EXPECT_TRUE(SchemeFromProto(dq)->double_quant);
+  v1::Scheme full;
+  full.set_format("int4");
+  full.set_full_range(true);
+  EXPECT_EQ(SchemeFromProto(full).status().code(),
+            absl::StatusCode::kInvalidArgument);  // not symmetric
+  full.set_symmetric(true);
+  EXPECT_TRUE(SchemeFromProto(full)->full_range);
+  full.set_format("hqq4");
+  EXPECT_EQ(SchemeFromProto(full).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(FormatsE2eTest, ServerInfoListsTheFormatsWithTheirBitsPerWeight) {
