@@ -18,7 +18,8 @@ or from a shell:
 The input is a model directory: config.json and model.safetensors (or
 model.safetensors.index.json with its shards). Every Linear weight (a 2-D
 floating-point "<module>.weight" that is not an embedding, a norm, or
-matched by an ignore pattern) is quantized on the server; everything else
+matched by an ignore pattern; a layer stored transposed, as GPT-2's Conv1D,
+needs an ignore pattern) is quantized on the server; everything else
 (biases, norms, embeddings, buffers such as position_ids) is copied into
 the output byte for byte, in its own dtype. The output directory gets
 model.safetensors and config.json (the input's, plus `quantization_config`),
