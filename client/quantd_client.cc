@@ -386,6 +386,8 @@ absl::Status QuantdClient::RunJob(const JobConfig& config,
       }
       header->mutable_importance()->Add(tensor->importance.begin(),
                                         tensor->importance.end());
+      header->mutable_scales()->Add(tensor->scales.begin(), tensor->scales.end());
+      for (uint8_t zp : tensor->zero_points) header->add_zero_points(zp);
       header->set_calibration(tensor->calibration);
       if (tensor->activation_range) {
         *header->mutable_activation_range() = *tensor->activation_range;

@@ -72,6 +72,12 @@ struct TensorRequest {
   std::string calibration;
   // Overrides JobConfig::activation_range for this tensor when set.
   std::optional<v1::ActivationRangeOptions> activation_range;
+  // QAT import (TensorHeader.scales / zero_points): externally learned
+  // scales, one per group of the int scheme's layout, and for an asymmetric
+  // scheme as many zero points; the server codes with them instead of
+  // computing its own. Empty: none.
+  std::vector<float> scales;
+  std::vector<uint8_t> zero_points;
 };
 
 // A calibration set, sent after JobStart and before any tensor.

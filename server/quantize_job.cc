@@ -411,9 +411,12 @@ absl::StatusOr<TensorOutput> RunQuantizeJob(TensorInput& input,
     if (absl::IsCancelled(s)) return s;
     if (!s.ok()) return NameTensor(input.name, s);
   } else {
-    if (absl::Status s = Quantize(src, out.quantized); !s.ok()) {
-      return NameTensor(input.name, s);
-    }
+    absl::Status s =
+        input.imported_scales.empty()
+            ? Quantize(src, out.quantized)
+            : QuantizeWithScales(src, input.imported_scales,
+                                 input.imported_zero_points, out.quantized);
+    if (!s.ok()) return NameTensor(input.name, s);
     if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
     // One pass: the dequantized values exist in full only when they are
     // sent or measured against a calibration set.

@@ -55,6 +55,11 @@ struct TensorInput {
   std::shared_ptr<const CalibrationSet> calibration;
   // Estimator of the set's static int8 activation range.
   RangeOptions activation_range;
+  // QAT import (TensorHeader.scales / zero_points, checked by the
+  // assembler): when not empty, the int layout's codes use these instead of
+  // computed scales (QuantizeWithScales).
+  std::vector<float> imported_scales;
+  std::vector<uint8_t> imported_zero_points;
 };
 
 // What a calibration set tells about a quantized tensor.

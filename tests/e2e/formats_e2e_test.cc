@@ -568,6 +568,132 @@ TEST(FormatsWireTest, SchemeProtoDefaultsRoundTripAndRefusals) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// QAT import: scales (and zero points) learned elsewhere are used instead
+// of computed ones; codes clamp(round(x / scale) + zero_point), written
+// here from that definition.
+TEST_F(FormatsE2eTest, ImportedScalesGiveTheirCodes) {
+  struct Import {
+    const char* scheme;
+    int bits;
+    bool symmetric;
+    int64_t group;
+  };
+  constexpr int64_t kRows = 4, kCols = 64;
+  const std::vector<float> w = Weights(kRows, kCols, kSeed + 8);
+  for (const Import& c : {Import{"int4_g32", 4, true, 32},
+                          Import{"int8", 8, true, kCols},
+                          Import{"int4_asym_g16", 4, false, 16},
+                          Import{"int3_asym_tensor", 3, false, kRows * kCols},
+                          Import{"int4_full_g32", 4, true, 32}}) {
+    SCOPED_TRACE(c.scheme);
+    const int64_t groups = kRows * kCols / c.group;
+    std::vector<float> scales;
+    std::vector<uint8_t> zps;
+    for (int64_t g = 0; g < groups; ++g) {
+      // Deliberately not what the server would compute: some clip.
+      scales.push_back(0.004f * static_cast<float>(g % 5 + 1));
+      if (!c.symmetric) zps.push_back(static_cast<uint8_t>((g * 3) % (1 << c.bits)));
+    }
+    const int lo = c.symmetric ? -(1 << (c.bits - 1)) : 0;
+    const int hi = c.symmetric ? (1 << (c.bits - 1)) - 1 : (1 << c.bits) - 1;
+    std::vector<uint8_t> fields(w.size());
+    std::vector<float> w_hat(w.size());
+    for (size_t i = 0; i < w.size(); ++i) {
+      const size_t g = i / static_cast<size_t>(c.group);
+      const int zp = c.symmetric ? 0 : zps[g];
+      const int q = std::clamp(
+          static_cast<int>(std::nearbyint(w[i] / scales[g])) + zp, lo, hi);
+      fields[i] = static_cast<uint8_t>(static_cast<unsigned>(q) & ((1u << c.bits) - 1));
+      w_hat[i] = scales[g] * static_cast<float>(q - zp);
+    }
+    std::vector<uint8_t> packed((w.size() * static_cast<size_t>(c.bits) + 7) / 8);
+    PackCodes(fields.data(), static_cast<int64_t>(w.size()), c.bits, packed.data());
+
+    QuantdClient client(channel_);
+    JobConfig job;
+    job.scheme = *ParseScheme(c.scheme);
+    job.output = v1::OUTPUT_KIND_BOTH;
+    std::optional<TensorRequest> next = TensorRequest{};
+    next->name = "qat.weight";
+    next->shape = {kRows, kCols};
+    next->data = absl::Span<const uint8_t>(
+        reinterpret_cast<const uint8_t*>(w.data()), w.size() * 4);
+    next->scales = scales;
+    next->zero_points = zps;
+    std::optional<absl::StatusOr<TensorReply>> reply;
+    ASSERT_TRUE(client
+                    .RunJob(
+                        job,
+                        [&]() {
+                          std::optional<TensorRequest> out = std::move(next);
+                          next.reset();
+                          return out;
+                        },
+                        [&](const std::string&, absl::StatusOr<TensorReply> r) {
+                          reply = std::move(r);
+                        })
+                    .ok());
+    ASSERT_TRUE(reply.has_value() && reply->ok()) << reply->status();
+    const TensorReply& r = **reply;
+    EXPECT_EQ(r.codes, packed);
+    EXPECT_EQ(r.scales, Bytes(scales));
+    EXPECT_EQ(r.zero_points, zps);
+    ASSERT_EQ(r.fake_quant.size(), w_hat.size() * 4);
+    EXPECT_EQ(0, std::memcmp(r.fake_quant.data(), w_hat.data(), r.fake_quant.size()));
+  }
+}
+
+TEST_F(FormatsE2eTest, BadImportedScalesAreInvalidArgumentNamingTheTensor) {
+  struct Bad {
+    const char* scheme;
+    std::vector<float> scales;
+    std::vector<uint8_t> zero_points;
+    const char* needle;
+  };
+  const std::vector<float> two = {0.1f, 0.1f};
+  const std::vector<Bad> cases = {
+      {"int4_g32", {0.1f}, {}, "1 imported scales"},
+      {"int4_g32", {0.1f, std::nanf("")}, {}, "group 1"},
+      {"int4_g32", {0.1f, 0.0f}, {}, "group 1"},
+      {"int4_g32", {-0.1f, 0.1f}, {}, "group 0"},
+      {"int4_g32", {0.1f, HUGE_VALF}, {}, "group 1"},
+      {"int4_g32", two, {1, 2}, "symmetric"},
+      {"int4_asym_g32", two, {}, "zero points"},
+      {"int4_asym_g32", two, {3, 16}, "group 1"},
+      {"nf4_g32", two, {}, "int<b>"},
+      {"Q4_0", two, {}, "int<b>"},
+  };
+  const std::vector<float> w = RandomWeights(64, kSeed + 9);
+  for (const Bad& b : cases) {
+    SCOPED_TRACE(b.scheme);
+    QuantdClient client(channel_);
+    JobConfig job;
+    job.scheme = *ParseScheme(b.scheme);
+    std::optional<TensorRequest> next = TensorRequest{};
+    next->name = "qat.bad";
+    next->shape = {1, 64};
+    next->data = absl::Span<const uint8_t>(
+        reinterpret_cast<const uint8_t*>(w.data()), w.size() * 4);
+    next->scales = b.scales;
+    next->zero_points = b.zero_points;
+    absl::Status answered;
+    absl::Status s = client.RunJob(
+        job,
+        [&]() {
+          std::optional<TensorRequest> out = std::move(next);
+          next.reset();
+          return out;
+        },
+        [&](const std::string&, absl::StatusOr<TensorReply> r) {
+          if (!r.ok()) answered = r.status();
+        });
+    if (s.ok()) s = answered;
+    ASSERT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_NE(s.message().find("qat.bad"), std::string::npos) << s;
+    EXPECT_NE(s.message().find(b.needle), std::string::npos) << s;
+  }
+}
+
 TEST_F(FormatsE2eTest, ServerInfoListsTheFormatsWithTheirBitsPerWeight) {
   QuantdClient client(channel_);
   absl::StatusOr<v1::ServerInfo> info = client.GetServerInfo();

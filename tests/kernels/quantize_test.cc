@@ -166,6 +166,49 @@ TEST(QuantizeTest, KnownCodesInt4FullRange) {
   EXPECT_EQ(q8.codes[2], 0);  // 0.5 rounds to even
 }
 
+// QAT import: given scales and zero points, codes clamp(round(x / scale)
+// + zero_point); bad inputs are InvalidArgument naming the group.
+TEST(QuantizeTest, QuantizeWithScalesKnownCodesAndErrors) {
+  auto layout = MakeLayout(*ParseScheme("int4_asym_g4"), {1, 8});
+  ASSERT_TRUE(layout.ok());
+  const std::vector<float> x = {0.5f, 1.5f, -0.25f, 100.0f, 0.1f, -100.0f, 0.3f, 0.0f};
+  const std::vector<float> scales = {0.5f, 0.1f};
+  const std::vector<uint8_t> zps = {2, 15};
+  QuantizedTensor q = AllocateQuantized(*layout);
+  ASSERT_TRUE(QuantizeWithScales(x.data(), scales, zps, q).ok());
+  std::vector<uint8_t> codes(8);
+  UnpackCodes(q.codes.data(), 8, 4, codes.data());
+  // 0.5/0.5=1 -> 3; 1.5/0.5=3 -> 5; -0.5 -> round to -0 -> 2; 200 -> 15;
+  // 1 -> 16 -> 15; -1000 -> 0; 3 -> 15 (clamped); 0 -> 15.
+  EXPECT_EQ(codes, (std::vector<uint8_t>{3, 5, 2, 15, 15, 0, 15, 15}));
+  EXPECT_EQ(q.scales, scales);
+  EXPECT_EQ(q.zero_points, zps);
+  // A tiny scale cannot overflow the conversion: clamped in f32 first.
+  auto sym = MakeLayout(*ParseScheme("int8_tensor"), {2});
+  QuantizedTensor t = AllocateQuantized(*sym);
+  const std::vector<float> big = {3e38f, -3e38f};
+  ASSERT_TRUE(QuantizeWithScales(big.data(), {1e-30f}, {}, t).ok());
+  EXPECT_EQ(t.codes, (std::vector<uint8_t>{127, 128}));
+  for (const auto& [s, z] :
+       std::vector<std::pair<std::vector<float>, std::vector<uint8_t>>>{
+           {{0.5f}, {2, 15}},
+           {{0.5f, 0.0f}, {2, 15}},
+           {{0.5f, std::nanf("")}, {2, 15}},
+           {{0.5f, -1.0f}, {2, 15}},
+           {{0.5f, 0.1f}, {2}},
+           {{0.5f, 0.1f}, {2, 16}}}) {
+    QuantizedTensor bad = AllocateQuantized(*layout);
+    EXPECT_EQ(QuantizeWithScales(x.data(), s, z, bad).code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+  std::vector<float> nan_x = x;
+  nan_x[6] = std::nanf("");
+  QuantizedTensor bad = AllocateQuantized(*layout);
+  absl::Status st = QuantizeWithScales(nan_x.data(), scales, zps, bad);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("6"), std::string::npos) << st;
+}
+
 TEST(QuantizeTest, DispatchedQuantizeMatchesReference) {
   for (const char* text : {"int8", "int4_g128", "int4_asym_g128", "int3_asym_g64",
                            "int2_tensor", "int5_asym_channel", "int4_full_g128",
