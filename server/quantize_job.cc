@@ -47,8 +47,10 @@ int64_t TensorWorkingSetBytes(const Layout& layout, DType dtype,
   if (other) {
     // The kernel's result beside the preallocated codes and scales, its
     // unpacked codes, and the extra parts.
+    // NF4 double quantization also holds the f32 absmax and its centred
+    // copy (8 bytes per block) while it runs.
     bytes += layout.packed_bytes + 4 * layout.num_groups + n +
-             layout.num_block_scales + 4 * layout.num_second_scales +
+             9 * layout.num_block_scales + 4 * layout.num_second_scales +
              4 * layout.num_codebooks * layout.codebook_entries +
              (layout.float_zero_points ? 4 * layout.num_groups : 0);
   }

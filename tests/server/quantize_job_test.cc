@@ -191,6 +191,53 @@ TEST(QuantizeJobTest, CancelledBeforeTheFirstStepIsCancelled) {
   }
 }
 
+// Float, codebook and HQQ formats: every output kind carries what it asks
+// for, and the reserved working set covers the input, the dequantized values
+// and every part the job holds.
+TEST(QuantizeJobTest, FloatCodebookHqqOutputsAndWorkingSet) {
+  const std::vector<float> w = Weights(8 * 256, 31);
+  for (const char* scheme : {"fp8_e4m3", "fp4_e2m1", "nf4_dq", "ocp_mxfp4",
+                             "modelopt_nvfp4", "kmeans4_g64", "pot3",
+                             "hqq4"}) {
+    for (OutputKind kind :
+         {OutputKind::kPacked, OutputKind::kFakeQuant, OutputKind::kBoth}) {
+      SCOPED_TRACE(::testing::Message() << scheme << " output "
+                                        << static_cast<int>(kind));
+      TensorInput input = MakeInput(scheme, {8, 256}, w, kind);
+      const Layout layout = input.layout;
+      const int64_t reserved =
+          TensorWorkingSetBytes(layout, DType::kF32, kind);
+      std::atomic<bool> cancelled{false};
+      absl::StatusOr<TensorOutput> out = RunQuantizeJob(input, cancelled);
+      ASSERT_TRUE(out.ok()) << out.status();
+      const bool packed = kind != OutputKind::kFakeQuant;
+      EXPECT_EQ(out->fake_quant.empty(), kind == OutputKind::kPacked);
+      EXPECT_EQ(out->send_packed, packed);
+      const int64_t parts =
+          static_cast<int64_t>(out->quantized.codes.size() +
+                               4 * out->quantized.scales.size() +
+                               out->block_scales.size() +
+                               4 * out->second_scales.size() +
+                               4 * out->codebooks.size() +
+                               4 * out->zero_points_f32.size());
+      if (packed) {
+        EXPECT_EQ(out->bytes_out,
+                  parts + static_cast<int64_t>(4 * out->fake_quant.size()));
+        EXPECT_GT(out->codes_crc32c, 0u);
+      } else {
+        EXPECT_EQ(out->bytes_out, static_cast<int64_t>(4 * w.size()));
+        EXPECT_TRUE(out->block_scales.empty() && out->codebooks.empty() &&
+                    out->zero_points_f32.empty() &&
+                    out->second_scales.empty());
+      }
+      // Input, dequantized values and the parts (twice: the kernel's
+      // result beside the preallocated buffers) at least.
+      EXPECT_GE(reserved, static_cast<int64_t>(8 * w.size()) + parts);
+      EXPECT_EQ(out->metrics.bits_per_weight, layout.BitsPerWeight());
+    }
+  }
+}
+
 TEST(QuantizeJobTest, WorkingSetOfBlockFormats) {
   const Layout layout = *MakeLayout(*ParseScheme("Q8_0"), {8, 64});
   const int64_t n = 8 * 64;
