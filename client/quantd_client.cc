@@ -120,6 +120,13 @@ void ExpectParts(const Scheme& scheme, const std::vector<int64_t>& shape,
   if (packed) {
     p.expected_bytes[v1::ShardChunk::PART_CODES] =
         static_cast<uint64_t>(layout->packed_bytes);
+    p.expected_bytes[v1::ShardChunk::PART_BLOCK_SCALES] =
+        static_cast<uint64_t>(layout->num_block_scales);
+    p.expected_bytes[v1::ShardChunk::PART_SECOND_SCALES] =
+        static_cast<uint64_t>(layout->num_second_scales) * 4;
+    p.expected_bytes[v1::ShardChunk::PART_CODEBOOKS] =
+        static_cast<uint64_t>(layout->num_codebooks) *
+        static_cast<uint64_t>(layout->codebook_entries) * 4;
   }
   if (fake) {
     p.expected_bytes[v1::ShardChunk::PART_FAKE_QUANT] = p.num_elements * 4;
@@ -138,6 +145,14 @@ std::vector<uint8_t>* PartBuffer(TensorReply& reply, v1::ShardChunk::Part part) 
       return &reply.fake_quant;
     case v1::ShardChunk::PART_CHANNEL_SCALES:
       return &reply.channel_scales;
+    case v1::ShardChunk::PART_BLOCK_SCALES:
+      return &reply.block_scales;
+    case v1::ShardChunk::PART_SECOND_SCALES:
+      return &reply.second_scales;
+    case v1::ShardChunk::PART_CODEBOOKS:
+      return &reply.codebooks;
+    case v1::ShardChunk::PART_ZERO_POINTS_F32:
+      return &reply.zero_points_f32;
     default:
       return nullptr;
   }
@@ -183,9 +198,32 @@ absl::Status VerifyReply(const TensorReply& reply, const v1::TensorResult& r,
                 layout.has_zero_points() ? layout.num_scales() : 0,
                 r.zero_points_crc32c());
     }
+    if (s.ok()) {
+      s = check(v1::ShardChunk::PART_BLOCK_SCALES, "block scales",
+                reply.block_scales, layout.num_block_scales(),
+                r.block_scales_crc32c());
+    }
+    if (s.ok()) {
+      s = check(v1::ShardChunk::PART_SECOND_SCALES, "second scales",
+                reply.second_scales, layout.num_second_scales() * 4,
+                r.second_scales_crc32c());
+    }
+    if (s.ok()) {
+      s = check(v1::ShardChunk::PART_CODEBOOKS, "codebooks", reply.codebooks,
+                layout.num_codebooks() * layout.codebook_entries() * 4,
+                r.codebooks_crc32c());
+    }
+    if (s.ok()) {
+      s = check(v1::ShardChunk::PART_ZERO_POINTS_F32, "f32 zero points",
+                reply.zero_points_f32,
+                layout.has_zero_points_f32() ? layout.num_scales() * 4 : 0,
+                r.zero_points_f32_crc32c());
+    }
     if (!s.ok()) return s;
   } else if (!reply.codes.empty() || !reply.scales.empty() ||
-             !reply.zero_points.empty()) {
+             !reply.zero_points.empty() || !reply.block_scales.empty() ||
+             !reply.second_scales.empty() || !reply.codebooks.empty() ||
+             !reply.zero_points_f32.empty()) {
     return loss("packed parts sent for a fake-quant job");
   }
   const v1::QuantMethod method = layout.scheme().method();
@@ -353,6 +391,8 @@ absl::Status QuantdClient::RunJob(const JobConfig& config,
       }
       header->mutable_importance()->Add(tensor->importance.begin(),
                                         tensor->importance.end());
+      header->mutable_scales()->Add(tensor->scales.begin(), tensor->scales.end());
+      for (uint8_t zp : tensor->zero_points) header->add_zero_points(zp);
       header->set_calibration(tensor->calibration);
       if (tensor->activation_range) {
         *header->mutable_activation_range() = *tensor->activation_range;
@@ -409,7 +449,13 @@ absl::Status QuantdClient::RunJob(const JobConfig& config,
         continue;
       }
       std::vector<uint8_t>* buffer = PartBuffer(it->second.reply, shard.part());
-      const uint64_t bound = it->second.num_elements * 4 + 64;
+      // Codebooks may exceed 4 bytes per element (2^b f32 per small group):
+      // their bound is what the layout implies.
+      const uint64_t bound = std::max<uint64_t>(
+          it->second.num_elements * 4 + 64,
+          buffer == nullptr ? 0
+                            : it->second.expected_bytes[static_cast<size_t>(
+                                  shard.part())]);
       if (buffer == nullptr || shard.offset() != buffer->size() ||
           buffer->size() + shard.data().size() > bound) {
         fail(absl::InternalError(absl::StrCat(

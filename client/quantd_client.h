@@ -72,6 +72,12 @@ struct TensorRequest {
   std::string calibration;
   // Overrides JobConfig::activation_range for this tensor when set.
   std::optional<v1::ActivationRangeOptions> activation_range;
+  // QAT import (TensorHeader.scales / zero_points): externally learned
+  // scales, one per group of the int scheme's layout, and for an asymmetric
+  // scheme as many zero points; the server codes with them instead of
+  // computing its own. Empty: none.
+  std::vector<float> scales;
+  std::vector<uint8_t> zero_points;
 };
 
 // A calibration set, sent after JobStart and before any tensor.
@@ -109,6 +115,12 @@ struct TensorReply {
   // AWQ and SmoothQuant (Scheme::method): s, f32 LE, one per input column;
   // divide the layer's input by s. Empty for the other methods.
   std::vector<uint8_t> channel_scales;
+  // Float, codebook and HQQ formats (packed output; message Layout states
+  // each part's size and meaning; empty when the layout has none):
+  std::vector<uint8_t> block_scales;     // uint8, layout.num_block_scales
+  std::vector<uint8_t> second_scales;    // f32 LE, layout.num_second_scales
+  std::vector<uint8_t> codebooks;        // f32 LE, num_codebooks * entries
+  std::vector<uint8_t> zero_points_f32;  // f32 LE, layout.num_scales (HQQ)
   v1::Metrics metrics;
   // With TensorRequest::calibration: output-space metrics over the set
   // (absent for an IMPORTANCE set), the set's static int8 activation range

@@ -12,6 +12,7 @@
 #include <deque>
 #include <fstream>
 #include <limits>
+#include <list>
 #include <optional>
 #include <string>
 #include <thread>
@@ -113,6 +114,38 @@ std::string ShapeText(const std::vector<int64_t>& shape) {
 std::vector<int64_t> ScalesShape(const Layout& layout) {
   if (layout.scheme.granularity == Granularity::kPerTensor) return {1};
   return {layout.rows, layout.num_groups / std::max<int64_t>(layout.rows, 1)};
+}
+
+// The float, codebook and HQQ parts of a layout beyond .qweight and
+// .scales, as safetensors entries NAME.<suffix>: block scales (U8, per
+// row), NF4 double quant's second scales and offset, codebooks (one row of
+// 2^bits per group), HQQ's f32 zero points, NVFP4's tensor scale.
+struct ExtraPart {
+  const char* suffix;
+  const char* dtype;
+  std::vector<int64_t> shape;
+};
+std::vector<ExtraPart> ExtraParts(const Layout& layout) {
+  std::vector<ExtraPart> parts;
+  const int64_t rows = std::max<int64_t>(layout.rows, 1);
+  if (layout.num_block_scales > 0) {
+    parts.push_back({"block_scales", "U8", {rows, layout.num_block_scales / rows}});
+  }
+  if (layout.num_second_scales > 0) {
+    parts.push_back({"second_scales", "F32", {layout.num_second_scales}});
+    parts.push_back({"scale_offset", "F32", {1}});
+  }
+  if (layout.num_codebooks > 0) {
+    parts.push_back(
+        {"codebooks", "F32", {layout.num_codebooks, layout.codebook_entries}});
+  }
+  if (layout.float_zero_points) {
+    parts.push_back({"zero_points", "F32", ScalesShape(layout)});
+  }
+  if (layout.scheme.format == "modelopt_nvfp4") {
+    parts.push_back({"tensor_scale", "F32", {1}});
+  }
+  return parts;
 }
 
 // A tensor to send, and what the output expects of it.
@@ -292,8 +325,12 @@ std::vector<std::string> OutputNames(const Item& item, bool fake_quant) {
   const std::string& name = item.tensor->name;
   if (fake_quant) return {name};
   if (item.layout.IsBlockFormat()) return {name + ".qweight"};
-  std::vector<std::string> names = {name + ".qweight", name + ".scales"};
+  std::vector<std::string> names = {name + ".qweight"};
+  if (item.layout.num_groups > 0) names.push_back(name + ".scales");
   if (!item.scheme.symmetric) names.push_back(name + ".zero_points");
+  for (const ExtraPart& p : ExtraParts(item.layout)) {
+    names.push_back(absl::StrCat(name, ".", p.suffix));
+  }
   return names;
 }
 
@@ -372,6 +409,7 @@ class Store {
     const Item& item = items_[index];
     const std::string& name = item.tensor->name;
     std::vector<std::pair<std::string, const std::vector<uint8_t>*>> parts;
+    std::list<std::vector<uint8_t>> scalars;  // per-tensor f32 values
     if (options_.fake_quant) {
       parts.emplace_back(name, &reply.fake_quant);
     } else {
@@ -399,12 +437,38 @@ class Store {
               got.ggml_type(), ") differs from the client's"));
         }
       }
+      if (got.num_block_scales() != static_cast<uint64_t>(want.num_block_scales) ||
+          got.num_second_scales() != static_cast<uint64_t>(want.num_second_scales) ||
+          got.num_codebooks() != static_cast<uint64_t>(want.num_codebooks) ||
+          got.codebook_entries() != static_cast<uint32_t>(want.codebook_entries) ||
+          got.has_zero_points_f32() != want.float_zero_points) {
+        return absl::InternalError(absl::StrCat(
+            "tensor \"", name, "\": server layout's block scales, second "
+            "scales, codebooks or f32 zero points differ from the client's"));
+      }
       parts.emplace_back(name + ".qweight", &reply.codes);
-      if (!want.IsBlockFormat()) {
+      if (!want.IsBlockFormat() && want.num_groups > 0) {
         parts.emplace_back(name + ".scales", &reply.scales);
       }
       if (got.has_zero_points()) {
         parts.emplace_back(name + ".zero_points", &reply.zero_points);
+      }
+      for (const ExtraPart& p : ExtraParts(want)) {
+        const std::string part_name = absl::StrCat(name, ".", p.suffix);
+        const absl::string_view suffix = p.suffix;
+        const std::vector<uint8_t>* bytes = nullptr;
+        if (suffix == "block_scales") bytes = &reply.block_scales;
+        if (suffix == "second_scales") bytes = &reply.second_scales;
+        if (suffix == "codebooks") bytes = &reply.codebooks;
+        if (suffix == "zero_points") bytes = &reply.zero_points_f32;
+        if (suffix == "scale_offset" || suffix == "tensor_scale") {
+          const float v = suffix == "scale_offset" ? got.scale_offset()
+                                                   : got.tensor_scale();
+          std::vector<uint8_t>& scalar = scalars.emplace_back(sizeof(float));
+          std::memcpy(scalar.data(), &v, sizeof(float));
+          bytes = &scalar;
+        }
+        parts.emplace_back(part_name, bytes);
       }
     }
     OrderedJson crcs = OrderedJson::object();
@@ -497,8 +561,31 @@ std::string LayoutMetadata(const Layout& layout, const std::string& dtype,
     j["fake_quant"] = fake_quant;
     return WriteJson(j);
   }
+  if (layout.kind != LayoutKind::kInt) {
+    // Float, codebook and HQQ formats: message Layout of the proto states
+    // how the parts read.
+    j["kind"] = std::string(LayoutKindName(layout.kind));
+    j["bits"] = layout.bits;
+    j["granularity"] = std::string(GranularityName(layout.scheme.granularity));
+    j["group_size"] = layout.group_size;
+    j["shape"] = layout.shape;
+    j["num_scales"] = layout.num_groups;
+    j["packed_bytes"] = layout.packed_bytes;
+    j["num_block_scales"] = layout.num_block_scales;
+    j["block_scale_group_size"] = layout.block_scale_group_size;
+    j["num_second_scales"] = layout.num_second_scales;
+    j["num_codebooks"] = layout.num_codebooks;
+    j["codebook_entries"] = layout.codebook_entries;
+    j["float_zero_points"] = layout.float_zero_points;
+    j["double_quant"] = layout.scheme.double_quant;
+    j["bits_per_weight"] = layout.BitsPerWeight();
+    j["dtype"] = dtype;
+    j["fake_quant"] = fake_quant;
+    return WriteJson(j);
+  }
   j["bits"] = layout.bits;
   j["symmetric"] = layout.scheme.symmetric;
+  if (layout.scheme.full_range) j["full_range"] = true;
   j["granularity"] = std::string(GranularityName(layout.scheme.granularity));
   j["group_size"] = layout.group_size;
   j["shape"] = layout.shape;
@@ -867,13 +954,17 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
     } else {
       entries.push_back(
           {tensor->name + ".qweight", "U8", {item.layout.packed_bytes}});
-      if (!item.layout.IsBlockFormat()) {
+      if (!item.layout.IsBlockFormat() && item.layout.num_groups > 0) {
         entries.push_back(
             {tensor->name + ".scales", "F32", ScalesShape(item.layout)});
       }
       if (!item.layout.IsBlockFormat() && !item.scheme.symmetric) {
         entries.push_back(
             {tensor->name + ".zero_points", "U8", ScalesShape(item.layout)});
+      }
+      for (const ExtraPart& p : ExtraParts(item.layout)) {
+        entries.push_back({absl::StrCat(tensor->name, ".", p.suffix), p.dtype,
+                           p.shape});
       }
     }
     item.summary = summaries.size();

@@ -31,6 +31,18 @@ namespace {
 //               scale = (hi-lo)/qmax raised to FLT_MIN, inv = 1/scale,
 //               zp = clamp(round_half_even(-lo*inv), 0, qmax),
 //               q = clamp(round_half_even(x*inv) + zp, 0, qmax).
+//   full range (symmetric, Scheme::full_range): compressed-tensors' /
+//               llm-compressor's convention, from calculate_qparams
+//               (quantization/utils/helpers.py) and _quantize / _dequantize
+//               (quantization/lifecycle/forward_helpers.py):
+//               scale = amax / ((2^b - 1) / 2) (one f32 division: amax / 7.5
+//               at 4 bits, amax / 127.5 at 8), a scale of exactly 0 replaced
+//               by FLT_EPSILON (torch.finfo(float32).eps, their
+//               _get_dtype_eps; nonzero subnormal scales are kept),
+//               q = round_half_even(clamp(x / scale, -2^(b-1), 2^(b-1) - 1))
+//               (an f32 division, not a multiply by 1/scale), dequantized
+//               q * scale as above. Since |x / scale| <= (2^b - 1) / 2 up
+//               to rounding, clamping before or after rounding agree.
 // Codes are then packed with PackCodes over the whole tensor.
 // ---------------------------------------------------------------------------
 void QuantizeIntReference(const float* src, QuantizedTensor& dst) {
@@ -43,7 +55,22 @@ void QuantizeIntReference(const float* src, QuantizedTensor& dst) {
   for (int64_t g = 0; g < layout.num_groups; ++g) {
     const float* x = src + g * group_size;
     uint8_t* q_out = codes.data() + g * group_size;
-    if (layout.scheme.symmetric) {
+    if (layout.scheme.full_range) {
+      const float qmin = -static_cast<float>(1 << (bits - 1));
+      const float qmax = static_cast<float>((1 << (bits - 1)) - 1);
+      float amax = 0.0f;
+      for (int64_t i = 0; i < group_size; ++i) {
+        amax = std::max(amax, std::fabs(x[i]));
+      }
+      float scale = amax / (static_cast<float>((1 << bits) - 1) / 2.0f);
+      if (scale == 0.0f) scale = FLT_EPSILON;
+      for (int64_t i = 0; i < group_size; ++i) {
+        const float q = std::nearbyint(std::clamp(x[i] / scale, qmin, qmax));
+        q_out[i] = static_cast<uint8_t>(static_cast<unsigned>(static_cast<int>(q)) &
+                                        mask);
+      }
+      dst.scales[g] = scale;
+    } else if (layout.scheme.symmetric) {
       const int qmax = (1 << (bits - 1)) - 1;
       float amax = 0.0f;
       for (int64_t i = 0; i < group_size; ++i) {
@@ -318,6 +345,63 @@ absl::Status Quantize(const float* src, QuantizedTensor& dst) {
   if (!status.ok()) return status;
   const int64_t bad = internal::SelectedQuantizeInt()(src, dst);
   if (bad >= 0) return internal::NonFiniteError(bad, src[bad]);
+  return absl::OkStatus();
+}
+
+absl::Status QuantizeWithScales(const float* src, absl::Span<const float> scales,
+                                absl::Span<const uint8_t> zero_points,
+                                QuantizedTensor& dst) {
+  const FormatTraits* traits = nullptr;
+  if (absl::Status status = ValidateDst(dst, &traits); !status.ok()) {
+    return status;
+  }
+  const Layout& layout = dst.layout;
+  const bool symmetric = layout.scheme.symmetric;
+  const auto groups = static_cast<size_t>(layout.num_groups);
+  if (scales.size() != groups) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        scales.size(), " scales given; the layout has ", groups, " groups"));
+  }
+  if (zero_points.size() != (symmetric ? 0 : groups)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        zero_points.size(), " zero points given; a ",
+        symmetric ? "symmetric layout takes none" : "the layout has ",
+        symmetric ? "" : absl::StrCat(groups, " groups")));
+  }
+  const int bits = layout.bits;
+  const int lo = symmetric ? -(1 << (bits - 1)) : 0;
+  const int hi = symmetric ? (1 << (bits - 1)) - 1 : (1 << bits) - 1;
+  for (size_t g = 0; g < groups; ++g) {
+    if (!std::isfinite(scales[g]) || !(scales[g] > 0.0f)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "scale of group ", g, " is ", scales[g], " (must be finite and > 0)"));
+    }
+    if (!symmetric && zero_points[g] > hi) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("zero point of group ", g, " is ", zero_points[g],
+                       " (must be in [0, ", hi, "])"));
+    }
+  }
+  const int64_t bad = internal::FirstNonFinite(src, layout.num_elements);
+  if (bad >= 0) return internal::NonFiniteError(bad, src[bad]);
+  const unsigned mask = (1u << bits) - 1;
+  const int64_t group_size = layout.group_size;
+  std::vector<uint8_t> codes(static_cast<size_t>(layout.num_elements));
+  for (size_t g = 0; g < groups; ++g) {
+    const float scale = scales[g];
+    const int zp = symmetric ? 0 : zero_points[g];
+    const float* x = src + static_cast<int64_t>(g) * group_size;
+    uint8_t* q_out = codes.data() + static_cast<int64_t>(g) * group_size;
+    for (int64_t i = 0; i < group_size; ++i) {
+      const float v = std::clamp(x[i] / scale, static_cast<float>(lo - zp),
+                                 static_cast<float>(hi - zp));
+      const int q = static_cast<int>(std::nearbyint(v)) + zp;
+      q_out[i] = static_cast<uint8_t>(static_cast<unsigned>(q) & mask);
+    }
+    dst.scales[g] = scale;
+    if (!symmetric) dst.zero_points[g] = zero_points[g];
+  }
+  PackCodes(codes.data(), layout.num_elements, bits, dst.codes.data());
   return absl::OkStatus();
 }
 

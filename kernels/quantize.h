@@ -104,6 +104,21 @@ void DequantizeReference(const QuantizedTensor& src, float* dst);
 ErrorMetrics DequantizeAndMeasure(const QuantizedTensor& q, const float* src,
                                   float* w_hat);
 
+// QAT import: quantizes `src` with given scales (and zero points) instead
+// of computing them: for group g, q = clamp(round_half_even(x / scales[g])
+// + zero_points[g]) into the layout's code range ([-2^(b-1), 2^(b-1) - 1]
+// symmetric, [0, 2^b - 1] asymmetric; an f32 division, clamped in f32
+// before rounding so a tiny scale cannot overflow), packed like Quantize;
+// dst.scales / dst.zero_points receive the given values. Scalar only: this
+// is the reference and the path. InvalidArgument if `dst` is not sized for
+// its layout, scales.size() != num_groups, a scale is not finite or <= 0,
+// zero_points is not empty for a symmetric layout or not num_groups values
+// for an asymmetric one, or an element is NaN or infinite (naming its
+// index). Messages name the group.
+absl::Status QuantizeWithScales(const float* src, absl::Span<const float> scales,
+                                absl::Span<const uint8_t> zero_points,
+                                QuantizedTensor& dst);
+
 // Packs `n` codes (each already in [0, 2^bits), i.e. two's complement
 // truncated to `bits`) densely, LSB first, starting at bit 0 of `dst`.
 // `dst` must hold ceil(n*bits/8) bytes. Exposed for tests and formats.

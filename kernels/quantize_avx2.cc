@@ -102,6 +102,8 @@ struct Avx2Ops {
     return true;
   }
 
+  // kDivide: x / inv (full range: `inv` is the scale) instead of x * inv.
+  template <bool kDivide = false>
   static void CodesSym(const float* x, int64_t n, float inv, int bits,
                        uint8_t* codes) {
     const int qmax = (1 << (bits - 1)) - 1;
@@ -110,7 +112,9 @@ struct Avx2Ops {
     const __m256i vmax = _mm256_set1_epi32(qmax);
     const __m256i vmask = _mm256_set1_epi32(bits == 8 ? -1 : (1 << bits) - 1);
     auto code = [&](int64_t k) {
-      __m256i q = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k), vinv));
+      const __m256 v = _mm256_loadu_ps(x + k);
+      __m256i q = _mm256_cvtps_epi32(kDivide ? _mm256_div_ps(v, vinv)
+                                             : _mm256_mul_ps(v, vinv));
       q = _mm256_min_epi32(_mm256_max_epi32(q, vmin), vmax);
       return _mm256_and_si256(q, vmask);  // int8: keep the sign for packs
     };
@@ -122,7 +126,7 @@ struct Avx2Ops {
     }
     const unsigned mask = (1u << bits) - 1;
     for (; i < n; ++i) {
-      int q = static_cast<int>(std::nearbyint(x[i] * inv));
+      int q = static_cast<int>(std::nearbyint(kDivide ? x[i] / inv : x[i] * inv));
       q = std::clamp(q, -(qmax + 1), qmax);
       codes[i] = static_cast<uint8_t>(static_cast<unsigned>(q) & mask);
     }

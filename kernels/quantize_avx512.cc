@@ -109,6 +109,8 @@ struct Avx512Ops {
     return true;
   }
 
+  // kDivide: x / inv (full range: `inv` is the scale) instead of x * inv.
+  template <bool kDivide = false>
   static void CodesSym(const float* x, int64_t n, float inv, int bits,
                        uint8_t* codes) {
     const int qmax = (1 << (bits - 1)) - 1;
@@ -118,7 +120,8 @@ struct Avx512Ops {
     const __m512i vmask = _mm512_set1_epi32((1 << bits) - 1);
     // cvtps_epi32 rounds with MXCSR (default: nearest even) like nearbyint.
     auto code = [&](__m512 v) {
-      __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(v, vinv));
+      __m512i q = _mm512_cvtps_epi32(kDivide ? _mm512_div_ps(v, vinv)
+                                             : _mm512_mul_ps(v, vinv));
       q = _mm512_min_epi32(_mm512_max_epi32(q, vmin), vmax);
       return _mm512_and_si512(q, vmask);  // two's complement field
     };

@@ -1,7 +1,9 @@
 #include "kernels/scheme.h"
 
+#include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -66,6 +68,119 @@ absl::string_view GranularityName(Granularity g) {
 
 const GgmlFormatTraits* GgmlFormatOf(const Scheme& scheme) {
   return FindGgmlFormat(scheme.format);
+}
+
+absl::string_view LayoutKindName(LayoutKind kind) {
+  switch (kind) {
+    case LayoutKind::kInt:
+      return "int";
+    case LayoutKind::kGgmlBlock:
+      return "ggml";
+    case LayoutKind::kFloat:
+      return "float";
+    case LayoutKind::kCodebook:
+      return "codebook";
+    case LayoutKind::kHqq:
+      return "hqq";
+  }
+  return "unknown";
+}
+
+namespace {
+
+// b of "<prefix><b>" (exactly one digit 1..8 after the prefix), or 0.
+int PrefixedBits(absl::string_view name, absl::string_view prefix) {
+  if (name.size() != prefix.size() + 1 || !absl::StartsWith(name, prefix)) {
+    return 0;
+  }
+  const char c = name.back();
+  return c >= '1' && c <= '8' ? c - '0' : 0;
+}
+
+bool IsFloatFormatName(absl::string_view name) {
+  for (FloatFormat f :
+       {FloatFormat::kFp8E4m3, FloatFormat::kFp8E5m2, FloatFormat::kFp4E2m1,
+        FloatFormat::kNf4, FloatFormat::kOcpMxfp8, FloatFormat::kOcpMxfp4,
+        FloatFormat::kNvfp4}) {
+    if (name == FloatFormatName(f)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+int CodebookBits(const Scheme& scheme, bool* power_of_two) {
+  if (const int b = PrefixedBits(scheme.format, "kmeans"); b > 0) {
+    if (power_of_two != nullptr) *power_of_two = false;
+    return b;
+  }
+  if (const int b = PrefixedBits(scheme.format, "pot"); b >= 2) {
+    if (power_of_two != nullptr) *power_of_two = true;
+    return b;
+  }
+  return 0;
+}
+
+int HqqBits(const Scheme& scheme) { return PrefixedBits(scheme.format, "hqq"); }
+
+LayoutKind LayoutKindOf(const Scheme& scheme) {
+  if (GgmlFormatOf(scheme) != nullptr) return LayoutKind::kGgmlBlock;
+  if (IsFloatFormatName(scheme.format)) return LayoutKind::kFloat;
+  if (CodebookBits(scheme, nullptr) > 0) return LayoutKind::kCodebook;
+  if (HqqBits(scheme) > 0) return LayoutKind::kHqq;
+  return LayoutKind::kInt;
+}
+
+absl::StatusOr<FloatFormatOptions> FloatOptionsOf(const Scheme& scheme) {
+  if (!IsFloatFormatName(scheme.format)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "format \"", scheme.format, "\" is not a float format"));
+  }
+  FloatFormatOptions options;
+  QUANTD_ASSIGN_OR_RETURN(options.format, ParseFloatFormat(scheme.format));
+  switch (scheme.granularity) {
+    case Granularity::kPerTensor:
+      options.granularity = FloatGranularity::kTensor;
+      break;
+    case Granularity::kPerChannel:
+      options.granularity = FloatGranularity::kChannel;
+      break;
+    case Granularity::kPerGroup:
+      options.granularity = FloatGranularity::kBlock;
+      if (scheme.group_size < 1 ||
+          scheme.group_size > std::numeric_limits<int>::max()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "group_size ", scheme.group_size, " of format ", scheme.format,
+            " must be in [1, 2^31)"));
+      }
+      options.block_size = static_cast<int>(scheme.group_size);
+      break;
+  }
+  options.double_quant = scheme.double_quant;
+  return options;
+}
+
+absl::StatusOr<HqqOptions> HqqOptionsOf(const Scheme& scheme) {
+  const int bits = HqqBits(scheme);
+  if (bits == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "format \"", scheme.format, "\" is not hqq<b>"));
+  }
+  HqqOptions options;
+  options.bits = bits;
+  switch (scheme.granularity) {
+    case Granularity::kPerChannel:
+      options.group_size = 0;
+      break;
+    case Granularity::kPerGroup:
+      options.group_size = scheme.group_size;
+      break;
+    case Granularity::kPerTensor:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "format ", scheme.format,
+          " takes groups or one group per row, not per-tensor scales"));
+  }
+  return options;
 }
 
 absl::string_view MethodName(Method m) {
@@ -194,12 +309,149 @@ absl::StatusOr<Scheme> ParseScheme(absl::string_view text) {
         "ggml block format ", scheme.format, " (its blocks' scales are always "
         "fixed up front)"));
   }
+  if (scheme.method.method != Method::kRtn &&
+      LayoutKindOf(scheme) != LayoutKind::kGgmlBlock &&
+      (LayoutKindOf(scheme) != LayoutKind::kInt || scheme.full_range)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "malformed scheme \"", text, "\": ", MethodName(scheme.method.method),
+        " applies to the int<b> formats with the default range, not to ",
+        scheme.full_range ? "int<b>_full" : scheme.format));
+  }
   return scheme;
 }
 
 namespace {
 
+// The float, codebook and HQQ formats: nullopt when `text` names none of
+// them, else the scheme or the error.
+std::optional<absl::StatusOr<Scheme>> ParseNewFamily(absl::string_view text) {
+  const std::string lower = absl::AsciiStrToLower(text);
+  std::vector<absl::string_view> parts = absl::StrSplit(lower, '_');
+  Scheme scheme;
+  size_t first_option = 0;
+  // Float names have one or two '_'-separated words.
+  for (size_t words = 1; words <= 2 && words <= parts.size(); ++words) {
+    const std::string name =
+        absl::StrJoin(parts.begin(), parts.begin() + static_cast<std::ptrdiff_t>(words), "_");
+    if (IsFloatFormatName(name)) {
+      scheme.format = name;
+      first_option = words;
+    }
+  }
+  if (first_option == 0) {  // not a float name
+    scheme.format = std::string(parts[0]);
+    if (LayoutKindOf(scheme) == LayoutKind::kInt ||
+        LayoutKindOf(scheme) == LayoutKind::kGgmlBlock) {
+      if (absl::StartsWith(parts[0], "kmeans") ||
+          absl::StartsWith(parts[0], "pot") ||
+          absl::StartsWith(parts[0], "hqq")) {
+        return absl::StatusOr<Scheme>(absl::InvalidArgumentError(absl::StrCat(
+            "unknown format \"", parts[0], "\" in scheme \"", text,
+            "\" (kmeans<b> takes b in 1..8, pot<b> 2..8, hqq<b> 1..8)")));
+      }
+      return std::nullopt;
+    }
+    first_option = 1;
+  }
+  auto bad = [&](absl::string_view why) {
+    return absl::StatusOr<Scheme>(absl::InvalidArgumentError(
+        absl::StrCat("malformed scheme \"", text, "\": ", why)));
+  };
+  const LayoutKind kind = LayoutKindOf(scheme);
+  FloatFormat ff = FloatFormat::kFp8E4m3;
+  if (kind == LayoutKind::kFloat) ff = *ParseFloatFormat(scheme.format);
+  const bool fp8 = ff == FloatFormat::kFp8E4m3 || ff == FloatFormat::kFp8E5m2;
+  // Defaults.
+  switch (kind) {
+    case LayoutKind::kFloat:
+      switch (ff) {
+        case FloatFormat::kFp8E4m3:
+        case FloatFormat::kFp8E5m2:
+          scheme.granularity = Granularity::kPerTensor;
+          break;
+        case FloatFormat::kFp4E2m1:
+          scheme.granularity = Granularity::kPerGroup;
+          scheme.group_size = 32;
+          break;
+        case FloatFormat::kNf4:
+          scheme.granularity = Granularity::kPerGroup;
+          scheme.group_size = 64;
+          break;
+        case FloatFormat::kOcpMxfp8:
+        case FloatFormat::kOcpMxfp4:
+          scheme.granularity = Granularity::kPerGroup;
+          scheme.group_size = 32;
+          break;
+        case FloatFormat::kNvfp4:
+          scheme.granularity = Granularity::kPerGroup;
+          scheme.group_size = 16;
+          break;
+      }
+      break;
+    case LayoutKind::kHqq:
+      scheme.granularity = Granularity::kPerGroup;
+      scheme.group_size = 64;
+      break;
+    default:
+      scheme.granularity = Granularity::kPerChannel;
+      break;
+  }
+  const bool fixed_blocks = kind == LayoutKind::kFloat &&
+                            (ff == FloatFormat::kOcpMxfp8 ||
+                             ff == FloatFormat::kOcpMxfp4 ||
+                             ff == FloatFormat::kNvfp4);
+  const bool nf4 = kind == LayoutKind::kFloat && ff == FloatFormat::kNf4;
+  bool seen_granularity = false;
+  for (size_t i = first_option; i < parts.size(); ++i) {
+    const absl::string_view part = parts[i];
+    if (fixed_blocks) {
+      return bad(absl::StrCat(scheme.format,
+                              " has fixed blocks and takes no options"));
+    }
+    if (part == "sym" || part == "asym" || part == "full") {
+      return bad(absl::StrCat(scheme.format, " fixes its own symmetry"));
+    }
+    if (part == "dq") {
+      if (!nf4) return bad("_dq (double quantization) applies to nf4 only");
+      if (scheme.double_quant) return bad("_dq given twice");
+      scheme.double_quant = true;
+      continue;
+    }
+    if (seen_granularity) {
+      return bad(absl::StrCat("unexpected \"", part, "\""));
+    }
+    seen_granularity = true;
+    if (part == "tensor" && !nf4 && kind != LayoutKind::kHqq) {
+      scheme.granularity = Granularity::kPerTensor;
+      scheme.group_size = 0;
+    } else if (part == "channel" && !nf4) {
+      scheme.granularity = Granularity::kPerChannel;
+      scheme.group_size = 0;
+    } else if (part == "block" && kind == LayoutKind::kFloat) {
+      scheme.granularity = Granularity::kPerGroup;
+      scheme.group_size = fp8 ? 128 : (nf4 ? 64 : 32);
+    } else if (part.size() > 1 && part[0] == 'g') {
+      int64_t group_size = 0;
+      if (!absl::SimpleAtoi(part.substr(1), &group_size) || group_size < 1 ||
+          group_size > std::numeric_limits<int>::max() || part[1] == '+' ||
+          part[1] == '-') {
+        return bad(absl::StrCat("bad group size \"", part, "\""));
+      }
+      scheme.granularity = Granularity::kPerGroup;
+      scheme.group_size = group_size;
+    } else {
+      return bad(
+          absl::StrCat("unexpected \"", part, "\" for ", scheme.format));
+    }
+  }
+  return absl::StatusOr<Scheme>(std::move(scheme));
+}
+
 absl::StatusOr<Scheme> ParseBaseScheme(absl::string_view text) {
+  if (std::optional<absl::StatusOr<Scheme>> other = ParseNewFamily(text);
+      other.has_value()) {
+    return *std::move(other);
+  }
   if (const GgmlFormatTraits* block = FindGgmlFormat(text); block != nullptr) {
     Scheme scheme;
     scheme.format = block->name;
@@ -231,13 +483,14 @@ absl::StatusOr<Scheme> ParseBaseScheme(absl::string_view text) {
   bool seen_granularity = false;
   for (size_t i = 1; i < parts.size(); ++i) {
     const absl::string_view part = parts[i];
-    if (part == "sym" || part == "asym") {
+    if (part == "sym" || part == "asym" || part == "full") {
       if (seen_symmetry) {
         return absl::InvalidArgumentError(absl::StrCat(
             "malformed scheme \"", text, "\": symmetry given twice"));
       }
       seen_symmetry = true;
-      scheme.symmetric = part == "sym";
+      scheme.symmetric = part != "asym";
+      scheme.full_range = part == "full";
       continue;
     }
     if (seen_granularity) {
@@ -261,7 +514,7 @@ absl::StatusOr<Scheme> ParseBaseScheme(absl::string_view text) {
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
           "malformed scheme \"", text, "\": unexpected \"", part,
-          "\" (expected sym, asym, tensor, channel or g<N>)"));
+          "\" (expected sym, asym, full, tensor, channel or g<N>)"));
     }
   }
   if (scheme.symmetric ? !traits->symmetric_ok : !traits->asymmetric_ok) {
@@ -308,8 +561,30 @@ std::string SchemeToString(const Scheme& scheme) {
   if (const GgmlFormatTraits* block = GgmlFormatOf(scheme); block != nullptr) {
     return absl::StrCat(block->name, MethodSuffix(scheme.method));
   }
-  std::string out =
-      absl::StrCat(scheme.format, scheme.symmetric ? "_sym" : "_asym");
+  if (LayoutKindOf(scheme) != LayoutKind::kInt) {
+    std::string out = scheme.format;
+    const bool fixed_blocks = scheme.format == "ocp_mxfp8" ||
+                              scheme.format == "ocp_mxfp4" ||
+                              scheme.format == "modelopt_nvfp4";
+    if (!fixed_blocks) {
+      switch (scheme.granularity) {
+        case Granularity::kPerTensor:
+          absl::StrAppend(&out, "_tensor");
+          break;
+        case Granularity::kPerChannel:
+          absl::StrAppend(&out, "_channel");
+          break;
+        case Granularity::kPerGroup:
+          absl::StrAppend(&out, "_g", scheme.group_size);
+          break;
+      }
+    }
+    if (scheme.double_quant) absl::StrAppend(&out, "_dq");
+    return out;
+  }
+  std::string out = absl::StrCat(
+      scheme.format,
+      scheme.full_range ? "_full" : (scheme.symmetric ? "_sym" : "_asym"));
   switch (scheme.granularity) {
     case Granularity::kPerTensor:
       absl::StrAppend(&out, "_tensor");
@@ -327,6 +602,34 @@ std::string SchemeToString(const Scheme& scheme) {
 
 double Layout::BitsPerWeight() const {
   if (num_elements == 0) return 0;
+  const auto n = static_cast<double>(num_elements);
+  switch (kind) {
+    case LayoutKind::kInt:
+    case LayoutKind::kGgmlBlock:
+      break;
+    case LayoutKind::kFloat: {
+      // FloatBitsPerWeight: codes, scales, block scales, second scales,
+      // NVFP4's tensor scale and NF4 dq's offset.
+      double b = 8.0 * static_cast<double>(packed_bytes) +
+                 32.0 * static_cast<double>(num_groups) +
+                 8.0 * static_cast<double>(num_block_scales) +
+                 32.0 * static_cast<double>(num_second_scales);
+      if (scheme.format == "modelopt_nvfp4") b += 32.0;
+      if (scheme.double_quant) b += 32.0;
+      return b / n;
+    }
+    case LayoutKind::kCodebook: {
+      // CodebookTensor::BitsPerWeight: pot counts its scales, k-means its
+      // tables.
+      const double side =
+          num_groups > 0 ? 32.0 * static_cast<double>(num_groups)
+                         : 32.0 * static_cast<double>(num_codebooks) *
+                               static_cast<double>(codebook_entries);
+      return bits + side / n;
+    }
+    case LayoutKind::kHqq:
+      return bits + 64.0 / static_cast<double>(group_size);
+  }
   if (IsBlockFormat()) {
     return static_cast<double>(block_bytes) * 8.0 /
            static_cast<double>(block_size);
@@ -386,11 +689,117 @@ absl::StatusOr<Layout> MakeBlockLayout(const GgmlFormatTraits& block,
 
 }  // namespace
 
+namespace {
+
+// Float, codebook and HQQ formats: the layout of `shape` once its element
+// count is known.
+absl::StatusOr<Layout> MakeOtherLayout(const Scheme& scheme, Layout layout) {
+  const std::string shape_text =
+      absl::StrCat("[", absl::StrJoin(layout.shape, ","), "]");
+  auto refuse = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "format ", scheme.format, " (shape ", shape_text, "): ", why));
+  };
+  if (scheme.method.method != Method::kRtn) {
+    return refuse(absl::StrCat("method ", MethodName(scheme.method.method),
+                               " applies to the int<b> formats only"));
+  }
+  if (!scheme.symmetric) return refuse("the format fixes its own symmetry");
+  if (scheme.full_range) return refuse("full_range applies to int<b> only");
+  const LayoutKind kind = LayoutKindOf(scheme);
+  if (scheme.double_quant && scheme.format != "nf4") {
+    return refuse("double_quant applies to nf4 only");
+  }
+  layout.kind = kind;
+  const int64_t n = layout.num_elements;
+  if (kind == LayoutKind::kFloat) {
+    QUANTD_ASSIGN_OR_RETURN(FloatFormatOptions options, FloatOptionsOf(scheme));
+    absl::StatusOr<FloatFormatOptions> resolved =
+        ResolveFloatOptions(options, layout.rows, layout.row_length);
+    if (!resolved.ok()) return refuse(resolved.status().message());
+    layout.bits = FloatFormatCodeBits(resolved->format);
+    switch (resolved->granularity) {
+      case FloatGranularity::kTensor:
+        layout.group_size = n;
+        break;
+      case FloatGranularity::kChannel:
+        layout.group_size = layout.row_length;
+        break;
+      case FloatGranularity::kDefault:
+      case FloatGranularity::kBlock:
+        layout.group_size = resolved->block_size;
+        break;
+    }
+    const int64_t groups = n / layout.group_size;
+    switch (resolved->format) {
+      case FloatFormat::kOcpMxfp8:
+      case FloatFormat::kOcpMxfp4:
+      case FloatFormat::kNvfp4:
+        layout.num_groups = 0;
+        layout.num_block_scales = groups;
+        layout.block_scale_group_size = layout.group_size;
+        break;
+      case FloatFormat::kNf4:
+        if (resolved->double_quant) {
+          layout.num_groups = 0;
+          layout.num_block_scales = groups;
+          layout.block_scale_group_size = layout.group_size;
+          layout.num_second_scales = (groups + 255) / 256;
+        } else {
+          layout.num_groups = groups;
+        }
+        break;
+      default:
+        layout.num_groups = groups;
+        break;
+    }
+    layout.packed_bytes = n * layout.bits / 8;
+    return layout;
+  }
+  bool power_of_two = false;
+  layout.bits = kind == LayoutKind::kHqq ? HqqBits(scheme)
+                                         : CodebookBits(scheme, &power_of_two);
+  switch (scheme.granularity) {
+    case Granularity::kPerTensor:
+      if (kind == LayoutKind::kHqq) {
+        return refuse("takes groups (_g<N>) or one group per row (_channel)");
+      }
+      layout.group_size = n;
+      break;
+    case Granularity::kPerChannel:
+      layout.group_size = layout.row_length;
+      break;
+    case Granularity::kPerGroup:
+      if (scheme.group_size < 1 ||
+          layout.row_length % scheme.group_size != 0) {
+        return refuse(absl::StrCat("group_size ", scheme.group_size,
+                                   " does not divide the row length ",
+                                   layout.row_length));
+      }
+      layout.group_size = scheme.group_size;
+      break;
+  }
+  const int64_t groups = n / layout.group_size;
+  layout.packed_bytes = (n * layout.bits + 7) / 8;
+  if (kind == LayoutKind::kHqq) {
+    layout.num_groups = groups;
+    layout.float_zero_points = true;
+  } else {
+    layout.num_groups = power_of_two ? groups : 0;
+    layout.num_codebooks = groups;
+    layout.codebook_entries = 1 << layout.bits;
+  }
+  return layout;
+}
+
+}  // namespace
+
 absl::StatusOr<Layout> MakeLayout(const Scheme& scheme,
                                   absl::Span<const int64_t> shape) {
   const GgmlFormatTraits* block = GgmlFormatOf(scheme);
   const FormatTraits* traits = FindFormat(scheme.format);
-  if (traits == nullptr && block == nullptr) {
+  const LayoutKind kind = LayoutKindOf(scheme);
+  if (traits == nullptr && block == nullptr && kind == LayoutKind::kInt) {
     return absl::InvalidArgumentError(
         absl::StrCat("unknown format \"", scheme.format, "\""));
   }
@@ -426,7 +835,31 @@ absl::StatusOr<Layout> MakeLayout(const Scheme& scheme,
   layout.num_elements = n;
   layout.row_length = shape.empty() ? 1 : shape.back();
   layout.rows = n / layout.row_length;
-  if (block != nullptr) return MakeBlockLayout(*block, scheme, std::move(layout));
+  if (block != nullptr) {
+    layout.kind = LayoutKind::kGgmlBlock;
+    if (scheme.full_range || scheme.double_quant) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "format ", block->name,
+          " is a ggml block format: full_range and double_quant do not apply"));
+    }
+    return MakeBlockLayout(*block, scheme, std::move(layout));
+  }
+  if (kind != LayoutKind::kInt) {
+    return MakeOtherLayout(scheme, std::move(layout));
+  }
+  if (scheme.double_quant) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "double_quant applies to nf4 only, not to ", scheme.format));
+  }
+  if (scheme.full_range && !scheme.symmetric) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "format ", scheme.format, ": full_range is a symmetric convention"));
+  }
+  if (scheme.full_range && scheme.method.method != Method::kRtn) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "format ", scheme.format, ": method ", MethodName(scheme.method.method),
+        " does not take full_range (round to nearest only)"));
+  }
   layout.bits = traits->bits;
   switch (scheme.granularity) {
     case Granularity::kPerTensor:

@@ -19,6 +19,22 @@
 //   absl::StatusOr<Layout> l = MakeLayout(*q4, {4096, 11008});
 //   // l->block_size == 32, l->block_bytes == 18, l->num_groups == 0,
 //   // l->packed_bytes == 4096 * (11008 / 32) * 18, l->BitsPerWeight() == 4.5
+//
+// Three more families name kernels of their own; their parts are laid out as
+// the proto's message Layout states (LayoutKind::kFloat, kCodebook, kHqq):
+//   - the low-precision float formats of float_formats.h: "fp8_e4m3",
+//     "fp8_e5m2", "fp4_e2m1", "nf4" (optionally "_dq"), "ocp_mxfp8",
+//     "ocp_mxfp4", "modelopt_nvfp4";
+//   - the codebook formats of nonuniform.h: "kmeans<b>" and "pot<b>";
+//   - HQQ (hqq.h): "hqq<b>".
+//
+//   absl::StatusOr<Scheme> nf4 = ParseScheme("NF4_dq");  // "nf4_g64_dq"
+//   absl::StatusOr<Layout> l = MakeLayout(*nf4, {4096, 4096});
+//   // l->kind == LayoutKind::kFloat, l->num_block_scales == 4096 * 64,
+//   // l->num_second_scales == 4096 * 64 / 256, l->num_groups == 0
+//
+// And a convention of the int<b> formats: "int4_full_g128" is symmetric with
+// compressed-tensors' full-range scale amax / ((2^b - 1) / 2) (quantize.h).
 #ifndef QUANTD_KERNELS_SCHEME_H_
 #define QUANTD_KERNELS_SCHEME_H_
 
@@ -29,6 +45,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "kernels/float_formats.h"
+#include "kernels/hqq.h"
 
 namespace quantd {
 
@@ -71,10 +89,23 @@ struct MethodOptions {
   friend bool operator==(const MethodOptions&, const MethodOptions&) = default;
 };
 
+// The family of a format: which kernels quantize it and how its layout reads.
+enum class LayoutKind { kInt, kGgmlBlock, kFloat, kCodebook, kHqq };
+absl::string_view LayoutKindName(LayoutKind kind);  // "int", "ggml", "float",
+                                                    // "codebook", "hqq"
+
 struct Scheme {
   // Name in the format table (FindFormat), e.g. "int4", or a ggml block
   // format's type name (FindGgmlFormat), upper case as ParseScheme gives
-  // it, e.g. "Q4_K".
+  // it, e.g. "Q4_K"; or a float format's name (ParseFloatFormat, lower
+  // case: "fp8_e4m3", "nf4", ...), "kmeans<b>" (b 1..8), "pot<b>" (b 2..8)
+  // or "hqq<b>" (b 1..8). The float, codebook and HQQ formats fix their
+  // symmetry (keep the default) and carry their granularity resolved:
+  // fp8_* per tensor, channel or group; fp4_e2m1 likewise (text default
+  // group 32); nf4 per group (block, default 64); ocp_mxfp8 / ocp_mxfp4
+  // per group of 32 and modelopt_nvfp4 per group of 16 (fixed); kmeans /
+  // pot any granularity (default per channel); hqq per group (default 64)
+  // or per channel.
   std::string format = "int8";
   // Default: symmetric (two's complement codes, zero point 0).
   // Block formats: unused, keep the default.
@@ -85,12 +116,25 @@ struct Scheme {
   int64_t group_size = 0;
   // Default: RTN.
   MethodOptions method;
+  // int<b>, symmetric, RTN only: compressed-tensors' full-range convention,
+  // scale = amax / ((2^b - 1) / 2) (quantize.h states it). Default: false.
+  bool full_range = false;
+  // nf4 only: double-quantize the absmax values. Default: false.
+  bool double_quant = false;
 
   friend bool operator==(const Scheme&, const Scheme&) = default;
 };
 
-// Parses "int<b>[_sym|_asym][_tensor|_channel|_g<N>]" in any order after the
-// format, e.g. "int8", "int4_asym_g128", "int3_tensor_sym"; or the name of a
+// Parses "int<b>[_sym|_asym|_full][_tensor|_channel|_g<N>]" in any order after
+// the format, e.g. "int8", "int4_asym_g128", "int3_tensor_sym",
+// "int4_full_g128" (full: symmetric, full range); or, case-insensitive:
+//   "fp8_e4m3" / "fp8_e5m2" [_tensor (default) | _channel | _block (= _g128)
+//     | _g<N>], "fp4_e2m1" [_tensor | _channel | _block | _g<N>; default
+//     _g32], "nf4" [_block | _g<N>; default _g64] [_dq], "ocp_mxfp8",
+//     "ocp_mxfp4", "modelopt_nvfp4" (no options);
+//   "kmeans<b>" (1..8), "pot<b>" (2..8) [_tensor | _channel (default) |
+//     _g<N>]; "hqq<b>" (1..8) [_channel | _g<N>; default _g64];
+// or the name of a
 // ggml block format, case-insensitive and without options ("q4_0",
 // "IQ4_NL"), which gives a Scheme whose format is the upper-case name and
 // whose other fields are the defaults.
@@ -105,18 +149,40 @@ struct Scheme {
 // options after a block format's name, a method other than gptq or
 // static_groups on a block format, unknown
 // or repeated method parameters and out-of-range values: damp < 0, block,
-// grid < 1, alpha outside [0, 1]).
+// grid < 1, alpha outside [0, 1]), and for a method on a float, codebook or
+// HQQ format or on int<b>_full, a bit width out of range, "_sym"/"_asym" on
+// a format that fixes its symmetry, or an option the format does not take.
 absl::StatusOr<Scheme> ParseScheme(absl::string_view text);
 
 // Inverse of ParseScheme: canonical text ("int4_asym_g128", "int8_sym_channel",
 // "Q4_0", "int4_asym_g128+gptq(act_order,damp=0.05)"): the method's
 // parameters that differ from the defaults, in the order above; nothing
-// after the format for RTN.
+// after the format for RTN. Full range: "int4_full_g128". Float, codebook
+// and HQQ formats: lower case with their granularity ("fp8_e4m3_tensor",
+// "fp4_e2m1_g32", "nf4_g64_dq", "ocp_mxfp4", "kmeans4_channel",
+// "hqq4_g64").
 std::string SchemeToString(const Scheme& scheme);
 
 // The ggml block format `scheme` names (case-insensitive), or nullptr when it
 // names an integer format (or nothing known).
 const GgmlFormatTraits* GgmlFormatOf(const Scheme& scheme);
+
+// The family of `scheme.format`; kInt for an unknown name (MakeLayout
+// refuses it).
+LayoutKind LayoutKindOf(const Scheme& scheme);
+
+// The float format `scheme` names, as FloatQuantize takes it (granularity
+// and block size from the scheme). InvalidArgument if it names none.
+absl::StatusOr<FloatFormatOptions> FloatOptionsOf(const Scheme& scheme);
+
+// HqqOptions (the defaults of hqq.h) with the scheme's bits and group
+// size (0 per channel). InvalidArgument if it names no hqq<b> format.
+absl::StatusOr<HqqOptions> HqqOptionsOf(const Scheme& scheme);
+
+// kmeans<b> / pot<b> / hqq<b>: b and whether the name is that family;
+// 0 if it is not.
+int CodebookBits(const Scheme& scheme, bool* power_of_two);
+int HqqBits(const Scheme& scheme);
 
 // How a scheme lays out one tensor. See proto/quantd/v1/quantizer.proto
 // (message Layout) for the byte-level contract.
@@ -139,9 +205,30 @@ struct Layout {
   int block_size = 0;
   int block_bytes = 0;
 
+  // The family. Float, codebook and HQQ layouts: `bits` is the code width,
+  // packed_bytes the codes (ceil(num_elements * bits / 8)), num_groups the
+  // f32 scales (PART_SCALES: FP8 / FP4 group scales, NF4 absmax without
+  // double quantization, pot and HQQ scales; 0 for MX, NVFP4, NF4 with
+  // double quantization and k-means), group_size the elements per group,
+  // block or table; and the counts below.
+  LayoutKind kind = LayoutKind::kInt;
+  // uint8 block scales and the elements each covers (MX, NVFP4, NF4 dq).
+  int64_t num_block_scales = 0;
+  int64_t block_scale_group_size = 0;
+  // NF4 dq: f32 second-level scales, one per 256 block scales.
+  int64_t num_second_scales = 0;
+  // Codebook formats: tables of 2^bits f32 entries, one per group.
+  int64_t num_codebooks = 0;
+  int codebook_entries = 0;
+  // HQQ: one f32 zero point per group.
+  bool float_zero_points = false;
+
   bool IsBlockFormat() const { return block_size > 0; }
   // Stored bits per weight: codes + f32 scales + uint8 zero points; for a
-  // block format its block bytes (e.g. Q4_0: 18 * 8 / 32 = 4.5).
+  // block format its block bytes (e.g. Q4_0: 18 * 8 / 32 = 4.5). Float,
+  // codebook and HQQ layouts: what their kernels' own counts give
+  // (FloatBitsPerWeight, CodebookTensor::BitsPerWeight,
+  // HqqTensor::BitsPerWeight) for a tensor of this layout.
   double BitsPerWeight() const;
 };
 
@@ -151,7 +238,12 @@ struct Layout {
 // the row length (per group); for a block format, the row length (the last
 // dimension, 1 for a scalar) is not a multiple of the block size (the
 // message names both), or the scheme sets asymmetric codes or a granularity
-// other than the default (a block fixes both).
+// other than the default (a block fixes both); for the float formats, what
+// ResolveFloatOptions refuses (odd row length of a 4-bit format, a row not a
+// multiple of the block); a method other than RTN on a float, codebook or
+// HQQ format or with full_range; full_range with asymmetric codes or on a
+// format other than int<b>; double_quant on a format other than nf4.
+// Messages name the shape.
 absl::StatusOr<Layout> MakeLayout(const Scheme& scheme,
                                   absl::Span<const int64_t> shape);
 

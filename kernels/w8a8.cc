@@ -62,7 +62,7 @@ absl::StatusOr<W8A8Weights> W8A8Weights::From(const QuantizedTensor& q) {
   const Layout& l = q.layout;
   const bool per_channel = l.num_groups == l.rows && l.group_size == l.row_length;
   const bool per_tensor = l.num_groups == 1 && l.group_size == l.num_elements;
-  if (l.IsBlockFormat() || l.kind != LayoutKind::kInt ||
+  if (l.IsBlockFormat() ||
       l.scheme.format != "int8" || l.bits != 8 || !l.scheme.symmetric ||
       !(per_channel || per_tensor) ||
       q.codes.size() != Sz(l.num_elements) ||

@@ -7,12 +7,12 @@
 //   QuantizedTensor wq = AllocateQuantized(int8_per_channel_layout);  // n x k
 //   QUANTD_RETURN_IF_ERROR(Quantize(w, wq));
 //   QUANTD_ASSIGN_OR_RETURN(W8A8Weights weights, W8A8Weights::From(wq));
-//   W8A8Activations act;           // from calibration.h's ActivationRange
-//   act.scale = range.scale;       // symmetric: zero_point 0, s8 codes
+//   // range: calibration.h's EstimateTensorRange (symmetric: s8 codes).
+//   W8A8Activations act = W8A8Activations::FromRange(range, true);
 //   QUANTD_ASSIGN_OR_RETURN(W8A8Report report,
 //       W8A8Check(x, m, w, n, k, weights, act, {}));
-//   // report.relative_error, report.sqnr_db, report.clipped_fraction,
-//   // report.weight_only_relative_error ...
+//   // report.w8a8.relative_error, .sqnr_db, .max_abs_error,
+//   // report.weight_only (the same, weights-only), report.clipped_fraction
 //
 // The integer path, exactly (the scalar reference is the specification):
 //   x'[i][c] = x[i][c] / smooth[c] in f32 (only with SmoothQuant factors:
@@ -21,17 +21,21 @@
 //       even, as ONNX QuantizeLinear), saturated to [-128, 127] (s8,
 //       zero_point 0) or [0, 255] (u8, asymmetric); an element is "clipped"
 //       when it saturated;
-//   acc[i][j] = sum_c (q[i][c] - zero_point) * wq[j][c] in s32, computed as
-//       oneDNN's s8 (or u8) x s8 -> s32 matmul of the raw codes minus
-//       zero_point * sum_c wq[j][c] (exact: k <= 65536 keeps every partial
-//       sum inside s32);
+//   acc[i][j] = sum_c (q[i][c] - zero_point) * wq[j][c] in s32, computed
+//       by Int8GemmS32 (oneDNN's s8 or u8 x s8 -> s32 matmul of the raw
+//       codes, minus zero_point * sum_c wq[j][c]; exact, see the class;
+//       k <= 65536 keeps every sum inside s32);
 //   y[i][j] = (scale * s_w[j]) * (float)acc[i][j] in f32, s_w per output
 //       channel or one per tensor.
 // The f32 reference X W^T and the weights-only X' W_hat^T (W_hat =
 // s_w[j] * wq[j][c]) are oneDNN sgemms; the sums of the metrics are double.
 //
-// Thread-safety: reentrant. oneDNN may use its own threads; the s32 result
-// is exact and so independent of them.
+// W8A8Check creates its Int8GemmS32 on each call (oneDNN's own primitive
+// cache makes a repeated shape cheap); a caller running many batches of one
+// shape can hold an Int8GemmS32 itself.
+//
+// Thread-safety: reentrant. oneDNN may use its own threads (the OpenMP
+// team of the caller); the s32 result is exact and so independent of them.
 #ifndef QUANTD_KERNELS_W8A8_H_
 #define QUANTD_KERNELS_W8A8_H_
 
@@ -43,6 +47,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "kernels/calibration.h"
 #include "kernels/quantize.h"
 
 namespace quantd {
@@ -70,6 +75,17 @@ struct W8A8Activations {
   // Empty, or k per-input-channel divisors (finite, > 0): SmoothQuant's
   // factors s, folded into the weight codes (which quantize W diag(s)).
   absl::Span<const float> smooth;
+
+  // From a static range of calibration.h (EstimateTensorRange, Int8Range):
+  // its scale, and its zero point as u8 codes when `symmetric` is false.
+  static W8A8Activations FromRange(const ActivationRange& range,
+                                   bool symmetric) {
+    W8A8Activations a;
+    a.scale = range.scale;
+    a.asymmetric = !symmetric;
+    a.zero_point = symmetric ? 0 : range.zero_point;
+    return a;
+  }
 };
 
 struct W8A8Options {

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/ggml_formats.h"
 #include "kernels/quantize.h"
@@ -77,6 +78,84 @@ void MethodToProto(const MethodOptions& m, v1::Scheme* proto) {
   }
 }
 
+// The float, codebook and HQQ formats: a Scheme with an empty format when
+// `proto` names none of them.
+absl::StatusOr<Scheme> OtherSchemeFromProto(const v1::Scheme& proto,
+                                            const MethodOptions& method) {
+  Scheme scheme;
+  scheme.format = absl::AsciiStrToLower(proto.format());
+  const LayoutKind kind = LayoutKindOf(scheme);
+  if (kind == LayoutKind::kInt || kind == LayoutKind::kGgmlBlock) {
+    scheme.format.clear();
+    return scheme;
+  }
+  // The name alone parses to the format's default granularity.
+  absl::StatusOr<Scheme> parsed = ParseScheme(scheme.format);
+  if (!parsed.ok()) return parsed.status();
+  scheme = *parsed;
+  const std::string& name = scheme.format;
+  if (method.method != Method::kRtn) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "scheme.method ", MethodName(method.method),
+        " applies to the int<b> formats, not to ", name));
+  }
+  if (proto.full_range()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "scheme.full_range applies to int<b>, not to ", name));
+  }
+  scheme.double_quant = proto.double_quant();
+  if (scheme.double_quant && name != "nf4") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "scheme.double_quant applies to nf4 only, not to ", name));
+  }
+  const bool fixed = name == "ocp_mxfp8" || name == "ocp_mxfp4" ||
+                     name == "modelopt_nvfp4";
+  switch (proto.granularity()) {
+    case v1::GRANULARITY_UNSPECIFIED:
+      break;  // the format's default, as parsed
+    case v1::GRANULARITY_PER_TENSOR:
+      scheme.granularity = Granularity::kPerTensor;
+      scheme.group_size = 0;
+      break;
+    case v1::GRANULARITY_PER_CHANNEL:
+      scheme.granularity = Granularity::kPerChannel;
+      scheme.group_size = 0;
+      break;
+    case v1::GRANULARITY_PER_GROUP:
+      if (proto.group_size() > 0) {
+        scheme.granularity = Granularity::kPerGroup;
+        scheme.group_size = static_cast<int64_t>(proto.group_size());
+      } else if (scheme.granularity != Granularity::kPerGroup) {
+        // The text form's default block: "_block" for floats.
+        absl::StatusOr<Scheme> block =
+            LayoutKindOf(scheme) == LayoutKind::kFloat
+                ? ParseScheme(absl::StrCat(name, "_block"))
+                : absl::StatusOr<Scheme>(absl::InvalidArgumentError(""));
+        if (!block.ok()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "scheme.group_size must be >= 1 for GRANULARITY_PER_GROUP with ",
+              name));
+        }
+        scheme.granularity = Granularity::kPerGroup;
+        scheme.group_size = block->group_size;
+      }
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown scheme.granularity ", proto.granularity()));
+  }
+  if (fixed) {
+    const Scheme d = *parsed;
+    if (scheme.granularity != d.granularity || scheme.group_size != d.group_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, " has fixed blocks of ", d.group_size,
+          ": leave granularity unset or PER_GROUP with group_size 0 or ",
+          d.group_size));
+    }
+  }
+  return scheme;
+}
+
 }  // namespace
 
 absl::StatusOr<Scheme> SchemeFromProto(const v1::Scheme& proto) {
@@ -104,12 +183,30 @@ absl::StatusOr<Scheme> SchemeFromProto(const v1::Scheme& proto) {
     scheme.method = *method;
     return scheme;
   }
+  if (absl::StatusOr<Scheme> other = OtherSchemeFromProto(proto, *method);
+      !other.ok() || !other->format.empty()) {
+    return other;
+  }
   if (FindFormat(proto.format()) == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrCat("unknown scheme format \"", proto.format(), "\""));
   }
+  if (proto.double_quant()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "scheme.double_quant applies to nf4 only, not to ", proto.format()));
+  }
   scheme.format = proto.format();
   scheme.symmetric = proto.symmetric();
+  scheme.full_range = proto.full_range();
+  if (scheme.full_range && !scheme.symmetric) {
+    return absl::InvalidArgumentError(
+        "scheme.full_range is a symmetric convention: set symmetric too");
+  }
+  if (scheme.full_range && method->method != Method::kRtn) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "scheme.full_range takes round to nearest only, not method ",
+        MethodName(method->method)));
+  }
   scheme.method = *method;
   switch (proto.granularity()) {
     case v1::GRANULARITY_UNSPECIFIED:
@@ -142,6 +239,8 @@ void SchemeToProto(const Scheme& scheme, v1::Scheme* proto) {
   }
   proto->set_format(scheme.format);
   proto->set_symmetric(scheme.symmetric);
+  if (scheme.full_range) proto->set_full_range(true);
+  if (scheme.double_quant) proto->set_double_quant(true);
   switch (scheme.granularity) {
     case Granularity::kPerTensor:
       proto->set_granularity(v1::GRANULARITY_PER_TENSOR);
@@ -194,11 +293,47 @@ void LayoutToProto(const Layout& layout, v1::Layout* proto) {
     proto->set_block_bytes(static_cast<uint32_t>(layout.block_bytes));
     proto->set_ggml_type(static_cast<uint32_t>(block->type));
   }
+  proto->set_kind(LayoutKindToProto(layout.kind));
+  if (layout.kind == LayoutKind::kFloat) {
+    const std::string& f = layout.scheme.format;
+    v1::ElementFormat element = v1::ELEMENT_FORMAT_E2M1;
+    if (f == "fp8_e4m3" || f == "ocp_mxfp8") element = v1::ELEMENT_FORMAT_E4M3;
+    if (f == "fp8_e5m2") element = v1::ELEMENT_FORMAT_E5M2;
+    if (f == "nf4") element = v1::ELEMENT_FORMAT_NF4;
+    proto->set_element_format(element);
+    proto->set_high_nibble_first(f == "nf4");
+    if (layout.num_block_scales > 0) {
+      proto->set_block_scale_format(
+          f == "modelopt_nvfp4" ? v1::BLOCK_SCALE_FORMAT_E4M3
+          : f == "nf4"          ? v1::BLOCK_SCALE_FORMAT_DYNAMIC_MAP
+                                : v1::BLOCK_SCALE_FORMAT_E8M0);
+    }
+  }
+  proto->set_num_block_scales(static_cast<uint64_t>(layout.num_block_scales));
+  proto->set_block_scale_group_size(
+      static_cast<uint64_t>(layout.block_scale_group_size));
+  proto->set_num_second_scales(static_cast<uint64_t>(layout.num_second_scales));
+  if (layout.num_second_scales > 0) proto->set_second_scale_group(256);
+  proto->set_num_codebooks(static_cast<uint64_t>(layout.num_codebooks));
+  proto->set_codebook_entries(static_cast<uint32_t>(layout.codebook_entries));
+  proto->set_has_zero_points_f32(layout.float_zero_points);
+}
+
+v1::LayoutKind LayoutKindToProto(LayoutKind kind) {
+  switch (kind) {
+    case LayoutKind::kInt: return v1::LAYOUT_KIND_INT;
+    case LayoutKind::kGgmlBlock: return v1::LAYOUT_KIND_GGML_BLOCK;
+    case LayoutKind::kFloat: return v1::LAYOUT_KIND_FLOAT;
+    case LayoutKind::kCodebook: return v1::LAYOUT_KIND_CODEBOOK;
+    case LayoutKind::kHqq: return v1::LAYOUT_KIND_HQQ;
+  }
+  return v1::LAYOUT_KIND_UNSPECIFIED;
 }
 
 void FormatTablesToProto(v1::ServerInfo* info) {
   for (const FormatTraits& f : FormatTable()) {
     v1::FormatInfo* fi = info->add_formats();
+    fi->set_kind(v1::LAYOUT_KIND_INT);
     fi->set_name(f.name);
     fi->set_bits(static_cast<uint32_t>(f.bits));
     fi->add_granularities(v1::GRANULARITY_PER_TENSOR);
@@ -217,6 +352,71 @@ void FormatTablesToProto(v1::ServerInfo* info) {
     fi->set_bits_per_weight(8.0 * f.block_bytes / f.block_size);
     fi->set_uses_importance(f.uses_importance);
     fi->set_description(f.description);
+    fi->set_kind(v1::LAYOUT_KIND_GGML_BLOCK);
+  }
+  // Float, codebook and HQQ formats: bits per weight at the default
+  // granularity of a 4096 x 4096 tensor.
+  struct Other {
+    const char* name;
+    const char* description;
+  };
+  static constexpr Other kOthers[] = {
+      {"fp8_e4m3", "FP8 E4M3 with f32 scales (per tensor, channel or group)"},
+      {"fp8_e5m2", "FP8 E5M2 with f32 scales (per tensor, channel or group)"},
+      {"fp4_e2m1", "FP4 E2M1 with f32 scales (default groups of 32)"},
+      {"nf4", "bitsandbytes NF4, f32 absmax per block (default 64), _dq: "
+              "double-quantized absmax"},
+      {"ocp_mxfp8", "OCP MXFP8: E4M3, E8M0 scale per 32"},
+      {"ocp_mxfp4", "OCP MXFP4: E2M1, E8M0 scale per 32"},
+      {"modelopt_nvfp4", "ModelOpt NVFP4: E2M1, E4M3 scale per 16, f32 "
+                         "tensor scale"},
+      {"kmeans1", nullptr}, {"kmeans2", nullptr}, {"kmeans3", nullptr},
+      {"kmeans4", nullptr}, {"kmeans5", nullptr}, {"kmeans6", nullptr},
+      {"kmeans7", nullptr}, {"kmeans8", nullptr},
+      {"pot2", nullptr}, {"pot3", nullptr}, {"pot4", nullptr},
+      {"pot5", nullptr}, {"pot6", nullptr}, {"pot7", nullptr},
+      {"pot8", nullptr},
+      {"hqq1", nullptr}, {"hqq2", nullptr}, {"hqq3", nullptr},
+      {"hqq4", nullptr}, {"hqq5", nullptr}, {"hqq6", nullptr},
+      {"hqq7", nullptr}, {"hqq8", nullptr},
+  };
+  for (const Other& o : kOthers) {
+    absl::StatusOr<Scheme> scheme = ParseScheme(o.name);
+    if (!scheme.ok()) continue;
+    absl::StatusOr<Layout> layout = MakeLayout(*scheme, {4096, 4096});
+    if (!layout.ok()) continue;
+    v1::FormatInfo* fi = info->add_formats();
+    fi->set_name(o.name);
+    fi->set_bits(static_cast<uint32_t>(layout->bits));
+    fi->set_kind(LayoutKindToProto(layout->kind));
+    if (layout->kind == LayoutKind::kFloat) {
+      const std::string& f = scheme->format;
+      if (f == "fp8_e4m3" || f == "fp8_e5m2" || f == "fp4_e2m1") {
+        fi->add_granularities(v1::GRANULARITY_PER_TENSOR);
+        fi->add_granularities(v1::GRANULARITY_PER_CHANNEL);
+      }
+      fi->add_granularities(v1::GRANULARITY_PER_GROUP);
+    } else {
+      if (layout->kind == LayoutKind::kCodebook) {
+        fi->add_granularities(v1::GRANULARITY_PER_TENSOR);
+      }
+      fi->add_granularities(v1::GRANULARITY_PER_CHANNEL);
+      fi->add_granularities(v1::GRANULARITY_PER_GROUP);
+    }
+    fi->set_symmetric(layout->kind == LayoutKind::kFloat);
+    fi->set_asymmetric(layout->kind == LayoutKind::kHqq);
+    fi->set_bits_per_weight(layout->BitsPerWeight());
+    if (o.description != nullptr) {
+      fi->set_description(o.description);
+    } else if (layout->kind == LayoutKind::kHqq) {
+      fi->set_description(absl::StrCat(
+          "HQQ ", layout->bits, "-bit, f32 scale and zero point per group "
+          "(default 64)"));
+    } else {
+      fi->set_description(absl::StrCat(
+          layout->num_groups > 0 ? "power-of-two " : "k-means ", layout->bits,
+          "-bit codebook per group (default one per row)"));
+    }
   }
 }
 

@@ -2,7 +2,10 @@
 // function that reads a wire value validates it: unknown enum values and
 // missing fields are INVALID_ARGUMENT. A Scheme naming a ggml block format
 // (any case) becomes the canonical Scheme of that format; its symmetry,
-// granularity and group size fields are ignored.
+// granularity and group size fields are ignored. A float, codebook or HQQ
+// format (any case, the name alone) takes the format's default granularity
+// when granularity is unset, and its default block for PER_GROUP with
+// group_size 0 (proto comments); symmetric is ignored.
 #ifndef QUANTD_PROTO_WIRE_CONVERT_H_
 #define QUANTD_PROTO_WIRE_CONVERT_H_
 
@@ -22,9 +25,14 @@ absl::StatusOr<Scheme> SchemeFromProto(const v1::Scheme& proto);
 void SchemeToProto(const Scheme& scheme, v1::Scheme* proto);
 absl::StatusOr<DType> DTypeFromProto(int dtype);
 v1::DType DTypeToProto(DType dtype);
+// Every field the Layout determines; the per-tensor values (tensor_scale,
+// scale_offset) are the caller's to set from the quantized result.
 void LayoutToProto(const Layout& layout, v1::Layout* proto);
+v1::LayoutKind LayoutKindToProto(LayoutKind kind);
 // Appends one FormatInfo per format: the int formats of FormatTable(), then
-// the ggml block formats of GgmlFormatTable(), in table order.
+// the ggml block formats of GgmlFormatTable(), in table order, then the
+// float formats, kmeans1..8, pot2..8 and hqq1..8 (bits_per_weight at their
+// default granularity for a 4096 x 4096 tensor).
 void FormatTablesToProto(v1::ServerInfo* info);
 void MetricsToProto(const ErrorMetrics& metrics, v1::Metrics* proto);
 // UNSPECIFIED method means min-max; percentile 0 means 99.99.

@@ -22,6 +22,57 @@ absl::Status Bad(absl::string_view tensor, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("tensor ", tensor, ": ", what));
 }
 
+// Checks TensorHeader.scales / zero_points (QAT import) against the
+// tensor's layout (see the proto) and copies them out.
+absl::Status CheckImportedScales(absl::string_view tensor, const Layout& layout,
+                                 const v1::TensorHeader& header,
+                                 std::vector<float>& scales,
+                                 std::vector<uint8_t>& zero_points) {
+  if (layout.kind != LayoutKind::kInt ||
+      layout.scheme.method.method != Method::kRtn) {
+    return Bad(tensor, absl::StrCat(
+                           "imported scales apply to int<b> schemes with "
+                           "round to nearest, not to ",
+                           SchemeToString(layout.scheme)));
+  }
+  const auto groups = static_cast<size_t>(layout.num_groups);
+  if (static_cast<size_t>(header.scales_size()) != groups) {
+    return Bad(tensor, absl::StrCat(header.scales_size(),
+                                    " imported scales sent; the layout has ",
+                                    groups, " groups"));
+  }
+  const bool symmetric = layout.scheme.symmetric;
+  if (static_cast<size_t>(header.zero_points_size()) != (symmetric ? 0 : groups)) {
+    return Bad(tensor,
+               absl::StrCat(header.zero_points_size(),
+                            " imported zero points sent; ",
+                            symmetric ? "a symmetric scheme takes none"
+                                      : absl::StrCat("the layout has ", groups,
+                                                     " groups")));
+  }
+  const uint32_t zp_max = (1u << layout.bits) - 1;
+  for (size_t g = 0; g < groups; ++g) {
+    const float s = header.scales(static_cast<int>(g));
+    if (!std::isfinite(s) || !(s > 0.0f)) {
+      return Bad(tensor, absl::StrCat("imported scale of group ", g, " is ", s,
+                                      " (must be finite and > 0)"));
+    }
+  }
+  for (int g = 0; g < header.zero_points_size(); ++g) {
+    if (header.zero_points(g) > zp_max) {
+      return Bad(tensor, absl::StrCat("imported zero point of group ", g,
+                                      " is ", header.zero_points(g),
+                                      " (must be in [0, ", zp_max, "])"));
+    }
+  }
+  scales.assign(header.scales().begin(), header.scales().end());
+  zero_points.reserve(static_cast<size_t>(header.zero_points_size()));
+  for (uint32_t zp : header.zero_points()) {
+    zero_points.push_back(static_cast<uint8_t>(zp));
+  }
+  return absl::OkStatus();
+}
+
 // Checks TensorHeader.importance against the tensor's layout (see the
 // proto): empty, or row_length finite weights >= 0 for a block format whose
 // importance path the kernels implement.
@@ -404,6 +455,14 @@ absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnHeader(
     return s;
   }
 
+  std::vector<float> imported_scales;
+  std::vector<uint8_t> imported_zero_points;
+  if (header.scales_size() > 0 || header.zero_points_size() > 0) {
+    absl::Status s = CheckImportedScales(name, *layout, header,
+                                         imported_scales, imported_zero_points);
+    if (!s.ok()) return s;
+  }
+
   int64_t calibration_features = 0;
   int64_t holdout_rows = 0;
   if (!header.calibration().empty()) {
@@ -449,6 +508,8 @@ absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnHeader(
   tensor->layout = *std::move(layout);
   tensor->bytes = expected_bytes_;
   tensor->importance.assign(importance.begin(), importance.end());
+  tensor->imported_scales = std::move(imported_scales);
+  tensor->imported_zero_points = std::move(imported_zero_points);
   tensor->calibration_name = header.calibration();
   tensor->activation_range = range;
   seen_names_.insert(name);

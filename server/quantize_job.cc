@@ -11,8 +11,11 @@
 #include "kernels/convert.h"
 #include "kernels/crc32c.h"
 #include "kernels/ggml_formats.h"
+#include "kernels/float_formats.h"
 #include "kernels/gptq.h"
 #include "kernels/gptq_ggml.h"
+#include "kernels/hqq.h"
+#include "kernels/nonuniform.h"
 #include "kernels/smoothquant.h"
 #include "kernels/status_macros.h"
 
@@ -36,8 +39,20 @@ int64_t TensorWorkingSetBytes(const Layout& layout, DType dtype,
   const int64_t n = layout.num_elements;
   int64_t bytes = n * DTypeSize(dtype);  // received
   if (dtype != DType::kF32) bytes += 4 * n;  // f32 copy
-  if (output != OutputKind::kPacked || layout.IsBlockFormat() || calibration) {
+  const bool other = layout.kind == LayoutKind::kFloat ||
+                     layout.kind == LayoutKind::kCodebook ||
+                     layout.kind == LayoutKind::kHqq;
+  if (output != OutputKind::kPacked || layout.IsBlockFormat() || other ||
+      calibration) {
     bytes += 4 * n;  // dequantized values
+  }
+  if (other) {
+    // The kernel's result beside the preallocated codes and scales, its
+    // unpacked codes, and the extra parts.
+    bytes += layout.packed_bytes + 4 * layout.num_groups + n +
+             layout.num_block_scales + 4 * layout.num_second_scales +
+             4 * layout.num_codebooks * layout.codebook_entries +
+             (layout.float_zero_points ? 4 * layout.num_groups : 0);
   }
   if (calibration) {
     // ComputeOutputError: G in f32, two panels of up to 256 rows; the
@@ -114,6 +129,96 @@ absl::Status RunBlockFormat(const TensorInput& input, const float* src,
                                w_hat.empty() ? nullptr : w_hat.data()));
   if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
   out.metrics.bits_per_weight = layout.BitsPerWeight();
+  return absl::OkStatus();
+}
+
+// Float, codebook and HQQ formats: quantizes `src` with the layout's kernel,
+// moves its parts into `out` and measures the round trip through the
+// kernel's dequantizer, whose values are left in `w_hat` (n floats).
+absl::Status RunOtherFormat(const TensorInput& input, const float* src,
+                            const std::atomic<bool>& cancelled,
+                            TensorOutput& out, std::vector<float>& w_hat) {
+  const Layout& layout = input.layout;
+  const auto n = static_cast<size_t>(layout.num_elements);
+  w_hat.resize(n);
+  double bits_per_weight = 0;
+  std::vector<uint8_t> codes;
+  std::vector<float> scales;
+  switch (layout.kind) {
+    case LayoutKind::kFloat: {
+      QUANTD_ASSIGN_OR_RETURN(FloatFormatOptions options,
+                              FloatOptionsOf(layout.scheme));
+      QUANTD_ASSIGN_OR_RETURN(
+          FloatQuantized q,
+          FloatQuantize(src, layout.rows, layout.row_length, options));
+      if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
+      QUANTD_RETURN_IF_ERROR(FloatDequantize(q, w_hat.data()));
+      bits_per_weight = FloatBitsPerWeight(q);
+      if (q.options.format == FloatFormat::kNvfp4) out.tensor_scale = q.tensor_scale;
+      if (q.options.double_quant) out.scale_offset = q.scale_offset;
+      codes = std::move(q.codes);
+      scales = std::move(q.scales);
+      out.block_scales = std::move(q.block_scales);
+      out.second_scales = std::move(q.second_scales);
+      break;
+    }
+    case LayoutKind::kCodebook: {
+      bool power_of_two = false;
+      CodebookOptions options;
+      options.bits = CodebookBits(layout.scheme, &power_of_two);
+      options.granularity = layout.scheme.granularity;
+      options.group_size = layout.scheme.group_size;
+      QUANTD_ASSIGN_OR_RETURN(
+          CodebookTensor q,
+          power_of_two
+              ? PowerOfTwoQuantize(src, layout.rows, layout.row_length, options)
+              : KMeansQuantize(src, layout.rows, layout.row_length, options));
+      if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
+      QUANTD_RETURN_IF_ERROR(CodebookDequantize(q, w_hat.data()));
+      bits_per_weight = q.BitsPerWeight();
+      codes = std::move(q.codes);
+      scales = std::move(q.scales);
+      out.codebooks = std::move(q.codebooks);
+      break;
+    }
+    case LayoutKind::kHqq: {
+      QUANTD_ASSIGN_OR_RETURN(HqqOptions options, HqqOptionsOf(layout.scheme));
+      QUANTD_ASSIGN_OR_RETURN(
+          HqqTensor q,
+          HqqQuantize(src, layout.rows, layout.row_length, options));
+      if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
+      QUANTD_RETURN_IF_ERROR(HqqDequantize(q, w_hat.data()));
+      bits_per_weight = q.BitsPerWeight();
+      codes = std::move(q.codes);
+      scales = std::move(q.scales);
+      out.zero_points_f32 = std::move(q.zero_points);
+      break;
+    }
+    case LayoutKind::kInt:
+    case LayoutKind::kGgmlBlock:
+      return absl::InternalError("RunOtherFormat called for an int or ggml layout");
+  }
+  // The layout promised these sizes to the client; a mismatch is a bug.
+  const auto sized = [](size_t got, int64_t want) {
+    return got == static_cast<size_t>(want);
+  };
+  if (!sized(codes.size(), layout.packed_bytes) ||
+      !sized(scales.size(), layout.num_groups) ||
+      !sized(out.block_scales.size(), layout.num_block_scales) ||
+      !sized(out.second_scales.size(), layout.num_second_scales) ||
+      !sized(out.codebooks.size(),
+             layout.num_codebooks * layout.codebook_entries) ||
+      !sized(out.zero_points_f32.size(),
+             layout.float_zero_points ? layout.num_groups : 0)) {
+    return absl::InternalError(absl::StrCat(
+        "format ", layout.scheme.format,
+        ": the kernel's parts differ from the layout's sizes"));
+  }
+  out.quantized.codes = std::move(codes);
+  out.quantized.scales = std::move(scales);
+  out.metrics = ComputeErrorMetrics(src, w_hat.data(), n);
+  out.metrics.bits_per_weight = bits_per_weight;
+  if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
   return absl::OkStatus();
 }
 
@@ -424,10 +529,17 @@ absl::StatusOr<TensorOutput> RunQuantizeJob(TensorInput& input,
     absl::Status s = RunBlockFormat(input, src, cancelled, out, w_hat);
     if (absl::IsCancelled(s)) return s;
     if (!s.ok()) return NameTensor(input.name, s);
+  } else if (layout.kind != LayoutKind::kInt) {
+    absl::Status s = RunOtherFormat(input, src, cancelled, out, w_hat);
+    if (absl::IsCancelled(s)) return s;
+    if (!s.ok()) return NameTensor(input.name, s);
   } else {
-    if (absl::Status s = Quantize(src, out.quantized); !s.ok()) {
-      return NameTensor(input.name, s);
-    }
+    absl::Status s =
+        input.imported_scales.empty()
+            ? Quantize(src, out.quantized)
+            : QuantizeWithScales(src, input.imported_scales,
+                                 input.imported_zero_points, out.quantized);
+    if (!s.ok()) return NameTensor(input.name, s);
     if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
     // One pass: the dequantized values exist in full only when they are
     // sent or measured against a calibration set.
@@ -460,6 +572,24 @@ absl::StatusOr<TensorOutput> RunQuantizeJob(TensorInput& input,
     out.zero_points_crc32c = Crc32c(q.zero_points.data(), q.zero_points.size());
     out.bytes_out += static_cast<int64_t>(
         q.codes.size() + q.scales.size() * sizeof(float) + q.zero_points.size());
+    out.block_scales_crc32c =
+        Crc32c(out.block_scales.data(), out.block_scales.size());
+    out.second_scales_crc32c = Crc32c(
+        out.second_scales.data(), out.second_scales.size() * sizeof(float));
+    out.codebooks_crc32c =
+        Crc32c(out.codebooks.data(), out.codebooks.size() * sizeof(float));
+    out.zero_points_f32_crc32c = Crc32c(
+        out.zero_points_f32.data(), out.zero_points_f32.size() * sizeof(float));
+    out.bytes_out += static_cast<int64_t>(
+        out.block_scales.size() +
+        (out.second_scales.size() + out.codebooks.size() +
+         out.zero_points_f32.size()) * sizeof(float));
+  } else {
+    // Fake quant only: the extra parts are not sent.
+    out.block_scales.clear();
+    out.second_scales.clear();
+    out.codebooks.clear();
+    out.zero_points_f32.clear();
   }
   if (!out.channel_scales.empty()) {
     out.channel_scales_crc32c = Crc32c(out.channel_scales.data(),

@@ -7,7 +7,13 @@
 // block formats (Layout::IsBlockFormat) through GgmlQuantize with the
 // tensor's importance weights and GgmlDequantize, the metrics measured
 // against ggml's dequantized values. For a block format the output's codes
-// are the ggml bytes and it has no scales or zero points.
+// are the ggml bytes and it has no scales or zero points. The float,
+// codebook and HQQ formats (LayoutKind::kFloat, kCodebook, kHqq) go through
+// their kernels (float_formats.h, nonuniform.h, hqq.h) and dequantizers;
+// their metrics are ComputeErrorMetrics of that round trip with the
+// kernel's own bits per weight, and their extra parts (block scales, second
+// scales, codebooks, f32 zero points) and per-tensor values are fields of
+// TensorOutput.
 #ifndef QUANTD_SERVER_QUANTIZE_JOB_H_
 #define QUANTD_SERVER_QUANTIZE_JOB_H_
 
@@ -50,6 +56,11 @@ struct TensorInput {
   std::shared_ptr<const CalibrationSet> calibration;
   // Estimator of the set's static int8 activation range.
   RangeOptions activation_range;
+  // QAT import (TensorHeader.scales / zero_points, checked by the
+  // assembler): when not empty, the int layout's codes use these instead of
+  // computed scales (QuantizeWithScales).
+  std::vector<float> imported_scales;
+  std::vector<uint8_t> imported_zero_points;
 };
 
 // What a calibration set tells about a quantized tensor.
@@ -91,6 +102,20 @@ struct TensorOutput {
   // output kind (PART_CHANNEL_SCALES). Empty for the other methods.
   std::vector<float> channel_scales;
   uint32_t channel_scales_crc32c = 0;
+  // Float, codebook and HQQ formats (empty otherwise; message Layout states
+  // each): uint8 block scales (MX E8M0, NVFP4 E4M3, NF4 dq codes), NF4 dq's
+  // f32 second-level scales, the codebook tables, HQQ's f32 zero points.
+  // quantized.codes and quantized.scales hold the codes and f32 scales.
+  std::vector<uint8_t> block_scales;
+  std::vector<float> second_scales;
+  std::vector<float> codebooks;
+  std::vector<float> zero_points_f32;
+  float tensor_scale = 0.0f;  // NVFP4's g; 0 otherwise
+  float scale_offset = 0.0f;  // NF4 dq's offset; 0 otherwise
+  uint32_t block_scales_crc32c = 0;
+  uint32_t second_scales_crc32c = 0;
+  uint32_t codebooks_crc32c = 0;
+  uint32_t zero_points_f32_crc32c = 0;
   std::optional<CalibrationResult> calibration;  // with a calibration set
 };
 
@@ -98,7 +123,10 @@ struct TensorOutput {
 // copy when the input is F16/BF16, the dequantized (fake-quant) values when
 // `output` asks for them, codes, scales and zero points. A block format
 // always dequantizes the whole tensor to measure it, and may hold
-// row_length importance weights. With a calibration set
+// row_length importance weights. The float, codebook and HQQ formats also
+// always dequantize, and hold the kernel's result beside the preallocated
+// parts, their extra parts and one byte per element of unpacked codes. With
+// a calibration set
 // (`calibration`), also what measuring the output error takes: the
 // dequantized values, G rounded to f32 and two GEMM panels. Plus the
 // working set of the scheme's method (GPTQ: H and its factor in f64, an

@@ -32,6 +32,23 @@ const char* ShardWriter::PartData(Part part, int64_t* size) const {
       if (!output_.send_packed) return nullptr;
       *size = static_cast<int64_t>(q.zero_points.size());
       return reinterpret_cast<const char*>(q.zero_points.data());
+    case kBlockScales:
+      if (!output_.send_packed) return nullptr;
+      *size = static_cast<int64_t>(output_.block_scales.size());
+      return reinterpret_cast<const char*>(output_.block_scales.data());
+    case kSecondScales:
+      if (!output_.send_packed) return nullptr;
+      *size = static_cast<int64_t>(output_.second_scales.size() * sizeof(float));
+      return reinterpret_cast<const char*>(output_.second_scales.data());
+    case kCodebooks:
+      if (!output_.send_packed) return nullptr;
+      *size = static_cast<int64_t>(output_.codebooks.size() * sizeof(float));
+      return reinterpret_cast<const char*>(output_.codebooks.data());
+    case kZeroPointsF32:
+      if (!output_.send_packed) return nullptr;
+      *size =
+          static_cast<int64_t>(output_.zero_points_f32.size() * sizeof(float));
+      return reinterpret_cast<const char*>(output_.zero_points_f32.data());
     case kFakeQuant:
       *size = static_cast<int64_t>(output_.fake_quant.size() * sizeof(float));
       return reinterpret_cast<const char*>(output_.fake_quant.data());
@@ -61,6 +78,8 @@ bool ShardWriter::Next(v1::QuantizeResponse* response) {
     v1::TensorResult* r = response->mutable_result();
     r->set_tensor(output_.name);
     LayoutToProto(output_.quantized.layout, r->mutable_layout());
+    r->mutable_layout()->set_tensor_scale(output_.tensor_scale);
+    r->mutable_layout()->set_scale_offset(output_.scale_offset);
     MetricsToProto(output_.metrics, r->mutable_metrics());
     r->set_bytes_in(static_cast<uint64_t>(output_.bytes_in));
     r->set_bytes_out(static_cast<uint64_t>(output_.bytes_out));
@@ -71,6 +90,10 @@ bool ShardWriter::Next(v1::QuantizeResponse* response) {
     r->set_zero_points_crc32c(output_.zero_points_crc32c);
     r->set_fake_quant_crc32c(output_.fake_quant_crc32c);
     r->set_channel_scales_crc32c(output_.channel_scales_crc32c);
+    r->set_block_scales_crc32c(output_.block_scales_crc32c);
+    r->set_second_scales_crc32c(output_.second_scales_crc32c);
+    r->set_codebooks_crc32c(output_.codebooks_crc32c);
+    r->set_zero_points_f32_crc32c(output_.zero_points_f32_crc32c);
     if (const auto& c = output_.calibration; c.has_value()) {
       if (c->output_error) {
         OutputErrorToProto(*c->output_error, c->calibration, c->tokens,
@@ -108,7 +131,9 @@ bool ShardWriter::Next(v1::QuantizeResponse* response) {
   chunk->set_tensor(output_.name);
   static constexpr v1::ShardChunk::Part kWireParts[] = {
       v1::ShardChunk::PART_CODES, v1::ShardChunk::PART_SCALES,
-      v1::ShardChunk::PART_ZERO_POINTS, v1::ShardChunk::PART_FAKE_QUANT,
+      v1::ShardChunk::PART_ZERO_POINTS, v1::ShardChunk::PART_BLOCK_SCALES,
+      v1::ShardChunk::PART_SECOND_SCALES, v1::ShardChunk::PART_CODEBOOKS,
+      v1::ShardChunk::PART_ZERO_POINTS_F32, v1::ShardChunk::PART_FAKE_QUANT,
       v1::ShardChunk::PART_CHANNEL_SCALES};
   chunk->set_part(kWireParts[part_]);
   chunk->set_offset(static_cast<uint64_t>(offset_));

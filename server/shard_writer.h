@@ -1,6 +1,8 @@
 // Turns one finished tensor into its response messages, one at a time, so a
 // reactor builds each message just before writing it: ShardChunks for codes,
-// scales, zero points and fake-quant values (each part in order, at most
+// scales, zero points, the float / codebook / HQQ parts (block scales,
+// second scales, codebooks, f32 zero points) and fake-quant values, then
+// channel scales (each part in order, at most
 // max_chunk_bytes of data per message), then the TensorResult.
 //
 //   ShardWriter writer(std::move(output), queue_seconds, 1 << 20);
@@ -28,7 +30,18 @@ class ShardWriter {
   const TensorOutput& output() const { return output_; }
 
  private:
-  enum Part { kCodes, kScales, kZeroPoints, kFakeQuant, kChannelScales, kResult };
+  enum Part {
+    kCodes,
+    kScales,
+    kZeroPoints,
+    kBlockScales,
+    kSecondScales,
+    kCodebooks,
+    kZeroPointsF32,
+    kFakeQuant,
+    kChannelScales,
+    kResult
+  };
   // Bytes of `part` to send (empty when it is not sent).
   const char* PartData(Part part, int64_t* size) const;
   void SkipEmptyParts();

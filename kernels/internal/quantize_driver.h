@@ -34,6 +34,15 @@ inline GroupParams SymParams(float amax, int bits) {
   return {scale, 1.0f / scale, 0};
 }
 
+// Full range (compressed-tensors): scale = amax / ((2^b - 1) / 2), 0 raised
+// to FLT_EPSILON; `inv` holds the scale itself, the divisor of the codes.
+inline GroupParams FullRangeParams(float amax, int bits) {
+  const float half_range = static_cast<float>((1 << bits) - 1) / 2.0f;
+  float scale = amax / half_range;
+  if (scale == 0.0f) scale = FLT_EPSILON;
+  return {scale, scale, 0};
+}
+
 inline GroupParams AsymParams(float min_x, float max_x, int bits) {
   const int qmax = (1 << bits) - 1;
   const float lo = std::min(min_x, 0.0f);
@@ -50,8 +59,9 @@ inline GroupParams AsymParams(float min_x, float max_x, int bits) {
 //   static bool AbsMax(const float* x, int64_t n, float* amax);
 //   static bool MinMax(const float* x, int64_t n, float* lo, float* hi);
 //       both return false if x holds a non-finite value
-//   static void CodesSym(const float* x, int64_t n, float inv, int bits,
-//                        uint8_t* codes);
+//   template <bool kDivide> static void CodesSym(const float* x, int64_t n,
+//                        float inv, int bits, uint8_t* codes);
+//       kDivide: codes of x / inv (full range) instead of x * inv
 //   static void CodesAsym(const float* x, int64_t n, float inv, int zp,
 //                         int bits, uint8_t* codes);
 //       one byte per code, already masked to `bits`
@@ -62,6 +72,7 @@ int64_t QuantizeIntDriver(const float* src, QuantizedTensor& dst) {
   const Layout& layout = dst.layout;
   const int bits = layout.bits;
   const bool symmetric = layout.scheme.symmetric;
+  const bool full_range = layout.scheme.full_range;
   const int64_t group_size = layout.group_size;
   const int64_t num_groups = layout.num_groups;
   uint8_t* out = dst.codes.data();
@@ -81,7 +92,7 @@ int64_t QuantizeIntDriver(const float* src, QuantizedTensor& dst) {
       if (!Ops::AbsMax(x, group_size, &amax)) {
         return g * group_size + FirstNonFinite(x, group_size);
       }
-      params = SymParams(amax, bits);
+      params = full_range ? FullRangeParams(amax, bits) : SymParams(amax, bits);
     } else {
       float lo = 0, hi = 0;
       if (!Ops::MinMax(x, group_size, &lo, &hi)) {
@@ -94,7 +105,9 @@ int64_t QuantizeIntDriver(const float* src, QuantizedTensor& dst) {
 
     if (bits == 8) {
       uint8_t* codes = out + g * group_size;
-      if (symmetric) {
+      if (full_range) {
+        Ops::template CodesSym<true>(x, group_size, params.inv, bits, codes);
+      } else if (symmetric) {
         Ops::CodesSym(x, group_size, params.inv, bits, codes);
       } else {
         Ops::CodesAsym(x, group_size, params.inv, params.zero_point, bits,
@@ -104,7 +117,10 @@ int64_t QuantizeIntDriver(const float* src, QuantizedTensor& dst) {
     }
     for (int64_t done = 0; done < group_size;) {
       const int64_t m = std::min(group_size - done, kStage - pending);
-      if (symmetric) {
+      if (full_range) {
+        Ops::template CodesSym<true>(x + done, m, params.inv, bits,
+                                     stage + pending);
+      } else if (symmetric) {
         Ops::CodesSym(x + done, m, params.inv, bits, stage + pending);
       } else {
         Ops::CodesAsym(x + done, m, params.inv, params.zero_point, bits,

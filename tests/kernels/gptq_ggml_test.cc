@@ -1,5 +1,6 @@
 #include "kernels/gptq_ggml.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -156,10 +157,13 @@ Problem* GptqGgmlTest::random_ = nullptr;
 
 TEST_F(GptqGgmlTest, DecodesBitForBitToTheValuesTheLoopUsedWithStaticScales) {
   for (const GgmlFormatTraits& format : GgmlFormatTable()) {
-    for (bool act_order : {false, true}) {
-      SCOPED_TRACE(testing::Message() << format.name << " act_order "
-                                      << act_order << " (seed 7)");
-      const Problem& p = *correlated_;
+    for (int variant = 0; variant < 3; ++variant) {
+      const bool act_order = variant == 1;
+      const Problem& p = variant == 2 ? *random_ : *correlated_;
+      SCOPED_TRACE(testing::Message()
+                   << format.name << " act_order " << act_order
+                   << (variant == 2 ? " random (seed 11)"
+                                    : " correlated (seed 7)"));
       GptqGgmlOptions options;
       options.act_order = act_order;
       options.return_w_hat = true;
@@ -289,6 +293,26 @@ TEST_F(GptqGgmlTest, DeterministicAndLazyBatchesDoNotChangeTheAlgorithm) {
     // Batching only reorders float sums: a few codes may flip, the error
     // stays the same to within a small fraction.
     EXPECT_NEAR(c.output_error, a.output_error, 0.02 * a.output_error);
+  }
+}
+
+// Zero rows and zero blocks have a zero scale: their elements take the
+// code of level 0 (or nearest it), and the bytes still decode exactly.
+TEST_F(GptqGgmlTest, ZeroRowsAndBlocksDecodeExactly) {
+  Problem p = *correlated_;
+  std::fill(p.w.begin(), p.w.begin() + p.cols, 0.0f);              // row 0
+  std::fill(p.w.begin() + p.cols, p.w.begin() + p.cols + 256, 0.0f);  // row 1
+  for (const GgmlFormatTraits& format : GgmlFormatTable()) {
+    SCOPED_TRACE(format.name);
+    GptqGgmlOptions options;
+    options.return_w_hat = true;
+    const GptqGgmlResult r = RunGptq(format, p, options);
+    const std::vector<float> decoded = Decode(format, r.bytes, p.rows, p.cols);
+    ASSERT_EQ(std::memcmp(decoded.data(), r.w_hat.data(),
+                          decoded.size() * sizeof(float)),
+              0);
+    for (int64_t c = 0; c < p.cols; ++c) ASSERT_EQ(decoded[c], 0.0f) << c;
+    EXPECT_LT(r.output_error, r.rtn_output_error);
   }
 }
 

@@ -99,9 +99,120 @@ TEST(QuantizeTest, EveryFastPathMatchesReferenceBitExact) {
   EXPECT_GT(cases, 500);
 }
 
+// int<b>_full (compressed-tensors' full-range convention, an f32 division
+// per code): every vector path equals the reference byte for byte.
+TEST(QuantizeTest, FullRangeFastPathsMatchReferenceBitExact) {
+  const uint32_t seed = 20261123;
+  int cases = 0;
+  for (const IsaPath& path : kPaths) {
+    if (!CpuHas(path.isa)) continue;
+    for (int bits = 2; bits <= 8; ++bits) {
+      for (const auto& shape : kShapes) {
+        const int64_t row_length = shape.empty() ? 1 : shape.back();
+        for (Scheme scheme : SchemesFor(bits, true, row_length)) {
+          scheme.full_range = true;
+          SCOPED_TRACE(absl::StrCat(path.name, " ", SchemeToString(scheme),
+                                    " shape [", absl::StrJoin(shape, ","),
+                                    "] seed ", seed));
+          auto layout = MakeLayout(scheme, shape);
+          ASSERT_TRUE(layout.ok()) << layout.status();
+          const auto n = static_cast<size_t>(layout->num_elements);
+          const float spread = (bits + cases) % 3 == 0 ? 1e-3f : 2.0f;
+          std::vector<float> x =
+              RandomValues(n, seed + static_cast<uint32_t>(cases), spread);
+          if (cases % 5 == 0) std::fill(x.begin(), x.begin() + (n + 1) / 2, 0.0f);
+          QuantizedTensor want = AllocateQuantized(*layout);
+          QuantizedTensor got = AllocateQuantized(*layout);
+          ASSERT_TRUE(QuantizeReference(x.data(), want).ok());
+          ASSERT_EQ(path.fn(x.data(), got), -1);
+          ExpectSameQuantized(want, got);
+          ++cases;
+        }
+      }
+    }
+  }
+  EXPECT_GT(cases, 100);
+}
+
+// The formula by hand: int4 full range, amax 7.5 -> scale 1 exactly; codes
+// round half to even and clamp to [-8, 7]; an all-zero group gets
+// FLT_EPSILON (not FLT_MIN like the default convention).
+TEST(QuantizeTest, KnownCodesInt4FullRange) {
+  Scheme scheme = *ParseScheme("int4_full_g8");
+  ASSERT_TRUE(scheme.full_range);
+  auto layout = MakeLayout(scheme, {2, 8});
+  ASSERT_TRUE(layout.ok());
+  const std::vector<float> x = {7.5f, -7.5f, 0.5f, 1.5f, 2.5f, -0.5f, 3.4f, -6.6f,
+                                0, 0, 0, 0, 0, 0, 0, 0};
+  QuantizedTensor q = AllocateQuantized(*layout);
+  ASSERT_TRUE(Quantize(x.data(), q).ok());
+  EXPECT_EQ(q.scales[0], 1.0f);
+  EXPECT_EQ(q.scales[1], FLT_EPSILON);
+  std::vector<uint8_t> codes(16);
+  UnpackCodes(q.codes.data(), 16, 4, codes.data());
+  const std::vector<int> want = {7, -8, 0, 2, 2, 0, 3, -7};
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(codes[i], static_cast<uint8_t>(want[i] & 15)) << i;
+  }
+  // int8: amax / 127.5, so the largest value codes to 127 (not -128).
+  auto l8 = MakeLayout(*ParseScheme("int8_full"), {1, 4});
+  ASSERT_TRUE(l8.ok());
+  const std::vector<float> y = {255.0f, -255.0f, 1.0f, 0.0f};
+  QuantizedTensor q8 = AllocateQuantized(*l8);
+  ASSERT_TRUE(Quantize(y.data(), q8).ok());
+  EXPECT_EQ(q8.scales[0], 2.0f);
+  EXPECT_EQ(q8.codes[0], 127);
+  EXPECT_EQ(q8.codes[1], static_cast<uint8_t>(-128));
+  EXPECT_EQ(q8.codes[2], 0);  // 0.5 rounds to even
+}
+
+// QAT import: given scales and zero points, codes clamp(round(x / scale)
+// + zero_point); bad inputs are InvalidArgument naming the group.
+TEST(QuantizeTest, QuantizeWithScalesKnownCodesAndErrors) {
+  auto layout = MakeLayout(*ParseScheme("int4_asym_g4"), {1, 8});
+  ASSERT_TRUE(layout.ok());
+  const std::vector<float> x = {0.5f, 1.5f, -0.25f, 100.0f, 0.1f, -100.0f, 0.3f, 0.0f};
+  const std::vector<float> scales = {0.5f, 0.1f};
+  const std::vector<uint8_t> zps = {2, 15};
+  QuantizedTensor q = AllocateQuantized(*layout);
+  ASSERT_TRUE(QuantizeWithScales(x.data(), scales, zps, q).ok());
+  std::vector<uint8_t> codes(8);
+  UnpackCodes(q.codes.data(), 8, 4, codes.data());
+  // 0.5/0.5=1 -> 3; 1.5/0.5=3 -> 5; -0.5 -> round to -0 -> 2; 200 -> 15;
+  // 1 -> 16 -> 15; -1000 -> 0; 3 -> 15 (clamped); 0 -> 15.
+  EXPECT_EQ(codes, (std::vector<uint8_t>{3, 5, 2, 15, 15, 0, 15, 15}));
+  EXPECT_EQ(q.scales, scales);
+  EXPECT_EQ(q.zero_points, zps);
+  // A tiny scale cannot overflow the conversion: clamped in f32 first.
+  auto sym = MakeLayout(*ParseScheme("int8_tensor"), {2});
+  QuantizedTensor t = AllocateQuantized(*sym);
+  const std::vector<float> big = {3e38f, -3e38f};
+  ASSERT_TRUE(QuantizeWithScales(big.data(), {1e-30f}, {}, t).ok());
+  EXPECT_EQ(t.codes, (std::vector<uint8_t>{127, 128}));
+  for (const auto& [s, z] :
+       std::vector<std::pair<std::vector<float>, std::vector<uint8_t>>>{
+           {{0.5f}, {2, 15}},
+           {{0.5f, 0.0f}, {2, 15}},
+           {{0.5f, std::nanf("")}, {2, 15}},
+           {{0.5f, -1.0f}, {2, 15}},
+           {{0.5f, 0.1f}, {2}},
+           {{0.5f, 0.1f}, {2, 16}}}) {
+    QuantizedTensor bad = AllocateQuantized(*layout);
+    EXPECT_EQ(QuantizeWithScales(x.data(), s, z, bad).code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+  std::vector<float> nan_x = x;
+  nan_x[6] = std::nanf("");
+  QuantizedTensor bad = AllocateQuantized(*layout);
+  absl::Status st = QuantizeWithScales(nan_x.data(), scales, zps, bad);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("6"), std::string::npos) << st;
+}
+
 TEST(QuantizeTest, DispatchedQuantizeMatchesReference) {
   for (const char* text : {"int8", "int4_g128", "int4_asym_g128", "int3_asym_g64",
-                           "int2_tensor", "int5_asym_channel"}) {
+                           "int2_tensor", "int5_asym_channel", "int4_full_g128",
+                           "int8_full"}) {
     SCOPED_TRACE(text);
     auto scheme = ParseScheme(text);
     ASSERT_TRUE(scheme.ok());

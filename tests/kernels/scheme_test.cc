@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "kernels/ggml_formats.h"
@@ -137,16 +138,196 @@ TEST(ParseSchemeTest, InvalidMethodSuffixes) {
         "int4+gptq(block=0)", "int4+gptq(act_order,act_order)",
         "int4+gptq(act_order=1)", "int4+awq(grid=0)", "int4+awq(alpha=0.5)",
         "int4+smoothquant(alpha=1.5)", "int4+smoothquant(alpha=-0.1)",
-        "int4+gptq+awq", "q4_0+gptq", "Q4_K+awq", "int4_g128+gptq(act_order"}) {
+        "int4+gptq+awq", "q4_0+awq", "Q4_K+smoothquant",
+        "Q4_K+gptq(static_groups)", "int4_g128+gptq(act_order"}) {
     SCOPED_TRACE(text);
     auto s = ParseScheme(text);
     EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
   }
-  EXPECT_NE(ParseScheme("q4_0+gptq").status().message().find("Q4_0"),
+  EXPECT_NE(ParseScheme("q4_0+awq").status().message().find("Q4_0"),
             std::string::npos);
+  // GPTQ is the one method a ggml block format takes, without static_groups.
+  absl::StatusOr<Scheme> gptq = ParseScheme("q4_k+gptq(act_order,damp=0.05)");
+  ASSERT_TRUE(gptq.ok()) << gptq.status();
+  EXPECT_EQ(gptq->format, "Q4_K");
+  EXPECT_EQ(gptq->method.method, Method::kGptq);
+  EXPECT_EQ(SchemeToString(*gptq), "Q4_K+gptq(act_order,damp=0.05)");
+  EXPECT_EQ(*ParseScheme(SchemeToString(*gptq)), *gptq);
+  absl::StatusOr<Layout> layout = MakeLayout(*gptq, {4, 256});
+  ASSERT_TRUE(layout.ok()) << layout.status();
+  EXPECT_EQ(layout->scheme.method, gptq->method);
   Scheme block = *ParseScheme("Q4_0");
-  block.method.method = Method::kGptq;
+  block.method.method = Method::kAwq;
   EXPECT_EQ(MakeLayout(block, {4, 32}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  block.method.method = Method::kGptq;
+  block.method.static_groups = true;
+  EXPECT_EQ(MakeLayout(block, {4, 32}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// The float, codebook and HQQ formats and int<b>_full: text in any case,
+// canonical lower-case text out, resolved defaults, round trip.
+TEST(ParseSchemeTest, FloatCodebookHqqAndFullRangeTexts) {
+  struct Case {
+    const char* text;
+    const char* canonical;
+    LayoutKind kind;
+    Granularity granularity;
+    int64_t group_size;
+    bool double_quant;
+  };
+  using G = Granularity;
+  using K = LayoutKind;
+  const Case cases[] = {
+      {"fp8_e4m3", "fp8_e4m3_tensor", K::kFloat, G::kPerTensor, 0, false},
+      {"FP8_E4M3_channel", "fp8_e4m3_channel", K::kFloat, G::kPerChannel, 0, false},
+      {"fp8_e4m3_block", "fp8_e4m3_g128", K::kFloat, G::kPerGroup, 128, false},
+      {"fp8_e5m2_g64", "fp8_e5m2_g64", K::kFloat, G::kPerGroup, 64, false},
+      {"fp8_e5m2_tensor", "fp8_e5m2_tensor", K::kFloat, G::kPerTensor, 0, false},
+      {"fp4_e2m1", "fp4_e2m1_g32", K::kFloat, G::kPerGroup, 32, false},
+      {"fp4_e2m1_block", "fp4_e2m1_g32", K::kFloat, G::kPerGroup, 32, false},
+      {"Fp4_E2m1_Channel", "fp4_e2m1_channel", K::kFloat, G::kPerChannel, 0, false},
+      {"nf4", "nf4_g64", K::kFloat, G::kPerGroup, 64, false},
+      {"NF4_dq", "nf4_g64_dq", K::kFloat, G::kPerGroup, 64, true},
+      {"nf4_dq_g128", "nf4_g128_dq", K::kFloat, G::kPerGroup, 128, true},
+      {"ocp_mxfp8", "ocp_mxfp8", K::kFloat, G::kPerGroup, 32, false},
+      {"OCP_MXFP4", "ocp_mxfp4", K::kFloat, G::kPerGroup, 32, false},
+      {"modelopt_nvfp4", "modelopt_nvfp4", K::kFloat, G::kPerGroup, 16, false},
+      {"kmeans4", "kmeans4_channel", K::kCodebook, G::kPerChannel, 0, false},
+      {"KMEANS1_tensor", "kmeans1_tensor", K::kCodebook, G::kPerTensor, 0, false},
+      {"kmeans8_g128", "kmeans8_g128", K::kCodebook, G::kPerGroup, 128, false},
+      {"pot2", "pot2_channel", K::kCodebook, G::kPerChannel, 0, false},
+      {"pot8_g32", "pot8_g32", K::kCodebook, G::kPerGroup, 32, false},
+      {"hqq4", "hqq4_g64", K::kHqq, G::kPerGroup, 64, false},
+      {"HQQ1_channel", "hqq1_channel", K::kHqq, G::kPerChannel, 0, false},
+      {"hqq8_g128", "hqq8_g128", K::kHqq, G::kPerGroup, 128, false},
+      {"int4_full_g128", "int4_full_g128", K::kInt, G::kPerGroup, 128, false},
+      {"int8_full", "int8_full_channel", K::kInt, G::kPerChannel, 0, false},
+      {"int3_tensor_full", "int3_full_tensor", K::kInt, G::kPerTensor, 0, false},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.text);
+    absl::StatusOr<Scheme> s = ParseScheme(c.text);
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(LayoutKindOf(*s), c.kind);
+    EXPECT_EQ(s->granularity, c.granularity);
+    EXPECT_EQ(s->group_size, c.group_size);
+    EXPECT_EQ(s->double_quant, c.double_quant);
+    EXPECT_EQ(s->full_range, absl::StrContains(c.text, "full"));
+    EXPECT_TRUE(s->symmetric);
+    EXPECT_EQ(SchemeToString(*s), c.canonical);
+    absl::StatusOr<Scheme> again = ParseScheme(SchemeToString(*s));
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(*again, *s);
+    EXPECT_EQ(GgmlFormatOf(*s), nullptr);
+  }
+  // ggml's own MXFP4 stays the ggml block format.
+  EXPECT_EQ(LayoutKindOf(*ParseScheme("mxfp4")), LayoutKind::kGgmlBlock);
+  EXPECT_EQ(ParseScheme("MXFP4")->format, "MXFP4");
+}
+
+TEST(ParseSchemeTest, FloatCodebookHqqRefusals) {
+  for (const char* text :
+       {"fp8_e4m3_sym", "fp8_e4m3_asym", "nf4_channel", "nf4_tensor",
+        "fp8_e4m3_dq", "nf4_dq_dq", "ocp_mxfp4_g32", "ocp_mxfp8_block",
+        "modelopt_nvfp4_tensor", "kmeans0", "kmeans9", "kmeans16", "pot1",
+        "pot9", "hqq0", "hqq9", "hqq4_tensor", "hqq4_asym", "kmeans4_block",
+        "kmeans4_g0", "fp4_e2m1_g-2", "fp8_e4m3_channel_g32", "nf4+gptq",
+        "kmeans4+awq", "hqq4+smoothquant", "fp8_e4m3+rtn(x)", "int4_full_asym",
+        "int4_full+gptq", "int8_full_g32+awq", "fp8"}) {
+    SCOPED_TRACE(text);
+    absl::StatusOr<Scheme> s = ParseScheme(text);
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument)
+        << (s.ok() ? SchemeToString(*s) : "");
+  }
+  // "+rtn" is the default and allowed.
+  EXPECT_TRUE(ParseScheme("nf4+rtn").ok());
+  EXPECT_NE(ParseScheme("nf4+gptq").status().message().find("nf4"),
+            std::string::npos);
+}
+
+TEST(MakeLayoutTest, FloatCodebookHqqLayouts) {
+  struct Case {
+    const char* scheme;
+    std::vector<int64_t> shape;
+    int bits;
+    int64_t group_size, num_groups, packed_bytes, block_scales, second_scales,
+        codebooks;
+    bool float_zero_points;
+    double bits_per_weight;
+  };
+  const double n = 4.0 * 512;
+  const Case cases[] = {
+      {"fp8_e4m3", {4, 512}, 8, 2048, 1, 2048, 0, 0, 0, false, 8 + 32 / n},
+      {"fp8_e5m2_channel", {4, 512}, 8, 512, 4, 2048, 0, 0, 0, false,
+       8 + 128 / n},
+      {"fp4_e2m1", {4, 512}, 4, 32, 64, 1024, 0, 0, 0, false, 5},
+      {"nf4", {4, 512}, 4, 64, 32, 1024, 0, 0, 0, false, 4.5},
+      {"nf4_g32_dq", {4, 512}, 4, 32, 0, 1024, 64, 1, 0, false,
+       4 + (64 * 8 + 32 + 32) / n},
+      {"ocp_mxfp8", {4, 512}, 8, 32, 0, 2048, 64, 0, 0, false, 8.25},
+      {"ocp_mxfp4", {4, 512}, 4, 32, 0, 1024, 64, 0, 0, false, 4.25},
+      {"modelopt_nvfp4", {4, 512}, 4, 16, 0, 1024, 128, 0, 0, false,
+       4.5 + 32 / n},
+      {"kmeans3", {4, 512}, 3, 512, 0, 768, 0, 0, 4, false, 3 + 4 * 8 * 32 / n},
+      {"pot4_g128", {4, 512}, 4, 128, 16, 1024, 0, 0, 16, false, 4.25},
+      {"hqq4", {4, 512}, 4, 64, 32, 1024, 0, 0, 0, true, 5},
+      {"hqq3_channel", {4, 512}, 3, 512, 4, 768, 0, 0, 0, true, 3.125},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.scheme);
+    absl::StatusOr<Layout> l = MakeLayout(*ParseScheme(c.scheme), c.shape);
+    ASSERT_TRUE(l.ok()) << l.status();
+    EXPECT_EQ(l->bits, c.bits);
+    EXPECT_EQ(l->group_size, c.group_size);
+    EXPECT_EQ(l->num_groups, c.num_groups);
+    EXPECT_EQ(l->packed_bytes, c.packed_bytes);
+    EXPECT_EQ(l->num_block_scales, c.block_scales);
+    EXPECT_EQ(l->num_second_scales, c.second_scales);
+    EXPECT_EQ(l->num_codebooks, c.codebooks);
+    EXPECT_EQ(l->float_zero_points, c.float_zero_points);
+    EXPECT_DOUBLE_EQ(l->BitsPerWeight(), c.bits_per_weight);
+    EXPECT_FALSE(l->IsBlockFormat());
+  }
+}
+
+TEST(MakeLayoutTest, FloatCodebookHqqShapeErrorsNameTheShape) {
+  struct Case {
+    const char* scheme;
+    std::vector<int64_t> shape;
+  };
+  for (const Case& c : {Case{"fp4_e2m1_channel", {2, 33}}, Case{"nf4", {2, 96}},
+                        Case{"ocp_mxfp8", {2, 48}}, Case{"modelopt_nvfp4", {3, 24}},
+                        Case{"fp8_e4m3_block", {2, 192}},
+                        Case{"kmeans4_g64", {2, 96}}, Case{"hqq4", {2, 96}}}) {
+    SCOPED_TRACE(c.scheme);
+    absl::StatusOr<Layout> l = MakeLayout(*ParseScheme(c.scheme), c.shape);
+    ASSERT_EQ(l.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(l.status().message().find(absl::StrCat(c.shape.back())),
+              std::string::npos)
+        << l.status();
+  }
+  // Fields a family does not take.
+  Scheme asym = *ParseScheme("nf4");
+  asym.symmetric = false;
+  EXPECT_EQ(MakeLayout(asym, {2, 64}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  Scheme dq = *ParseScheme("fp4_e2m1");
+  dq.double_quant = true;
+  EXPECT_EQ(MakeLayout(dq, {2, 64}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  Scheme full_asym = *ParseScheme("int4_asym");
+  full_asym.full_range = true;
+  EXPECT_EQ(MakeLayout(full_asym, {2, 64}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  Scheme full_gptq = *ParseScheme("int4_full+rtn");
+  full_gptq.method.method = Method::kGptq;
+  EXPECT_EQ(MakeLayout(full_gptq, {2, 64}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  Scheme q4 = *ParseScheme("Q4_0");
+  q4.full_range = true;
+  EXPECT_EQ(MakeLayout(q4, {2, 64}).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 

@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "gtest/gtest.h"
+#include "kernels/calibration.h"
 #include "kernels/quantize.h"
 #include "kernels/scheme.h"
 
@@ -167,9 +168,10 @@ TEST(W8A8CheckTest, MetricsMatchAnIndependentComputation) {
           lo = std::min(lo, v);
           hi = std::max(hi, v);
         }
-        act.asymmetric = true;
-        act.scale = (hi - lo) / 255.0f;
-        act.zero_point = static_cast<int32_t>(std::nearbyint(-lo / act.scale));
+        act = W8A8Activations::FromRange(Int8Range(lo, hi, false), false);
+        ASSERT_TRUE(act.asymmetric);
+        ASSERT_GT(act.zero_point, 0);
+        ASSERT_EQ(act.scale, Int8Range(lo, hi, false).scale);
       } else {
         act.scale = 0.8f * AbsMax(l.x) / 127.0f;  // clips the largest
       }

@@ -13,12 +13,13 @@ or from a shell:
 
     python -m quantd.compressed_tensors --server localhost:50051 \\
         --model models/MiniLM --preset W4A16 --out out/ [--group-size 128] \\
-        [--ignore REGEX]
+        [--ignore REGEX] [--calibration activations.npz]
 
 The input is a model directory: config.json and model.safetensors (or
 model.safetensors.index.json with its shards). Every Linear weight (a 2-D
 floating-point "<module>.weight" that is not an embedding, a norm, or
-matched by an ignore pattern) is quantized on the server; everything else
+matched by an ignore pattern; a layer stored transposed, as GPT-2's Conv1D,
+needs an ignore pattern) is quantized on the server; everything else
 (biases, norms, embeddings, buffers such as position_ids) is copied into
 the output byte for byte, in its own dtype. The output directory gets
 model.safetensors and config.json (the input's, plus `quantization_config`),
@@ -58,6 +59,8 @@ module name such as "model.layers.0.mlp.up_proj", W its weight [out, in]):
     bits (at most a few units in the last place).
   mxfp4-pack-quantized (MXFP4A16, MXFP4): M.weight_packed uint8 [out, in/2],
     M.weight_scale uint8 [out, in/32] (E8M0: 2^(byte - 127)).
+  mxfp8-quantized (MXFP8A16, MXFP8): M.weight float8_e4m3fn [out, in],
+    M.weight_scale uint8 [out, in/32] (E8M0).
 
 Symmetric int presets use compressed-tensors' full-range convention
 (quantd's "int<b>_full": scale = amax / ((2^b - 1) / 2), codes clamped to
@@ -95,7 +98,7 @@ __all__ = ["PRESETS", "Preset", "TensorReport", "write_compressed_tensors",
            "SafetensorsReader", "SafetensorsWriter", "main"]
 
 # The compressed-tensors release whose layout and config this writer follows.
-COMPRESSED_TENSORS_VERSION = "0.12.2"
+COMPRESSED_TENSORS_VERSION = "0.18.0"
 
 # --- presets -------------------------------------------------------------------
 
@@ -142,6 +145,8 @@ class Preset:
             return "modelopt_nvfp4"
         if self.format == "mxfp4-pack-quantized":
             return "ocp_mxfp4"
+        if self.format == "mxfp8-quantized":
+            return "ocp_mxfp8"
         raise ValueError(f"preset {self.name}: no quantd scheme")
 
 
@@ -169,6 +174,8 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in (
     Preset("MXFP4A16", "mxfp4-pack-quantized", "float", 4, "group", 32, True),
     Preset("MXFP4", "mxfp4-pack-quantized", "float", 4, "group", 32, True,
            "mxfp4"),
+    Preset("MXFP8A16", "mxfp8-quantized", "float", 8, "group", 32, True),
+    Preset("MXFP8", "mxfp8-quantized", "float", 8, "group", 32, True, "mxfp8"),
 )}
 
 
@@ -194,7 +201,8 @@ def _args(num_bits, type_, strategy, group_size, symmetric, dynamic,
 
 def _weight_args(p: Preset) -> Dict[str, Any]:
     scale_dtype = {"nvfp4-pack-quantized": "torch.float8_e4m3fn",
-                   "mxfp4-pack-quantized": "torch.uint8"}.get(p.format)
+                   "mxfp4-pack-quantized": "torch.uint8",
+                   "mxfp8-quantized": "torch.uint8"}.get(p.format)
     return _args(p.num_bits, p.weight_type, p.strategy, p.group_size,
                  p.symmetric, False, "memoryless_minmax", scale_dtype,
                  "torch.int8" if p.weight_type == "int" else None)
@@ -212,8 +220,9 @@ def _input_args(p: Preset, static: bool) -> Optional[Dict[str, Any]]:
     if kind == "nvfp4":
         return _args(4, "float", "tensor_group", 16, True, "local",
                      "static_minmax", "torch.float8_e4m3fn")
-    if kind == "mxfp4":
-        return _args(4, "float", "group", 32, True, True, None, "torch.uint8")
+    if kind in ("mxfp4", "mxfp8"):
+        return _args(4 if kind == "mxfp4" else 8, "float", "group", 32, True,
+                     True, None, "torch.uint8")
     raise ValueError(f"activations {kind!r}")
 
 
@@ -524,6 +533,11 @@ def _stored_tensors(preset: Preset, module: str, q, weight) -> List[Tuple[str, s
                     np.asarray(q.codes, np.uint8)))
         out.append((f"{module}.weight_scale", "F32", scale_shape,
                     q.scales.astype("<f4").reshape(scale_shape)))
+    elif preset.format == "mxfp8-quantized":
+        out.append((f"{module}.weight", "F8_E4M3", (rows, cols),
+                    np.asarray(q.codes, np.uint8)))
+        out.append((f"{module}.weight_scale", "U8", (rows, cols // 32),
+                    np.asarray(q.block_scales, np.uint8)))
     elif preset.format in ("nvfp4-pack-quantized", "mxfp4-pack-quantized"):
         if layout.high_nibble_first:
             raise ValueError(f"tensor {q.name}: unexpected nibble order")
@@ -565,7 +579,7 @@ def write_compressed_tensors(
     Args:
       preset: a PRESETS name ("W4A16", "W4A16_ASYM", "W8A16", "W8A16_ASYM",
         "W8A8", "FP8", "FP8_DYNAMIC", "NVFP4A16", "NVFP4", "MXFP4A16",
-        "MXFP4") or a Preset.
+        "MXFP4", "MXFP8A16", "MXFP8") or a Preset.
       group_size: int presets only: replaces the preset's 128; 0 or -1 for
         one scale per output channel.
       ignore: regular expressions (re.search) on module names: matching
@@ -756,17 +770,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         metavar="REGEX",
                         help="keep matching Linear modules unquantized "
                              "(repeatable; default: lm_head)")
+    parser.add_argument("--calibration", default=None, metavar="NPZ",
+                        help="W8A8 / FP8 / NVFP4: an .npz of each Linear's input "
+                             "activations [tokens, in_features], keyed by module "
+                             "name, for static activation scales")
     parser.add_argument("--all", action="store_true",
                         help="also list the copied tensors")
     args = parser.parse_args(argv)
 
     import quantd
     start = time.monotonic()
+    calibration = None
+    if args.calibration:
+        with np.load(args.calibration) as npz:
+            calibration = {k: npz[k] for k in npz.files}
     with quantd.Client(args.server) as client:
         try:
             reports = write_compressed_tensors(
                 client, args.model, args.out, args.preset,
-                group_size=args.group_size,
+                group_size=args.group_size, calibration=calibration,
                 ignore=args.ignore if args.ignore is not None else DEFAULT_IGNORE)
         except (ValueError, quantd.QuantdError) as e:
             print(f"error: {e}", file=sys.stderr)

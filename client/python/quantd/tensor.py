@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Layout", "Metrics", "QuantizedTensor", "pack_codes", "unpack_codes",
            "decode_e4m3", "decode_e5m2", "decode_e2m1", "decode_e8m0",
-           "NF4_VALUES", "nf4_dynamic_map"]
+           "NF4_VALUES", "nf4_dynamic_map", "pot_codebooks"]
 
 _KIND = {0: "", 1: "int", 2: "ggml_block", 3: "float", 4: "codebook", 5: "hqq"}
 _ELEMENT = {0: "", 1: "e4m3", 2: "e5m2", 3: "e2m1", 4: "nf4"}
@@ -112,9 +112,10 @@ class Layout:
 
     @property
     def block_scales_shape(self) -> Tuple[int, ...]:
-        """(rows, row_length // block_scale_group_size) for MX and NVFP4,
-        (num_block_scales,) for NF4's double quantization (which numbers
-        the blocks in tensor order, like its second scales)."""
+        """(rows, row_length // block_scale_group_size): one byte per block
+        of a row (MX, NVFP4, NF4's double quantization, whose second scales
+        count the blocks in this row-major order); (num_block_scales,) if
+        the count does not fit that shape."""
         g = self.block_scale_group_size
         if g and self.num_block_scales == self.rows * (self.row_length // g) \
                 and self.row_length % g == 0:
@@ -324,6 +325,16 @@ def nf4_dynamic_map() -> np.ndarray:
     return np.array(sorted(values), dtype=np.float32)
 
 
+def pot_codebooks(scales: np.ndarray, bits: int) -> np.ndarray:
+    """The tables a power-of-two format's scales imply, [groups, 2^bits]:
+    entry (s << (bits-1)) | m is 0 for m = 0, else (s ? -1 : 1) * scale *
+    2^-(m-1), rounded to f32 (exact unless it falls below FLT_MIN)."""
+    m = np.arange(1 << (bits - 1))
+    level = np.where(m == 0, 0.0, np.ldexp(1.0, -(m - 1)))
+    table = np.concatenate([level, -level])
+    return (np.asarray(scales, np.float64).reshape(-1, 1) * table).astype(np.float32)
+
+
 def _nibbles(codes: np.ndarray, count: int, high_first: bool) -> np.ndarray:
     """Two 4-bit codes per byte: element 2i low and 2i+1 high, or the
     reverse (NF4)."""
@@ -428,8 +439,12 @@ class QuantizedTensor:
         if layout.kind == "float":
             return _dequantize_float(self)
         if layout.kind == "codebook":
-            q = self.unpack_codes().reshape(layout.num_codebooks, -1).astype(np.int64)
-            tables = self.codebooks.reshape(layout.num_codebooks, -1)
+            tables = self.codebooks
+            if tables is None and self.scales is not None:
+                tables = pot_codebooks(self.scales, layout.bits)  # pot<b>
+            groups = tables.shape[0]
+            q = self.unpack_codes().reshape(groups, -1).astype(np.int64)
+            tables = tables.reshape(groups, -1)
             return np.take_along_axis(tables, q, axis=1).astype(
                 np.float32).reshape(self.shape)
         if layout.kind == "hqq":

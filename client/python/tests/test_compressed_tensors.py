@@ -92,6 +92,13 @@ def decode_module(tensors, module, cfg):
         q = as_array(tensors[f"{module}.weight"]).view(
             ml_dtypes.float8_e4m3fn).astype(np.float32)
         return q * as_array(tensors[f"{module}.weight_scale"]).astype(np.float32)
+    if fmt == "mxfp8-quantized":
+        q = as_array(tensors[f"{module}.weight"]).view(
+            ml_dtypes.float8_e4m3fn).astype(np.float32)
+        s = as_array(tensors[f"{module}.weight_scale"]).view(
+            ml_dtypes.float8_e8m0fnu).astype(np.float32)
+        rows = q.shape[0]
+        return (q.reshape(rows, -1, 32) * s[:, :, None]).reshape(rows, -1)
     packed = as_array(tensors[f"{module}.weight_packed"])
     rows = packed.shape[0]
     nib = np.stack((packed & 15, packed >> 4), axis=-1).reshape(rows, -1)
@@ -149,6 +156,9 @@ CASES = {
     "FP8_DYNAMIC": (None, "fp8_e4m3"),
     "NVFP4A16": (None, "modelopt_nvfp4"),
     "MXFP4A16": (None, "ocp_mxfp4"),
+    "MXFP4": (None, "ocp_mxfp4"),
+    "MXFP8A16": (None, "ocp_mxfp8"),
+    "MXFP8": (None, "ocp_mxfp8"),
 }
 
 
@@ -170,6 +180,8 @@ def expected_bits(cfg, rows, cols):
         return n * 4 + (n // 16) * 8 + 32
     if fmt == "mxfp4-pack-quantized":
         return n * 4 + (n // 32) * 8
+    if fmt == "mxfp8-quantized":
+        return n * 8 + (n // 32) * 8
     raise AssertionError(fmt)
 
 
@@ -217,13 +229,18 @@ def test_preset_roundtrip(client, minilm, tmp_path, case):
     act = group["input_activations"]
     if preset.activations is None:
         assert act is None
+    elif preset.activations in ("mxfp4", "mxfp8"):  # dynamic, E8M0 per 32
+        assert act["dynamic"] is True and act["strategy"] == "group"
+        assert act["group_size"] == 32
+        assert act["num_bits"] == (4 if preset.activations == "mxfp4" else 8)
+        assert act["type"] == "float" and act["scale_dtype"] == "torch.uint8"
     else:  # no calibration: dynamic per token
         assert act["dynamic"] is True and act["strategy"] == "token"
         assert act["num_bits"] == 8
         assert act["type"] == ("int" if preset.activations == "int8" else "float")
     if preset.format == "nvfp4-pack-quantized":
         assert w["scale_dtype"] == "torch.float8_e4m3fn"
-    if preset.format == "mxfp4-pack-quantized":
+    if preset.format in ("mxfp4-pack-quantized", "mxfp8-quantized"):
         assert w["scale_dtype"] == "torch.uint8"
 
     linears = [k for k in src if k.endswith(".weight") and src[k][0] == "F32"
@@ -238,7 +255,7 @@ def test_preset_roundtrip(client, minilm, tmp_path, case):
     for name, entry in src.items():
         if name in linears:  # kept under its name by int/float-quantized only
             assert (name in dst) == (preset.format in (
-                "int-quantized", "float-quantized")), name
+                "int-quantized", "float-quantized", "mxfp8-quantized")), name
             continue
         assert dst[name] == entry, name
     total_bits = 0
@@ -289,59 +306,146 @@ def test_preset_roundtrip(client, minilm, tmp_path, case):
     assert size == 8 + header_bytes + copied + total_bits // 8
     elements = sum(math.prod(src[k][1]) for k in linears)
     nominal = {"int4": 4, "int8": 8, "fp8_e4m3": 8, "modelopt_nvfp4": 4,
-               "ocp_mxfp4": 4}[fmt]
+               "ocp_mxfp4": 4, "ocp_mxfp8": 8}[fmt]
     assert nominal < total_bits / elements < nominal + 0.6
+    # The safetensors package reads the file: same names, dtypes, shapes,
+    # and values.
+    safetensors = pytest.importorskip("safetensors")
+    with safetensors.safe_open(str(out / "model.safetensors"), "np") as f:
+        assert sorted(f.keys()) == sorted(dst)
+        assert f.metadata() == {"format": "pt"}
+        for k in f.keys():
+            dtype, shape, raw = dst[k]
+            sl = f.get_slice(k)
+            assert (sl.get_dtype(), tuple(sl.get_shape())) == (dtype, shape), k
+            if dtype != "F8_E4M3":
+                assert f.get_tensor(k).tobytes() == raw, k
     # The other files of the model come along (tokenizer...).
     assert (out / "tokenizer.json").read_bytes() == \
         (minilm / "tokenizer.json").read_bytes()
 
 
-def test_ignore_and_static_activations(client, minilm, tmp_path):
-    """W8A8 with calibration activations: input_scale = amax(X) / 127.5 per
-    Linear, static per-tensor args in the config; an ignored Linear is copied
-    and listed."""
+EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / \
+    "minilm_calibration.py"
+# The example's capture sets by the module that reads them.
+INPUT_OF = {"attention.self.query": "attn_in", "attention.self.key": "attn_in",
+            "attention.self.value": "attn_in",
+            "attention.output.dense": "attn_out_in",
+            "intermediate.dense": "ffn_in", "output.dense": "ffn_down_in"}
+
+
+@pytest.fixture(scope="module")
+def example():
+    pytest.importorskip("tokenizers")
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("minilm_calibration", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def minilm_activations(example, minilm):
+    """Each encoder Linear's input on 48 English sentences, by module name
+    (q, k and v share one array)."""
+    model = example.MiniLM(minilm)
+    capture = {}
+    model.embed(example.license_sentences(48), capture=capture)
+    sets = {k: np.concatenate(v).astype(np.float32) for k, v in capture.items()}
+    out = {}
+    for i in range(model.layers):
+        for key, inp in INPUT_OF.items():
+            out[f"encoder.layer.{i}.{key}"] = sets[f"layer{i}.{inp}"]
+    return out
+
+
+@pytest.mark.parametrize("preset_name,fmt", [
+    ("W8A8", "int8"), ("FP8", "fp8_e4m3"), ("NVFP4", "modelopt_nvfp4")])
+def test_static_activations_and_ignore(client, minilm, tmp_path, preset_name, fmt,
+                                       minilm_activations):
+    """Calibration activations (MiniLM's own, on English sentences) give
+    static per-tensor activation parameters from the range of X: W8A8
+    input_scale = amax / 127.5, FP8 amax / 448, NVFP4 input_global_scale =
+    2688 / amax (f32); the config's input_activations say static, per
+    tensor; an ignored Linear is copied and listed."""
     from quantd import compressed_tensors as ct
-    preset = ct.PRESETS["W8A8"]
-    why = supported(client, preset.quantd_scheme(), "int8")
+    preset = ct.PRESETS[preset_name]
+    why = supported(client, preset.quantd_scheme(), fmt)
     if why:
         pytest.skip(why)
     src, _ = read_safetensors(minilm / "model.safetensors")
-    rng = np.random.default_rng(7)
-    calibration, shared = {}, {}
-    for name, (dtype, shape, _) in src.items():
-        if not name.endswith(".weight") or len(shape) != 2 or "embeddings" in name:
-            continue
-        module = name[:-len(".weight")]
-        key = module.rsplit(".", 1)[0] if ".attention.self." in module else module
-        if key not in shared:  # q, k and v share their input
-            shared[key] = (rng.standard_normal((64, shape[1])) *
-                           rng.uniform(0.5, 4)).astype(np.float32)
-        calibration[module] = shared[key]
-    calibration.pop("pooler.dense")  # ignored: needs no activations
-    out = tmp_path / "w8a8"
+    calibration = minilm_activations
+    out = tmp_path / preset_name
     reports = ct.write_compressed_tensors(
-        client, minilm, out, "W8A8", calibration=calibration,
+        client, minilm, out, preset_name, calibration=calibration,
         ignore=[r"^pooler\."])
     dst, _ = read_safetensors(out / "model.safetensors")
     qc = json.loads((out / "config.json").read_text())["quantization_config"]
     assert qc["ignore"] == ["pooler.dense"]
     act = qc["config_groups"]["group_0"]["input_activations"]
-    assert act["dynamic"] is False and act["strategy"] == "tensor"
-    assert act["type"] == "int" and act["num_bits"] == 8 and act["symmetric"]
+    assert act["dynamic"] == ("local" if preset_name == "NVFP4" else False)
+    assert act["observer"] == "static_minmax"
+    assert act["strategy"] == ("tensor_group" if preset_name == "NVFP4" else "tensor")
+    assert act["type"] == ("int" if preset_name == "W8A8" else "float")
+    assert act["symmetric"] and act["num_bits"] == (4 if preset_name == "NVFP4" else 8)
     assert dst["pooler.dense.weight"] == src["pooler.dense.weight"]
-    assert "pooler.dense.weight_scale" not in dst
-    checked = 0
+    assert not [k for k in dst if k.startswith("pooler.dense.") and "_" in
+                k.rsplit(".", 1)[1]]
     for module, x in calibration.items():
-        scale = as_array(dst[f"{module}.input_scale"])
-        assert scale.shape == (1,) and dst[f"{module}.input_scale"][0] == "F32"
-        want = np.float32(np.max(np.abs(x))) / np.float32(127.5)
-        assert scale[0] == want, module
-        assert dst[f"{module}.weight"][0] == "I8"
-        assert as_array(dst[f"{module}.weight_scale"]).shape == (
-            src[f"{module}.weight"][1][0], 1)
-        checked += 1
-    assert checked == 36
+        amax = np.float32(np.max(np.abs(x)))
+        if preset_name == "NVFP4":
+            got = as_array(dst[f"{module}.input_global_scale"])
+            want = np.float32(2688.0) / amax
+        else:
+            got = as_array(dst[f"{module}.input_scale"])
+            want = amax / np.float32(127.5 if preset_name == "W8A8" else 448.0)
+        assert got.shape == (1,) and got.dtype == np.float32
+        assert got[0] == want, module
     assert [r.scheme for r in reports if r.name == "pooler.dense.weight"] == [""]
+    assert len([r for r in reports if r.scheme]) == 36
+
+
+@pytest.fixture(scope="module")
+def fp32_embeddings(example, minilm):
+    """16 held-out sentences (not among the calibration ones) and their FP32
+    embeddings."""
+    sentences = example.license_sentences(80)[-16:]
+    return sentences, example.MiniLM(minilm).embed(sentences)
+
+
+@pytest.mark.parametrize("preset_name,fmt,min_cosine", [
+    ("W8A16_ASYM", "int8", 0.999), ("W8A16", "int8", 0.999),
+    ("FP8_DYNAMIC", "fp8_e4m3", 0.995), ("W4A16_ASYM", "int4", 0.9),
+    ("W4A16", "int4", 0.9), ("NVFP4A16", "modelopt_nvfp4", 0.9),
+    ("MXFP4A16", "ocp_mxfp4", 0.9), ("MXFP8A16", "ocp_mxfp8", 0.995)])
+def test_checkpoint_is_a_working_encoder(client, minilm, tmp_path, example,
+                                         fp32_embeddings, preset_name, fmt,
+                                         min_cosine):
+    """The checkpoint decoded by the numpy decoder above runs as MiniLM (the
+    example's numpy BERT): held-out sentence embeddings stay close to
+    FP32's."""
+    from quantd import compressed_tensors as ct
+    preset = ct.PRESETS[preset_name]
+    why = supported(client, preset.quantd_scheme(), fmt)
+    if why:
+        pytest.skip(why)
+    out = tmp_path / preset_name
+    ct.write_compressed_tensors(client, minilm, out, preset_name)
+    dst, _ = read_safetensors(out / "model.safetensors")
+    qc = json.loads((out / "config.json").read_text())["quantization_config"]
+    quantized = example.MiniLM(minilm)
+    for name in list(quantized.weights):
+        module = name[:-len(".weight")]
+        if name.endswith(".weight") and f"{module}.weight_scale" in dst:
+            quantized.weights[name] = decode_module(dst, module, qc)
+        elif name in dst:
+            assert np.array_equal(quantized.weights[name], as_array(dst[name]))
+    sentences, a = fp32_embeddings
+    b = quantized.embed(sentences)
+    cosine = np.sum(a * b, axis=1)
+    print(f"{preset_name}: embedding cosine with FP32 mean {cosine.mean():.4f} "
+          f"min {cosine.min():.4f}")
+    assert cosine.min() >= min_cosine, (preset_name, cosine.min())
 
 
 def test_ignore_regex(client, minilm, tmp_path):
@@ -399,3 +503,130 @@ def test_unknown_preset_and_bad_group(client, minilm, tmp_path):
     with pytest.raises(ValueError, match="not a multiple of the group size 100"):
         ct.write_compressed_tensors(client, minilm, tmp_path, "W4A16_ASYM",
                                     group_size=100)
+
+
+def test_cli_table(server, minilm, tmp_path):
+    """python -m quantd.compressed_tensors prints one line per Linear (name,
+    shape, scheme, bits per weight, SQNR) and writes the checkpoint."""
+    import os
+    import subprocess
+    import sys
+    import quantd
+    package_dir = pathlib.Path(quantd.__file__).resolve().parents[1]
+    out = tmp_path / "cli"
+    env = dict(os.environ, PYTHONPATH=str(package_dir))
+    proc = subprocess.run(
+        [sys.executable, "-m", "quantd.compressed_tensors", "--server",
+         server.target, "--model", str(minilm), "--preset", "w8a16_asym",
+         "--out", str(out), "--group-size", "0", "--ignore", "^pooler"],
+        capture_output=True, text=True, env=env, timeout=300)
+    if proc.returncode and "full-range" in proc.stderr:
+        pytest.skip(proc.stderr.strip())
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    rows = [l.split() for l in lines if l.startswith("encoder.")]
+    assert len(rows) == 36
+    name, shape, scheme, bpw, sqnr = rows[0]
+    assert name == "encoder.layer.0.attention.output.dense.weight"
+    assert shape == "384x384" and scheme == "int8_asym_channel"
+    # 8 bits + an f32 scale and an 8-bit zero point (packed 4 per int32)
+    # per row of 384, + weight_shape.
+    assert float(bpw) == pytest.approx((384 * 384 * 8 + 384 * 32 + 96 * 32 + 128)
+                                       / (384 * 384), abs=1e-3)
+    assert 35 < float(sqnr) < 60
+    assert "36 Linear weights" in lines[-2]
+    assert (out / "model.safetensors").exists()
+    bad = subprocess.run(
+        [sys.executable, "-m", "quantd.compressed_tensors", "--server",
+         server.target, "--model", str(minilm), "--preset", "W4A16_ASYM",
+         "--out", str(tmp_path / "bad"), "--group-size", "100"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 1 and "group size 100" in bad.stderr
+
+
+def write_safetensors(path, tensors):
+    """A safetensors file from {name: (dtype, array)} (the test's own writer)."""
+    header, blobs, offset = {}, [], 0
+    for name, (dtype, arr) in tensors.items():
+        raw = np.ascontiguousarray(arr).tobytes()
+        header[name] = {"dtype": dtype, "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    text = json.dumps(header).encode()
+    pathlib.Path(path).write_bytes(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def test_sharded_bf16_model_with_lm_head(client, tmp_path):
+    """A sharded checkpoint (index.json) with bfloat16 Linear weights, an
+    embedding, a norm and an lm_head: the Linear layers are quantized from
+    their bf16 values, lm_head is ignored by default (copied, listed), the
+    embedding and norm are copied, and the decoded weights equal quantd's."""
+    from quantd import compressed_tensors as ct
+    why = supported(client, "int4_asym_g128", "int4")
+    if why:
+        pytest.skip(why)
+    rng = np.random.default_rng(11)
+
+    def bf16(shape):
+        return (rng.standard_normal(shape) * 0.02).astype(ml_dtypes.bfloat16)
+
+    model = tmp_path / "model"
+    model.mkdir()
+    shard1 = {"model.embed_tokens.weight": ("BF16", bf16((64, 256)).view(np.uint16)),
+              "model.layers.0.mlp.up_proj.weight": ("BF16", bf16((512, 256)).view(np.uint16)),
+              "model.layers.0.input_layernorm.weight": ("BF16", bf16((256,)).view(np.uint16))}
+    shard2 = {"model.layers.0.mlp.down_proj.weight": ("BF16", bf16((256, 512)).view(np.uint16)),
+              "lm_head.weight": ("BF16", bf16((64, 256)).view(np.uint16))}
+    write_safetensors(model / "model-00001-of-00002.safetensors", shard1)
+    write_safetensors(model / "model-00002-of-00002.safetensors", shard2)
+    weight_map = {k: "model-00001-of-00002.safetensors" for k in shard1}
+    weight_map.update({k: "model-00002-of-00002.safetensors" for k in shard2})
+    (model / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": weight_map}))
+    (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    fake = {}
+    out = tmp_path / "out"
+    reports = ct.write_compressed_tensors(
+        client, model, out, "W4A16_ASYM", output="both",
+        on_result=lambda q: fake.__setitem__(q.name, (q.dtype, q.dequantized)))
+    dst, _ = read_safetensors(out / "model.safetensors")
+    qc = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert qc["ignore"] == ["lm_head"]
+    assert sorted(fake) == ["model.layers.0.mlp.down_proj.weight",
+                            "model.layers.0.mlp.up_proj.weight"]
+    for name, (dtype, values) in fake.items():
+        assert dtype == "BF16"  # sent as bfloat16, not widened
+        decoded = decode_module(dst, name[:-len(".weight")], qc)
+        assert np.array_equal(decoded, values), name
+    for name, (dtype, arr) in {**shard1, **shard2}.items():
+        if name not in fake:
+            assert dst[name] == (dtype, arr.shape, arr.tobytes()), name
+    assert {r.name for r in reports if r.scheme} == set(fake)
+
+
+def test_cli_calibration_npz(server, client, minilm, tmp_path, minilm_activations):
+    """--calibration: an .npz of inputs by module name gives W8A8's static
+    input_scale through the command line."""
+    import os
+    import subprocess
+    import sys
+    import quantd
+    why = supported(client, "int8_full_channel", "int8")
+    if why:
+        pytest.skip(why)
+    npz = tmp_path / "x.npz"
+    np.savez(npz, **minilm_activations)
+    out = tmp_path / "w8a8"
+    env = dict(os.environ, PYTHONPATH=str(
+        pathlib.Path(quantd.__file__).resolve().parents[1]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "quantd.compressed_tensors", "--server",
+         server.target, "--model", str(minilm), "--preset", "W8A8", "--out",
+         str(out), "--calibration", str(npz), "--ignore", "^pooler"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    dst, _ = read_safetensors(out / "model.safetensors")
+    x = minilm_activations["encoder.layer.2.intermediate.dense"]
+    assert as_array(dst["encoder.layer.2.intermediate.dense.input_scale"])[0] == \
+        np.float32(np.max(np.abs(x))) / np.float32(127.5)

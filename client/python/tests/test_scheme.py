@@ -47,3 +47,45 @@ def test_wire_scheme_passes_through_and_other_types_are_refused():
     assert parse_scheme(s) is s
     with pytest.raises(TypeError):
         parse_scheme(8)
+
+
+@pytest.mark.parametrize("text, fmt, granularity, group_size, name", [
+    ("fp8_e4m3", "fp8_e4m3", pb.GRANULARITY_UNSPECIFIED, 0, "fp8_e4m3"),
+    ("fp8_e4m3_channel", "fp8_e4m3", pb.GRANULARITY_PER_CHANNEL, 0, "fp8_e4m3_channel"),
+    ("FP8_E5M2_g128", "fp8_e5m2", pb.GRANULARITY_PER_GROUP, 128, "fp8_e5m2_g128"),
+    ("fp8_e4m3_block", "fp8_e4m3", pb.GRANULARITY_PER_GROUP, 0, "fp8_e4m3_block"),
+    ("fp4_e2m1_tensor", "fp4_e2m1", pb.GRANULARITY_PER_TENSOR, 0, "fp4_e2m1_tensor"),
+    ("ocp_mxfp4", "ocp_mxfp4", pb.GRANULARITY_UNSPECIFIED, 0, "ocp_mxfp4"),
+    ("modelopt_nvfp4", "modelopt_nvfp4", pb.GRANULARITY_UNSPECIFIED, 0, "modelopt_nvfp4"),
+    ("kmeans4_g128", "kmeans4", pb.GRANULARITY_PER_GROUP, 128, "kmeans4_g128"),
+    ("pot3_channel", "pot3", pb.GRANULARITY_PER_CHANNEL, 0, "pot3_channel"),
+    ("hqq4_g64", "hqq4", pb.GRANULARITY_PER_GROUP, 64, "hqq4_g64"),
+])
+def test_family_schemes(text, fmt, granularity, group_size, name):
+    s = parse_scheme(text)
+    assert (s.format, s.granularity, s.group_size) == (fmt, granularity, group_size)
+    assert scheme_name(s) == name
+    assert parse_scheme(name) == s
+
+
+def test_nf4_double_quant_and_full_range():
+    s = parse_scheme("nf4_g64_dq")
+    assert (s.format, s.group_size, s.double_quant) == ("nf4", 64, True)
+    assert scheme_name(s) == "nf4_g64_dq"
+    s = parse_scheme("int4_full_g128")
+    assert (s.format, s.symmetric, s.full_range, s.group_size) == ("int4", True, True, 128)
+    assert scheme_name(s) == "int4_full_g128"
+    assert scheme_name(parse_scheme("int8_full")) == "int8_full_channel"
+    assert not parse_scheme("int4_sym_g128").full_range
+
+
+@pytest.mark.parametrize("text, words", [
+    ("int4_full_asym", "symmetry given twice"),
+    ("fp8_e4m3_dq", "only nf4 takes _dq"),
+    ("fp8_e4m3_channel_g32", "unexpected 'g32'"),
+    ("hqq4_bogus", "unexpected 'bogus'"),
+])
+def test_family_malformed(text, words):
+    with pytest.raises(ValueError) as e:
+        parse_scheme(text)
+    assert words in str(e.value)
