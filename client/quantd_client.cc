@@ -2,7 +2,9 @@
 
 #include <fstream>
 
+#include <algorithm>
 #include <deque>
+#include <limits>
 #include <string>
 #include <thread>
 #include <utility>
@@ -269,6 +271,9 @@ bool WriteCalibrationSet(
   header->set_name(set.name);
   header->set_kind(set.kind);
   header->set_features(static_cast<uint64_t>(std::max<int64_t>(set.features, 0)));
+  // Sent as given, so the server judges it (ACTIVATIONS only).
+  header->set_holdout_rows(static_cast<uint32_t>(
+      std::clamp<int64_t>(set.holdout_rows, 0, std::numeric_limits<uint32_t>::max())));
   uint64_t step = chunk_bytes;
   if (set.kind == v1::CALIBRATION_KIND_ACTIVATIONS ||
       set.kind == v1::CALIBRATION_KIND_UNSPECIFIED) {
@@ -505,6 +510,7 @@ absl::Status QuantdClient::RunJob(const JobConfig& config,
         reply.activation_range = result.activation_range();
       }
       reply.importance_from_calibration = result.importance_from_calibration();
+      if (result.has_w8a8()) reply.w8a8 = result.w8a8();
       reply.bytes_in = result.bytes_in();
       reply.bytes_out = result.bytes_out();
       reply.queue_seconds = result.queue_seconds();

@@ -97,6 +97,10 @@ struct CalibrationSetRequest {
   absl::Span<const uint8_t> data;
   // ACTIVATIONS: per-feature histograms too. Default: false.
   bool channel_histograms = false;
+  // ACTIVATIONS: the first rows held back from the statistics for the
+  // integer-only check of int8 tensors (CalibrationHeader.holdout_rows;
+  // at most 4096). Default: 0.
+  int64_t holdout_rows = 0;
 };
 
 // A tensor's quantized result, assembled from its ShardChunks and checked
@@ -125,6 +129,8 @@ struct TensorReply {
   std::optional<v1::OutputMetrics> output_metrics;
   std::optional<v1::ActivationRange> activation_range;
   bool importance_from_calibration = false;
+  // The integer-only check on the set's held-back rows (int8 tensors).
+  std::optional<v1::W8A8Check> w8a8;
   uint64_t bytes_in = 0;
   uint64_t bytes_out = 0;
   double queue_seconds = 0;    // as reported by the server

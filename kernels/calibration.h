@@ -227,6 +227,9 @@ struct RangeOptions {
   double percentile = 99.99;
   // kMse asymmetric: at most this many candidates per side (>= 2).
   int64_t mse_candidates = 128;
+  // Whether the caller also wants one range per channel
+  // (EstimateChannelRanges); the estimators themselves ignore it.
+  bool per_channel = false;
 };
 
 // The clipping range and the int8 parameters derived from it:

@@ -296,13 +296,21 @@ absl::StatusOr<Scheme> ParseScheme(absl::string_view text) {
   if (plus == absl::string_view::npos) return ParseBaseScheme(text);
   QUANTD_ASSIGN_OR_RETURN(Scheme scheme, ParseBaseScheme(text.substr(0, plus)));
   QUANTD_RETURN_IF_ERROR(ParseMethod(text, text.substr(plus + 1), scheme.method));
-  if (scheme.method.method != Method::kRtn && GgmlFormatOf(scheme) != nullptr) {
+  if (scheme.method.method != Method::kRtn &&
+      scheme.method.method != Method::kGptq && GgmlFormatOf(scheme) != nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(
         "malformed scheme \"", text, "\": ", MethodName(scheme.method.method),
         " applies to the int<b> formats, not to the ggml block format ",
-        scheme.format));
+        scheme.format, " (gptq does)"));
+  }
+  if (scheme.method.static_groups && GgmlFormatOf(scheme) != nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "malformed scheme \"", text, "\": static_groups does not apply to the "
+        "ggml block format ", scheme.format, " (its blocks' scales are always "
+        "fixed up front)"));
   }
   if (scheme.method.method != Method::kRtn &&
+      LayoutKindOf(scheme) != LayoutKind::kGgmlBlock &&
       (LayoutKindOf(scheme) != LayoutKind::kInt || scheme.full_range)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "malformed scheme \"", text, "\": ", MethodName(scheme.method.method),
@@ -551,7 +559,7 @@ std::string MethodSuffix(const MethodOptions& m) {
 
 std::string SchemeToString(const Scheme& scheme) {
   if (const GgmlFormatTraits* block = GgmlFormatOf(scheme); block != nullptr) {
-    return block->name;
+    return absl::StrCat(block->name, MethodSuffix(scheme.method));
   }
   if (LayoutKindOf(scheme) != LayoutKind::kInt) {
     std::string out = scheme.format;
@@ -639,10 +647,15 @@ namespace {
 absl::StatusOr<Layout> MakeBlockLayout(const GgmlFormatTraits& block,
                                        const Scheme& scheme, Layout layout) {
   const Scheme defaults;
-  if (scheme.method.method != Method::kRtn) {
+  if (scheme.method.method != Method::kRtn &&
+      (scheme.method.method != Method::kGptq || scheme.method.static_groups)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "format ", block.name, " is a ggml block format: method ",
-        MethodName(scheme.method.method), " applies to the int<b> formats only"));
+        MethodName(scheme.method.method),
+        scheme.method.method == Method::kGptq
+            ? " takes no static_groups there (block scales are always static)"
+            : " applies to the int<b> formats only (gptq also to block "
+              "formats)"));
   }
   if (!scheme.symmetric || scheme.granularity != defaults.granularity ||
       scheme.group_size != defaults.group_size) {
@@ -653,6 +666,7 @@ absl::StatusOr<Layout> MakeBlockLayout(const GgmlFormatTraits& block,
   }
   layout.scheme = defaults;
   layout.scheme.format = block.name;
+  layout.scheme.method = scheme.method;
   absl::StatusOr<int64_t> row_bytes = GgmlRowBytes(block, layout.row_length);
   if (!row_bytes.ok()) {
     return absl::InvalidArgumentError(

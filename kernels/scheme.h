@@ -143,8 +143,11 @@ struct Scheme {
 //   "int4_asym_g128+gptq", "int4_g128+gptq(act_order,static_groups,damp=0.05,
 //   block=64)", "int4_asym_g128+awq", "int3_g128+awq(grid=10,noclip)",
 //   "int8+smoothquant(alpha=0.5)"; "+rtn" is the default and may be given.
+// A ggml block format takes "+gptq" without static_groups (its block scales
+// are always fixed up front): "Q4_K+gptq(act_order)".
 // Returns InvalidArgument for unknown formats or malformed text (including
-// options after a block format's name, a method on a block format, unknown
+// options after a block format's name, a method other than gptq or
+// static_groups on a block format, unknown
 // or repeated method parameters and out-of-range values: damp < 0, block,
 // grid < 1, alpha outside [0, 1]), and for a method on a float, codebook or
 // HQQ format or on int<b>_full, a bit width out of range, "_sym"/"_asym" on

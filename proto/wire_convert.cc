@@ -167,14 +167,20 @@ absl::StatusOr<Scheme> SchemeFromProto(const v1::Scheme& proto) {
   if (!method.ok()) return method.status();
   if (const GgmlFormatTraits* block = FindGgmlFormat(proto.format());
       block != nullptr) {
-    if (method->method != Method::kRtn) {
+    if (method->method != Method::kRtn &&
+        (method->method != Method::kGptq || method->static_groups)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "scheme.method ", MethodName(method->method),
-          " applies to the int<b> formats, not to the ggml block format ",
-          block->name));
+          method->method == Method::kGptq
+              ? " takes no static_groups on the ggml block format "
+              : " applies to the int<b> formats, not to the ggml block format ",
+          block->name, method->method == Method::kGptq
+                           ? " (its block scales are always static)"
+                           : " (gptq does)"));
     }
     // A block fixes symmetry and granularity: the other fields are ignored.
     scheme.format = block->name;
+    scheme.method = *method;
     return scheme;
   }
   if (absl::StatusOr<Scheme> other = OtherSchemeFromProto(proto, *method);
@@ -228,6 +234,7 @@ absl::StatusOr<Scheme> SchemeFromProto(const v1::Scheme& proto) {
 void SchemeToProto(const Scheme& scheme, v1::Scheme* proto) {
   if (const GgmlFormatTraits* block = GgmlFormatOf(scheme); block != nullptr) {
     proto->set_format(block->name);
+    MethodToProto(scheme.method, proto);
     return;
   }
   proto->set_format(scheme.format);
@@ -438,6 +445,7 @@ absl::StatusOr<RangeOptions> RangeOptionsFromProto(
           absl::StrCat("unknown range method ", proto.method()));
   }
   options.symmetric = !proto.asymmetric();
+  options.per_channel = proto.per_channel();
   if (proto.percentile() != 0) {
     if (options.method != RangeMethod::kPercentile) {
       return absl::InvalidArgumentError(
@@ -473,6 +481,7 @@ void OutputErrorToProto(const OutputError& error, const std::string& set,
 }
 
 void ActivationRangeToProto(const ActivationRange& range,
+                            absl::Span<const ActivationRange> channels,
                             const RangeOptions& options, const std::string& set,
                             v1::ActivationRange* proto) {
   proto->set_calibration(set);
@@ -482,6 +491,14 @@ void ActivationRangeToProto(const ActivationRange& range,
   proto->set_hi(range.hi);
   proto->set_scale(range.scale);
   proto->set_zero_point(range.zero_point);
+  proto->mutable_channels()->Reserve(static_cast<int>(channels.size()));
+  for (const ActivationRange& c : channels) {
+    v1::ChannelRange* out = proto->add_channels();
+    out->set_lo(c.lo);
+    out->set_hi(c.hi);
+    out->set_scale(c.scale);
+    out->set_zero_point(c.zero_point);
+  }
 }
 
 }  // namespace quantd

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "kernels/calibration.h"
 #include "kernels/metrics.h"
 #include "kernels/scheme.h"
@@ -42,7 +43,9 @@ absl::StatusOr<RangeOptions> RangeOptionsFromProto(
 v1::RangeMethod RangeMethodToProto(RangeMethod method);
 void OutputErrorToProto(const OutputError& error, const std::string& set,
                         int64_t tokens, v1::OutputMetrics* proto);
+// `channels`: the per-channel ranges (empty unless options.per_channel).
 void ActivationRangeToProto(const ActivationRange& range,
+                            absl::Span<const ActivationRange> channels,
                             const RangeOptions& options, const std::string& set,
                             v1::ActivationRange* proto);
 

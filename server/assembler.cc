@@ -205,6 +205,14 @@ absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnCalibrationHeader(
     return SetBad(name, "channel_histograms is for ACTIVATIONS sets only");
   }
   spec.channel_histograms = header.channel_histograms();
+  if (header.holdout_rows() != 0 && !activations) {
+    return SetBad(name, "holdout_rows is for ACTIVATIONS sets only");
+  }
+  if (header.holdout_rows() > static_cast<uint64_t>(kMaxHoldoutRows)) {
+    return SetBad(name, absl::StrCat("holdout_rows ", header.holdout_rows(),
+                                     " is above ", kMaxHoldoutRows));
+  }
+  spec.holdout_rows = static_cast<int64_t>(header.holdout_rows());
 
   auto set = std::make_unique<OpenSet>();
   set->spec = spec;
@@ -334,7 +342,7 @@ absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnCalibrationEnd(
         absl::Hex(set.running_crc32c, absl::kZeroPad8),
         " but CalibrationEnd says ", absl::Hex(end.crc32c(), absl::kZeroPad8)));
   }
-  sets_[name] = set.spec.features;
+  sets_[name] = {set.spec.features, set.spec.holdout_rows};
   Event ev;
   ev.kind = Event::kCalibrationEnd;
   ev.name = name;
@@ -456,6 +464,7 @@ absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnHeader(
   }
 
   int64_t calibration_features = 0;
+  int64_t holdout_rows = 0;
   if (!header.calibration().empty()) {
     auto it = sets_.find(header.calibration());
     if (it == sets_.end()) {
@@ -463,7 +472,8 @@ absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnHeader(
                                     "' is unknown in this stream (a set must "
                                     "end before the tensors that use it)"));
     }
-    calibration_features = it->second;
+    calibration_features = it->second.features;
+    holdout_rows = it->second.holdout_rows;
     if (layout->row_length != calibration_features) {
       return Bad(name, absl::StrCat("row length ", layout->row_length,
                                     " differs from the ", calibration_features,
@@ -508,9 +518,9 @@ absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnHeader(
   Event ev;
   ev.kind = Event::kHeader;
   ev.name = name;
-  ev.working_set_bytes = TensorWorkingSetBytes(tensor->layout, tensor->dtype,
-                                               tensor->output,
-                                               !tensor->calibration_name.empty());
+  ev.working_set_bytes = TensorWorkingSetBytes(
+      tensor->layout, tensor->dtype, tensor->output,
+      !tensor->calibration_name.empty(), holdout_rows);
   open_ = std::move(tensor);
   return ev;
 }

@@ -142,8 +142,12 @@ class StreamAssembler {
   int64_t received_bytes_ = 0;
   uint32_t running_crc32c_ = 0;  // of the chunks so far
   std::unique_ptr<OpenSet> open_set_;
-  // Sets that ended: name -> feature count.
-  absl::flat_hash_map<std::string, int64_t> sets_;
+  // Sets that ended: name -> feature count and held-back rows.
+  struct EndedSet {
+    int64_t features = 0;
+    int64_t holdout_rows = 0;
+  };
+  absl::flat_hash_map<std::string, EndedSet> sets_;
 };
 
 }  // namespace quantd

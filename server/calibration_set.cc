@@ -1,9 +1,11 @@
 #include "server/calibration_set.h"
 
 #include <algorithm>
+#include <cmath>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/convert.h"
 #include "kernels/status_macros.h"
 
 namespace quantd {
@@ -44,6 +46,7 @@ int64_t CalibrationSetBytes(const CalibrationSpec& spec) {
       bytes += (8 + 16 + 12) * f;           // min/max, sums, per-chunk extremes
       if (spec.channel_histograms) bytes += 4 * f + 4 * f * kHistogramBins;
       bytes += 8 * f * f + 4 * f;           // cached full G, importance
+      bytes += 4 * f * spec.holdout_rows;   // held-back rows (f32)
       break;
     case CalibrationKind::kGram:
       bytes += 8 * f * f + 4 * f * kGramBlockRows;  // FromGram's G, pending
@@ -76,6 +79,29 @@ CalibrationSet::CalibrationSet(CalibrationSpec spec,
     : spec_(std::move(spec)), reservation_(std::move(reservation)) {}
 
 absl::Status CalibrationSet::AddRows(absl::string_view bytes) {
+  // The first holdout_rows rows are kept aside, not folded.
+  const int64_t row_bytes = spec_.features * DTypeSize(spec_.dtype);
+  const int64_t held = holdout_rows();
+  if (held < spec_.holdout_rows && row_bytes > 0) {
+    const int64_t rows = std::min<int64_t>(
+        spec_.holdout_rows - held, static_cast<int64_t>(bytes.size()) / row_bytes);
+    const size_t n = static_cast<size_t>(rows * spec_.features);
+    const size_t start = holdout_.size();
+    holdout_.resize(start + n);
+    QUANTD_RETURN_IF_ERROR(
+        ConvertToF32(spec_.dtype, bytes.data(), n, holdout_.data() + start));
+    for (size_t i = start; i < holdout_.size(); ++i) {
+      if (!std::isfinite(holdout_[i])) {
+        const int64_t row = static_cast<int64_t>(i) / spec_.features;
+        return SetError(absl::StatusCode::kInvalidArgument, spec_.name,
+                        absl::StrCat("row ", row, " (held back) has a "
+                                     "non-finite value at column ",
+                                     static_cast<int64_t>(i) % spec_.features));
+      }
+    }
+    bytes.remove_prefix(static_cast<size_t>(rows * row_bytes));
+    if (bytes.empty()) return absl::OkStatus();
+  }
   if (!accumulator_.has_value()) {
     QUANTD_ASSIGN_OR_RETURN(
         CalibrationAccumulator acc,
@@ -91,8 +117,13 @@ absl::Status CalibrationSet::Complete(CalibrationPayload payload) {
   switch (spec_.kind) {
     case CalibrationKind::kActivations:
       if (!accumulator_.has_value() || accumulator_->tokens() == 0) {
-        return SetError(absl::StatusCode::kInvalidArgument, spec_.name,
-                        "no rows arrived before CalibrationEnd");
+        return SetError(
+            absl::StatusCode::kInvalidArgument, spec_.name,
+            spec_.holdout_rows > 0
+                ? absl::StrCat("no rows arrived before CalibrationEnd besides "
+                               "the ", holdout_rows(), " held back "
+                               "(holdout_rows ", spec_.holdout_rows, ")")
+                : std::string("no rows arrived before CalibrationEnd"));
       }
       break;
     case CalibrationKind::kGram: {

@@ -56,7 +56,13 @@ struct CalibrationSpec {
   int64_t features = 0;       // in [1, 2^24]
   int64_t tokens = 0;         // kGram / kImportance: >= 1
   bool channel_histograms = false;
+  // kActivations only: the first rows held back from the statistics and
+  // kept for the integer-only check (CalibrationHeader.holdout_rows).
+  int64_t holdout_rows = 0;
 };
+
+// Most rows a set may hold back (CalibrationHeader.holdout_rows).
+inline constexpr int64_t kMaxHoldoutRows = 4096;
 
 // The accumulator options the server uses for `spec` (G always; per-tensor
 // histogram of 2048 bins; per-channel histograms of 2048 bins when asked;
@@ -111,6 +117,12 @@ class CalibrationSet {
   absl::Span<const float> importance() const { return importance_; }
   // True for ACTIVATIONS sets: min / max and histograms (activation ranges).
   bool has_stats() const { return accumulator_->has_stats(); }
+  // The held-back rows as f32, row-major (holdout_rows() x features()):
+  // spec().holdout_rows of them once complete.
+  absl::Span<const float> holdout() const { return holdout_; }
+  int64_t holdout_rows() const {
+    return static_cast<int64_t>(holdout_.size()) / spec_.features;
+  }
 
  private:
   const CalibrationSpec spec_;
@@ -118,6 +130,7 @@ class CalibrationSet {
   std::optional<CalibrationAccumulator> accumulator_;
   std::vector<double> gram_;
   std::vector<float> importance_;
+  std::vector<float> holdout_;
 };
 
 // The calibration sets of one stream and their work queues. The reaction

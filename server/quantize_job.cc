@@ -13,6 +13,7 @@
 #include "kernels/ggml_formats.h"
 #include "kernels/float_formats.h"
 #include "kernels/gptq.h"
+#include "kernels/gptq_ggml.h"
 #include "kernels/hqq.h"
 #include "kernels/nonuniform.h"
 #include "kernels/smoothquant.h"
@@ -33,7 +34,8 @@ absl::Status Cancelled(const std::string& name) {
 }  // namespace
 
 int64_t TensorWorkingSetBytes(const Layout& layout, DType dtype,
-                              OutputKind output, bool calibration) {
+                              OutputKind output, bool calibration,
+                              int64_t holdout_rows) {
   const int64_t n = layout.num_elements;
   int64_t bytes = n * DTypeSize(dtype);  // received
   if (dtype != DType::kF32) bytes += 4 * n;  // f32 copy
@@ -62,6 +64,12 @@ int64_t TensorWorkingSetBytes(const Layout& layout, DType dtype,
              32 * in;
   }
   if (layout.IsBlockFormat()) bytes += 4 * layout.row_length;  // importance
+  if (calibration && holdout_rows > 0 && !layout.IsBlockFormat() &&
+      layout.bits == 8) {
+    // W8A8 check: activation codes (two copies for the 7-bit split), the
+    // reference, integer-only and weights-only outputs and s32 results.
+    bytes += holdout_rows * (2 * layout.row_length + 5 * 4 * layout.rows);
+  }
   bytes += layout.packed_bytes + layout.num_groups * 5;
   const int64_t in = layout.row_length;
   switch (layout.scheme.method.method) {
@@ -216,6 +224,20 @@ absl::Status RunOtherFormat(const TensorInput& input, const float* src,
   return absl::OkStatus();
 }
 
+absl::string_view RangeMethodText(RangeMethod method) {
+  switch (method) {
+    case RangeMethod::kMinMax:
+      return "MINMAX";
+    case RangeMethod::kPercentile:
+      return "PERCENTILE";
+    case RangeMethod::kMse:
+      return "MSE";
+    case RangeMethod::kKl:
+      return "KL";
+  }
+  return "?";
+}
+
 // The output-space error over the set's G and the set's activation range.
 absl::Status MeasureWithCalibration(const TensorInput& input, const float* src,
                                     const std::vector<float>& w_hat,
@@ -240,7 +262,85 @@ absl::Status MeasureWithCalibration(const TensorInput& input, const float* src,
         EstimateTensorRange(set.accumulator(), input.activation_range);
     if (!r.ok()) return named(r.status());
     result.activation_range = *r;
+    if (input.activation_range.per_channel) {
+      absl::StatusOr<std::vector<ActivationRange>> channels =
+          EstimateChannelRanges(set.accumulator(), input.activation_range);
+      if (absl::IsFailedPrecondition(channels.status())) {
+        return named(absl::InvalidArgumentError(absl::StrCat(
+            "per-channel ranges with method ",
+            RangeMethodText(input.activation_range.method),
+            " need per-channel histograms (CalibrationHeader."
+            "channel_histograms): ", channels.status().message())));
+      }
+      if (!channels.ok()) return named(channels.status());
+      result.channel_ranges = *std::move(channels);
+    }
   }
+  return absl::OkStatus();
+}
+
+// Whether the integer-only check applies: int8 codes, symmetric, one scale
+// per output channel or per tensor, a set with held-back rows and stats.
+bool WantsIntegerCheck(const TensorInput& input, const TensorOutput& out) {
+  const Layout& layout = input.layout;
+  if (input.calibration == nullptr || input.calibration->holdout_rows() == 0 ||
+      !input.calibration->has_stats() || layout.IsBlockFormat() ||
+      layout.bits != 8 || !layout.scheme.symmetric ||
+      FindFormat(layout.scheme.format) == nullptr ||
+      out.quantized.codes.empty() || layout.scheme.method.method == Method::kAwq) {
+    return false;
+  }
+  return layout.scheme.granularity == Granularity::kPerChannel ||
+         layout.scheme.granularity == Granularity::kPerTensor;
+}
+
+// Runs the tensor's int8 codes through the integer-only path on the set's
+// held-back rows (kernels/w8a8.h). The activation range is the tensor's
+// static range; with SmoothQuant's factors s the inputs are x / s, whose
+// range is the min-max of the set's per-channel extremes divided by s.
+absl::Status RunIntegerCheck(const TensorInput& input, const float* src,
+                             TensorOutput& out) {
+  const CalibrationSet& set = *input.calibration;
+  CalibrationResult& result = *out.calibration;
+  if (!result.activation_range.has_value()) return absl::OkStatus();
+  auto named = [&](const absl::Status& s) {
+    return absl::Status(s.code(),
+                        absl::StrCat("tensor ", input.name, ": calibration set '",
+                                     set.name(), "': W8A8 check: ", s.message()));
+  };
+  ActivationRange range = *result.activation_range;
+  if (!out.channel_scales.empty()) {
+    absl::StatusOr<ChannelStats> stats = set.accumulator().Stats();
+    if (!stats.ok()) return named(stats.status());
+    float lo = 0.0f;
+    float hi = 0.0f;
+    for (size_t j = 0; j < out.channel_scales.size(); ++j) {
+      lo = std::min(lo, stats->min[j] / out.channel_scales[j]);
+      hi = std::max(hi, stats->max[j] / out.channel_scales[j]);
+    }
+    range = Int8Range(lo, hi, result.range_options.symmetric);
+  }
+  absl::StatusOr<W8A8Weights> weights = W8A8Weights::From(out.quantized);
+  if (!weights.ok()) return named(weights.status());
+  W8A8Activations act;
+  act.scale = range.scale;
+  act.zero_point = range.zero_point;
+  act.asymmetric = !result.range_options.symmetric;
+  act.smooth = out.channel_scales;
+  const int64_t m = set.holdout_rows();
+  const Layout& layout = input.layout;
+  absl::StatusOr<W8A8Report> report =
+      W8A8Check(set.holdout().data(), m, src, layout.rows, layout.row_length,
+                *weights, act, W8A8Options());
+  if (!report.ok()) return named(report.status());
+  CalibrationResult::IntegerCheck check;
+  check.report = *std::move(report);
+  check.rows = m;
+  check.activation = range;
+  absl::StatusOr<Int8GemmS32> gemm =
+      Int8GemmS32::Create(m, layout.rows, layout.row_length, act.asymmetric);
+  if (gemm.ok()) check.gemm = gemm->implementation();
+  result.w8a8 = std::move(check);
   return absl::OkStatus();
 }
 
@@ -304,6 +404,29 @@ absl::Status RunMethod(const TensorInput& input, const float* src,
     case Method::kRtn:
       return absl::InternalError("RunMethod called for rtn");
     case Method::kGptq: {
+      if (const GgmlFormatTraits* block = GgmlFormatOf(layout.scheme);
+          block != nullptr) {
+        // Onto the block's grid fixed by ggml's own quantizer (gptq_ggml.h).
+        GptqGgmlOptions options;
+        options.damp_percent = m.damp_percent;
+        options.block_size = m.block_size;
+        options.act_order = m.act_order;
+        options.measure_output_error = false;
+        QUANTD_ASSIGN_OR_RETURN(
+            GptqGgmlResult r,
+            GptqGgmlQuantize(*block, src, layout.rows, cols, gram, options));
+        if (r.bytes.size() != out.quantized.codes.size()) {
+          return absl::InternalError("gptq returned blocks of the wrong size");
+        }
+        out.quantized.codes = std::move(r.bytes);
+        if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
+        QUANTD_ASSIGN_OR_RETURN(
+            out.metrics,
+            GgmlDequantizeAndMeasure(*block, out.quantized.codes.data(),
+                                     layout.rows, cols, src, w_hat.data()));
+        out.metrics.bits_per_weight = layout.BitsPerWeight();
+        return absl::OkStatus();
+      }
       GptqOptions options;
       options.damp_percent = m.damp_percent;
       options.block_size = m.block_size;
@@ -432,6 +555,11 @@ absl::StatusOr<TensorOutput> RunQuantizeJob(TensorInput& input,
     absl::Status s = MeasureWithCalibration(input, src, w_hat, *out.calibration);
     if (!s.ok()) return s;
     if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
+    if (WantsIntegerCheck(input, out)) {
+      s = RunIntegerCheck(input, src, out);
+      if (!s.ok()) return s;
+      if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
+    }
   }
   if (input.output == OutputKind::kPacked) std::vector<float>().swap(w_hat);
   // The input is no longer needed: give its memory back before sending.

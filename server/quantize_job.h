@@ -30,6 +30,7 @@
 #include "kernels/metrics.h"
 #include "kernels/quantize.h"
 #include "kernels/scheme.h"
+#include "kernels/w8a8.h"
 #include "server/calibration_set.h"
 
 namespace quantd {
@@ -69,7 +70,18 @@ struct CalibrationResult {
   std::optional<OutputError> output_error;          // sets with G
   std::optional<ActivationRange> activation_range;  // ACTIVATIONS sets
   RangeOptions range_options;                       // how it was estimated
+  // With range_options.per_channel: one range per input channel.
+  std::vector<ActivationRange> channel_ranges;
   bool importance_from_calibration = false;
+  // The integer-only check on the set's held-back rows (int8 schemes with
+  // symmetric per-channel or per-tensor codes; see W8A8Check in the proto).
+  struct IntegerCheck {
+    W8A8Report report;
+    int64_t rows = 0;
+    ActivationRange activation;  // the static range the check used
+    std::string gemm;            // oneDNN's implementation name
+  };
+  std::optional<IntegerCheck> w8a8;
 };
 
 struct TensorOutput {
@@ -120,8 +132,12 @@ struct TensorOutput {
 // working set of the scheme's method (GPTQ: H and its factor in f64, an
 // f32 copy of W; AWQ, SmoothQuant: G in f32, W diag(s) and a trial W_hat).
 // What MemoryBudget reserves per tensor.
+// With `holdout_rows` held back by the set, an int8 tensor's integer-only
+// check also holds those rows' codes and three outputs (f32 reference,
+// integer-only, weights-only) and their s32 accumulators.
 int64_t TensorWorkingSetBytes(const Layout& layout, DType dtype,
-                              OutputKind output, bool calibration = false);
+                              OutputKind output, bool calibration = false,
+                              int64_t holdout_rows = 0);
 
 // Runs the job. `cancelled` is checked between steps: if set, CANCELLED.
 // A method other than RTN (Scheme::method) runs on the tensor's calibration

@@ -100,8 +100,24 @@ bool ShardWriter::Next(v1::QuantizeResponse* response) {
                            r->mutable_output_metrics());
       }
       if (c->activation_range) {
-        ActivationRangeToProto(*c->activation_range, c->range_options,
-                               c->calibration, r->mutable_activation_range());
+        ActivationRangeToProto(*c->activation_range, c->channel_ranges,
+                               c->range_options, c->calibration,
+                               r->mutable_activation_range());
+      }
+      if (c->w8a8) {
+        v1::W8A8Check* w = r->mutable_w8a8();
+        w->set_calibration(c->calibration);
+        w->set_rows(static_cast<uint64_t>(c->w8a8->rows));
+        w->set_relative_error(c->w8a8->report.w8a8.relative_error);
+        w->set_sqnr_db(c->w8a8->report.w8a8.sqnr_db);
+        w->set_max_abs_error(c->w8a8->report.w8a8.max_abs_error);
+        w->set_weight_only_relative_error(
+            c->w8a8->report.weight_only.relative_error);
+        w->set_weight_only_sqnr_db(c->w8a8->report.weight_only.sqnr_db);
+        w->set_clipped_fraction(c->w8a8->report.clipped_fraction);
+        w->set_activation_scale(c->w8a8->activation.scale);
+        w->set_activation_zero_point(c->w8a8->activation.zero_point);
+        w->set_gemm(c->w8a8->gemm);
       }
       r->set_importance_from_calibration(c->importance_from_calibration);
     }

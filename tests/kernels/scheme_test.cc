@@ -138,15 +138,30 @@ TEST(ParseSchemeTest, InvalidMethodSuffixes) {
         "int4+gptq(block=0)", "int4+gptq(act_order,act_order)",
         "int4+gptq(act_order=1)", "int4+awq(grid=0)", "int4+awq(alpha=0.5)",
         "int4+smoothquant(alpha=1.5)", "int4+smoothquant(alpha=-0.1)",
-        "int4+gptq+awq", "q4_0+gptq", "Q4_K+awq", "int4_g128+gptq(act_order"}) {
+        "int4+gptq+awq", "q4_0+awq", "Q4_K+smoothquant",
+        "Q4_K+gptq(static_groups)", "int4_g128+gptq(act_order"}) {
     SCOPED_TRACE(text);
     auto s = ParseScheme(text);
     EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
   }
-  EXPECT_NE(ParseScheme("q4_0+gptq").status().message().find("Q4_0"),
+  EXPECT_NE(ParseScheme("q4_0+awq").status().message().find("Q4_0"),
             std::string::npos);
+  // GPTQ is the one method a ggml block format takes, without static_groups.
+  absl::StatusOr<Scheme> gptq = ParseScheme("q4_k+gptq(act_order,damp=0.05)");
+  ASSERT_TRUE(gptq.ok()) << gptq.status();
+  EXPECT_EQ(gptq->format, "Q4_K");
+  EXPECT_EQ(gptq->method.method, Method::kGptq);
+  EXPECT_EQ(SchemeToString(*gptq), "Q4_K+gptq(act_order,damp=0.05)");
+  EXPECT_EQ(*ParseScheme(SchemeToString(*gptq)), *gptq);
+  absl::StatusOr<Layout> layout = MakeLayout(*gptq, {4, 256});
+  ASSERT_TRUE(layout.ok()) << layout.status();
+  EXPECT_EQ(layout->scheme.method, gptq->method);
   Scheme block = *ParseScheme("Q4_0");
+  block.method.method = Method::kAwq;
+  EXPECT_EQ(MakeLayout(block, {4, 32}).status().code(),
+            absl::StatusCode::kInvalidArgument);
   block.method.method = Method::kGptq;
+  block.method.static_groups = true;
   EXPECT_EQ(MakeLayout(block, {4, 32}).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
