@@ -9,7 +9,8 @@
 
 See README.md for streaming many tensors, TLS, tokens and retries.
 """
-from quantd.calibration import ActivationRange, Calibration, OutputMetrics
+from quantd.calibration import (ActivationRange, Calibration, OutputMetrics,
+                                W8A8Check, range_options)
 from quantd.client import Client, FormatInfo, Limits, ServerInfo
 from quantd.checksum import crc32c, crc32c_combine
 from quantd.errors import (CancelledError, DataLossError, DeadlineExceededError,
@@ -23,7 +24,8 @@ from quantd.tensor import Layout, Metrics, QuantizedTensor, pack_codes, unpack_c
 __version__ = "0.1.0"
 
 __all__ = [
-    "Client", "Calibration", "OutputMetrics", "ActivationRange", "ServerInfo", "FormatInfo", "Limits", "QuantizedTensor", "Layout",
+    "Client", "Calibration", "OutputMetrics", "ActivationRange", "W8A8Check",
+    "range_options", "ServerInfo", "FormatInfo", "Limits", "QuantizedTensor", "Layout",
     "Metrics", "parse_scheme", "scheme_name", "pack_codes", "unpack_codes",
     "crc32c", "crc32c_combine", "QuantdError", "InvalidArgumentError",
     "ResourceExhaustedError", "UnavailableError", "DataLossError",

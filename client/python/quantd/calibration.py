@@ -29,7 +29,8 @@ import numpy as np
 from quantd._pb import has_field, pb
 from quantd.checksum import crc32c, crc32c_combine
 
-__all__ = ["Calibration", "OutputMetrics", "ActivationRange"]
+__all__ = ["Calibration", "OutputMetrics", "ActivationRange", "W8A8Check",
+           "range_options"]
 
 _RANGE_METHODS = {
     "minmax": 1, "percentile": 2, "mse": 3, "kl": 4,
@@ -52,14 +53,19 @@ class Calibration:
         activations (the server counts the rows).
       dtype: activations only: "f32", "f16" or "bf16" to convert to first.
       channel_histograms: activations only: ask the server to keep a
-        histogram per feature too.
+        histogram per feature too (needed for per-channel ranges other than
+        min-max).
+      holdout_rows: activations only, at most 4096: the first rows are held
+        back from the statistics and kept by the server to check int8
+        tensors through the integer-only W8A8 path (QuantizedTensor.w8a8).
+        Put a fair sample first (e.g. shuffle the rows).
 
     Exactly one of activations, gram and importance must be given.
     """
 
     def __init__(self, name: str, *, activations=None, gram=None, importance=None,
                  tokens: Optional[int] = None, dtype: Optional[str] = None,
-                 channel_histograms: bool = False):
+                 channel_histograms: bool = False, holdout_rows: int = 0):
         if not has_field(pb.QuantizeRequest, "calibration_header"):
             raise ValueError("this quantd package was built from a proto without "
                              "calibration sets")
@@ -73,6 +79,13 @@ class Calibration:
                              f"{', '.join(given) or 'none'})")
         self.name = name
         self.channel_histograms = bool(channel_histograms)
+        self.holdout_rows = int(holdout_rows)
+        if self.holdout_rows < 0:
+            raise ValueError(f"calibration set {name}: holdout_rows must be >= 0")
+        if self.holdout_rows and not has_field(pb.CalibrationHeader,
+                                               "holdout_rows"):
+            raise ValueError("this quantd package was built from a proto without "
+                             "held-back rows")
         if activations is not None:
             from quantd.client import _convert  # the tensors' dtype rules
             if tokens is not None:
@@ -91,9 +104,10 @@ class Calibration:
             self._data = memoryview(arr.reshape(-1).view(np.uint8))
             self._row_bytes = self.features * arr.dtype.itemsize
         else:
-            if dtype is not None or channel_histograms:
-                raise ValueError(f"calibration set {name}: dtype and "
-                                 "channel_histograms are for activations only")
+            if dtype is not None or channel_histograms or self.holdout_rows:
+                raise ValueError(f"calibration set {name}: dtype, "
+                                 "channel_histograms and holdout_rows are for "
+                                 "activations only")
             if tokens is None or int(tokens) < 1:
                 raise ValueError(f"calibration set {name}: {given[0]} needs "
                                  "tokens >= 1 (the rows it came from)")
@@ -136,6 +150,8 @@ class Calibration:
         if self.kind == "activations":
             header.dtype = self.dtype
             header.channel_histograms = self.channel_histograms
+            if self.holdout_rows:
+                header.holdout_rows = self.holdout_rows
             if self._row_bytes > chunk_bytes:
                 raise ValueError(
                     f"calibration set {self.name}: one row is {self._row_bytes} "
@@ -177,10 +193,37 @@ class OutputMetrics:
                    error_sq=m.error_sq, signal_sq=m.signal_sq)
 
 
+def range_options(method: str = "minmax", *, percentile: Optional[float] = None,
+                  asymmetric: bool = False, per_channel: bool = False
+                  ) -> "pb.ActivationRangeOptions":
+    """How the server estimates a tensor's static int8 activation range:
+    method "minmax", "percentile" (percentile in [50, 100], default 99.99),
+    "mse" or "kl"; asymmetric codes with a zero point; per_channel also one
+    range per input channel (methods other than minmax need the set's
+    channel_histograms)."""
+    if method not in _RANGE_METHODS:
+        raise ValueError(f"unknown range method {method!r} (expected one of "
+                         f"{', '.join(_RANGE_METHODS)})")
+    out = pb.ActivationRangeOptions(method=_RANGE_METHODS[method],
+                                    asymmetric=bool(asymmetric))
+    if percentile is not None:
+        if method != "percentile":
+            raise ValueError("percentile is for method 'percentile' only")
+        out.percentile = float(percentile)
+    if per_channel:
+        if not has_field(pb.ActivationRangeOptions, "per_channel"):
+            raise ValueError("this quantd package was built from a proto "
+                             "without per-channel ranges")
+        out.per_channel = True
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class ActivationRange:
     """Static int8 range of a set's activations (W8A8): clip to [lo, hi],
-    q = clamp(round(x / scale) + zero_point)."""
+    q = clamp(round(x / scale) + zero_point). With per-channel ranges asked
+    for, channel_lo / channel_hi / channel_scale (float32) and
+    channel_zero_point (int32) hold one value per input channel."""
     calibration: str
     method: str          # "minmax", "percentile", "mse", "kl"
     symmetric: bool
@@ -188,11 +231,53 @@ class ActivationRange:
     hi: float
     scale: float
     zero_point: int
+    channel_lo: Optional[np.ndarray] = None
+    channel_hi: Optional[np.ndarray] = None
+    channel_scale: Optional[np.ndarray] = None
+    channel_zero_point: Optional[np.ndarray] = None
 
     @classmethod
     def from_proto(cls, r: "pb.ActivationRange") -> "ActivationRange":
         names = {v: k for k, v in _RANGE_METHODS.items()}
+        channels = {}
+        if has_field(pb.ActivationRange, "channels") and len(r.channels):
+            channels = dict(
+                channel_lo=np.array([c.lo for c in r.channels], np.float32),
+                channel_hi=np.array([c.hi for c in r.channels], np.float32),
+                channel_scale=np.array([c.scale for c in r.channels], np.float32),
+                channel_zero_point=np.array([c.zero_point for c in r.channels],
+                                            np.int32))
         return cls(calibration=r.calibration,
                    method=names.get(int(r.method), str(r.method)),
                    symmetric=bool(r.symmetric), lo=r.lo, hi=r.hi, scale=r.scale,
-                   zero_point=int(r.zero_point))
+                   zero_point=int(r.zero_point), **channels)
+
+
+@dataclasses.dataclass(frozen=True)
+class W8A8Check:
+    """The integer-only path of an int8 tensor on its set's held-back rows:
+    int8 activations (the static range) times int8 weight codes in an s32
+    GEMM (oneDNN), against the f32 layer; the weights-only error beside it."""
+    calibration: str
+    rows: int
+    relative_error: float
+    sqnr_db: float
+    max_abs_error: float
+    weight_only_relative_error: float
+    weight_only_sqnr_db: float
+    clipped_fraction: float
+    activation_scale: float
+    activation_zero_point: int
+    gemm: str
+
+    @classmethod
+    def from_proto(cls, c: "pb.W8A8Check") -> "W8A8Check":
+        return cls(calibration=c.calibration, rows=int(c.rows),
+                   relative_error=c.relative_error, sqnr_db=c.sqnr_db,
+                   max_abs_error=c.max_abs_error,
+                   weight_only_relative_error=c.weight_only_relative_error,
+                   weight_only_sqnr_db=c.weight_only_sqnr_db,
+                   clipped_fraction=c.clipped_fraction,
+                   activation_scale=c.activation_scale,
+                   activation_zero_point=int(c.activation_zero_point),
+                   gemm=c.gemm)

@@ -47,7 +47,8 @@ import numpy as np
 
 from quantd import errors
 from quantd._pb import has_field, pb, pb_grpc
-from quantd.calibration import ActivationRange, Calibration, OutputMetrics
+from quantd.calibration import (ActivationRange, Calibration, OutputMetrics,
+                                W8A8Check, range_options)
 from quantd.checksum import crc32c, crc32c_combine
 from quantd.scheme import SchemeLike, parse_scheme
 from quantd.tensor import Layout, Metrics, QuantizedTensor
@@ -341,6 +342,8 @@ class _Pending:
                     result.activation_range)
             calibrated["importance_from_calibration"] = bool(
                 result.importance_from_calibration)
+            if has_field(pb.TensorResult, "w8a8") and result.HasField("w8a8"):
+                calibrated["w8a8"] = W8A8Check.from_proto(result.w8a8)
         return QuantizedTensor(
             name=name, shape=self.job.shape, layout=layout, metrics=Metrics.from_proto(result.metrics),
             codes=codes, scales=scales, zero_points=zero_points,
@@ -607,7 +610,8 @@ class Client:
     def quantize(self, array, scheme: SchemeLike = "int8", *, name: str = "tensor",
                  output: str = "both", importance=None,
                  dtype: Optional[str] = None,
-                 calibration: Union[None, Calibration, Any] = None
+                 calibration: Union[None, Calibration, Any] = None,
+                 activation_range: Union[None, str, Any] = None
                  ) -> QuantizedTensor:
         """Quantizes one tensor.
 
@@ -626,6 +630,9 @@ class Client:
             row_length] floats, sent as a calibration set named like the
             tensor) or a quantd.Calibration; the result then has
             output_metrics (and activation_range for activations).
+          activation_range: how the static activation range is estimated:
+            a method name ("minmax", "percentile", "mse", "kl") or
+            quantd.range_options(...) (percentile, asymmetric, per_channel).
 
         Raises a quantd.QuantdError subclass for a failed call, for instance
         InvalidArgumentError for an unknown scheme or a NaN.
@@ -641,13 +648,15 @@ class Client:
         # Read the stream to its end, so that it finishes with OK rather than
         # being cancelled once the result is in.
         (result,) = self.quantize_many([item], scheme, output=output,
-                                       calibration_sets=sets)
+                                       calibration_sets=sets,
+                                       activation_range=activation_range)
         return result
 
     def quantize_many(self, tensors: Iterable[Any], scheme: SchemeLike = "int8", *,
                       output: str = "both", max_in_flight: Optional[int] = None,
                       return_exceptions: bool = False,
-                      calibration_sets: Sequence[Calibration] = ()
+                      calibration_sets: Sequence[Calibration] = (),
+                      activation_range: Union[None, str, Any] = None
                       ) -> Iterator[Union[QuantizedTensor, errors.QuantdError]]:
         """Quantizes many tensors on one stream, yielding each result as it
         completes (completion order, not input order).
@@ -667,6 +676,8 @@ class Client:
             that failed, and go on with the others, instead of raising it.
             Errors about the call itself (UNAUTHENTICATED, PERMISSION_DENIED,
             DEADLINE_EXCEEDED, CANCELLED) are raised either way.
+          activation_range: the job's static activation range estimator, as
+            for quantize().
           calibration_sets: quantd.Calibration sets, sent at the start of
             the stream (and of every stream a retry opens) before any tensor,
             in order; names must be unique. Each set's activations are
@@ -713,9 +724,13 @@ class Client:
             names_seen.add(job.name)
             return job
 
+        options = pb.JobOptions(output=output_kind)
+        if activation_range is not None:
+            if isinstance(activation_range, str):
+                activation_range = range_options(activation_range)
+            options.activation_range.CopyFrom(activation_range)
         start = pb.QuantizeRequest(start=pb.JobStart(
-            scheme=default_scheme, options=pb.JobOptions(output=output_kind),
-            client=self.client_name))
+            scheme=default_scheme, options=options, client=self.client_name))
 
         while retry or not source_done:
             if failures:

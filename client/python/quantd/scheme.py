@@ -104,10 +104,13 @@ def parse_scheme(scheme: SchemeLike) -> "pb.Scheme":
     text, plus, method = scheme.strip().partition("+")
     if plus:
         out = parse_scheme(text)
-        if is_block_format(out):
-            raise ValueError(f"malformed scheme {scheme!r}: a block format takes "
-                             "no method")
         _parse_method(out, method, scheme)
+        if is_block_format(out) and (
+                out.method not in (pb.QUANT_METHOD_UNSPECIFIED,
+                                   pb.QUANT_METHOD_RTN, pb.QUANT_METHOD_GPTQ)
+                or out.gptq.static_groups):
+            raise ValueError(f"malformed scheme {scheme!r}: a block format takes "
+                             "only gptq, without static_groups")
         return out
     family = _FAMILY.fullmatch(text.lower())
     if family is not None:
@@ -197,7 +200,7 @@ def scheme_name(scheme: "pb.Scheme") -> str:
     """The canonical text of a Scheme: "int4_asym_g128", "int8_sym_channel",
     or the format name of a block format ("Q4_K")."""
     if is_block_format(scheme):
-        return scheme.format
+        return scheme.format + _method_suffix(scheme)
     if is_family_format(scheme):
         return _family_name(scheme)
     symmetry = "_sym" if scheme.symmetric else "_asym"

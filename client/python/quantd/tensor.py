@@ -373,6 +373,9 @@ class QuantizedTensor:
     output_metrics: Optional["OutputMetrics"] = None
     activation_range: Optional["ActivationRange"] = None
     importance_from_calibration: bool = False
+    # int8 tensors whose set has held-back rows (Calibration.holdout_rows):
+    # the integer-only W8A8 check (quantd.W8A8Check).
+    w8a8: Optional["W8A8Check"] = None
     # AWQ / SmoothQuant: the per-input-column scales s (float32,
     # [row_length]); codes, scales and zero points quantize W·diag(s), so
     # the layer's input is to be divided by s (fold 1/s into the op before

@@ -215,7 +215,8 @@ def test_method_text_round_trips():
             ("int8+smoothquant(alpha=0.5)", "int8_sym_channel+smoothquant(alpha=0.5)"),
             ("int8+rtn", "int8_sym_channel")]:
         assert quantd.scheme_name(quantd.parse_scheme(text)) == canonical
-    for bad in ("int8+foo", "Q4_K+gptq", "int8+gptq(grid=3)", "int8+awq(alpha=1)"):
+    for bad in ("int8+foo", "Q4_K+awq", "Q4_K+gptq(static_groups)",
+                "int8+gptq(grid=3)", "int8+awq(alpha=1)"):
         with pytest.raises(ValueError):
             quantd.parse_scheme(bad)
 
@@ -240,3 +241,103 @@ def test_methods_beat_rtn_in_output_space(client, method):
         np.testing.assert_allclose(q.dequantize(), q.dequantized, rtol=1e-6, atol=1e-7)
     else:
         assert q.channel_scales is None
+
+
+def needs_field(message, field):
+    if not quantd._pb.has_field(message, field):
+        pytest.skip(f"this proto has no {message.DESCRIPTOR.name}.{field}")
+
+
+def test_w8a8_check_on_held_back_rows_equals_numpy(client):
+    needs_field(pb.CalibrationHeader, "holdout_rows")
+    x, w = layer(21, tokens=400)
+    held = 64
+    cal = quantd.Calibration("x", activations=x, holdout_rows=held)
+    out = {q.name: q for q in client.quantize_many(
+        [("w8", w, "int8", "x"), ("w4", w, "int4_g32", "x")],
+        calibration_sets=[cal])}
+    q = out["w8"]
+    # The statistics come from the other rows only.
+    assert q.output_metrics.tokens == 400 - held
+    rest = x[held:]
+    assert q.activation_range.scale == np.float32(
+        np.float32(np.abs(rest).max()) / np.float32(127))
+    c = q.w8a8
+    assert c is not None and c.rows == held and c.calibration == "x" and c.gemm
+    # The integer path in numpy: round half to even, saturate, int64 sums.
+    xs = x[:held]
+    xq = np.clip(np.rint(xs / np.float32(c.activation_scale)), -128, 127)
+    codes = q.unpack_codes().reshape(w.shape).astype(np.int64)
+    acc = xq.astype(np.int64) @ codes.T
+    y_int = (np.float64(c.activation_scale) * q.scales.astype(np.float64).reshape(1, -1)
+             * acc.astype(np.float64))
+    y = xs.astype(np.float64) @ w.astype(np.float64).T
+    rel = np.linalg.norm(y_int - y) / np.linalg.norm(y)
+    assert c.relative_error == pytest.approx(rel, rel=1e-4, abs=1e-6)
+    clipped = np.count_nonzero(np.abs(np.rint(xs / np.float32(c.activation_scale))) > 127.5)
+    assert c.clipped_fraction == pytest.approx(clipped / xs.size)
+    y_w = xs.astype(np.float64) @ q.dequantized.astype(np.float64).T
+    assert c.weight_only_relative_error == pytest.approx(
+        np.linalg.norm(y_w - y) / np.linalg.norm(y), rel=1e-4, abs=1e-6)
+    assert c.relative_error >= c.weight_only_relative_error
+    # Not an int8 scheme: no check.
+    assert out["w4"].w8a8 is None
+
+
+def test_per_channel_ranges_follow_the_rule(client):
+    needs_field(pb.ActivationRangeOptions, "per_channel")
+    x, w = layer(22)
+    q = client.quantize(w, "int8", name="proj", calibration=x,
+                        activation_range=quantd.range_options(per_channel=True))
+    r = q.activation_range
+    amax = np.abs(x).max(axis=0).astype(np.float32)
+    want = np.maximum(amax / np.float32(127), np.finfo(np.float32).tiny)
+    np.testing.assert_array_equal(r.channel_scale, want.astype(np.float32))
+    np.testing.assert_array_equal(r.channel_hi, amax)
+    np.testing.assert_array_equal(r.channel_zero_point, 0)
+    asym = client.quantize(
+        w, "int8", name="proj", calibration=x,
+        activation_range=quantd.range_options(asymmetric=True, per_channel=True))
+    lo = np.minimum(x.min(axis=0), 0).astype(np.float32)
+    hi = np.maximum(x.max(axis=0), 0).astype(np.float32)
+    scale = ((hi - lo) / np.float32(255)).astype(np.float32)
+    np.testing.assert_array_equal(asym.activation_range.channel_scale, scale)
+    zp = np.clip(np.rint(-lo * (np.float32(1) / scale)), 0, 255)
+    np.testing.assert_array_equal(asym.activation_range.channel_zero_point, zp)
+    # Without per_channel: none.
+    plain = client.quantize(w, "int8", name="proj", calibration=x,
+                            activation_range="minmax")
+    assert plain.activation_range.channel_scale is None
+    # A histogram method per channel needs the set's channel histograms.
+    with pytest.raises(quantd.InvalidArgumentError, match="channel_histograms"):
+        client.quantize(w, "int8", name="proj", calibration=x,
+                        activation_range=quantd.range_options("kl", per_channel=True))
+    hist = quantd.Calibration("proj", activations=x, channel_histograms=True)
+    p = client.quantize(w, "int8", name="proj", calibration=hist,
+                        activation_range=quantd.range_options(
+                            "percentile", percentile=99.0, per_channel=True))
+    assert np.all(p.activation_range.channel_hi <= amax)
+    assert np.count_nonzero(p.activation_range.channel_hi < amax) > len(amax) // 2
+
+
+def test_gptq_onto_a_ggml_format_beats_ggml_rounding(client):
+    x, w = layer(23, tokens=600, in_features=256, out_features=32)
+    x = x @ np.random.default_rng(5).standard_normal((256, 256)).astype(np.float32) / 16
+    scheme = "Q4_K+gptq(act_order)"
+    try:
+        parsed = quantd.parse_scheme(scheme)
+    except ValueError:
+        pytest.skip("this proto has no methods")
+    assert quantd.scheme_name(parsed) == scheme
+    cal = quantd.Calibration("x", activations=x)
+    try:
+        out = {q.name: q for q in client.quantize_many(
+            [("rtn", w, "Q4_K", "x"), ("gptq", w, scheme, "x")],
+            calibration_sets=[cal])}
+    except quantd.InvalidArgumentError as e:
+        pytest.skip(f"the server does not run gptq on block formats: {e}")
+    g = out["gptq"]
+    rel, _, _ = output_error(x, w, g.dequantize())
+    assert g.output_metrics.relative_error == pytest.approx(rel, rel=1e-4, abs=1e-6)
+    assert g.output_metrics.relative_error < 0.7 * out["rtn"].output_metrics.relative_error
+    assert g.codes.nbytes == out["rtn"].codes.nbytes
