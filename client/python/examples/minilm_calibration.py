@@ -41,6 +41,8 @@ import quantd
 LICENSES = pathlib.Path("/usr/share/common-licenses")
 RTN_SCHEMES = ("int8", "int4_g32", "int4_g128", "int3_g128")
 SUFFIXES = ("+gptq", "+awq")
+# int8 also runs SmoothQuant (W8A8: the integer-only check shows its effect).
+INT8_SUFFIXES = ("+gptq", "+awq", "+smoothquant")
 # Linear layers of a BERT layer: (short name, weight key, calibration input).
 LINEARS = (
     ("q", "attention.self.query", "attn_in"),
@@ -219,11 +221,22 @@ def supported_schemes(client: quantd.Client, schemes: Sequence[str]) -> List[str
 
 
 def quantize_model(client: quantd.Client, model: MiniLM,
-                   captured: Dict[str, np.ndarray], schemes: Sequence[str]
+                   captured: Dict[str, np.ndarray], schemes: Sequence[str],
+                   holdout: int = 0
                    ) -> Dict[str, Dict[str, quantd.QuantizedTensor]]:
     """{scheme: {tensor name: result}}: every linear weight in every scheme,
-    on one stream, after one calibration set per distinct layer input."""
-    sets = [quantd.Calibration(name, activations=x) for name, x in captured.items()]
+    on one stream, after one calibration set per distinct layer input. With
+    `holdout`, each set's rows are shuffled (fixed seed) and the first
+    `holdout` held back from the statistics for the server's integer-only
+    W8A8 check of the int8 tensors."""
+    sets = []
+    for name, x in captured.items():
+        if holdout:
+            x = x[np.random.default_rng(0).permutation(x.shape[0])]
+            sets.append(quantd.Calibration(
+                name, activations=x, holdout_rows=min(holdout, x.shape[0] // 2)))
+        else:
+            sets.append(quantd.Calibration(name, activations=x))
     items = [(f"{scheme}/{name}", model.weights[key], scheme, cal)
              for scheme in schemes for name, key, cal in model.linear_names()]
     out: Dict[str, Dict[str, quantd.QuantizedTensor]] = {s: {} for s in schemes}
@@ -251,10 +264,12 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def run(client: quantd.Client, calibration: int = 256, held_out: int = 64,
         schemes: Sequence[str] = RTN_SCHEMES, try_suffixes: bool = True,
-        model: Optional[MiniLM] = None) -> dict:
+        model: Optional[MiniLM] = None, holdout: int = 0) -> dict:
     """Captures, quantizes and evaluates; returns {"schemes", "layers",
     "relative_error": {scheme: {layer: e}}, "cosine": {scheme: (mean, min)},
-    "tokens", "fp32"} (fp32: the held-out embeddings)."""
+    "w8a8": {scheme: {layer: (integer-only error, weights-only error)}},
+    "tokens", "fp32"} (fp32: the held-out embeddings; w8a8 only with
+    `holdout` held-back rows per set, for int8 schemes)."""
     model = model or MiniLM()
     sentences = license_sentences(calibration + held_out)
     if len(sentences) < calibration + held_out:
@@ -268,12 +283,13 @@ def run(client: quantd.Client, calibration: int = 256, held_out: int = 64,
     captured = {k: np.concatenate(v) for k, v in capture.items()}
     wanted = list(schemes)
     if try_suffixes:
-        wanted += [s + suffix for suffix in SUFFIXES for s in schemes if s != "int8"]
+        wanted += [s + suffix for s in schemes
+                   for suffix in (INT8_SUFFIXES if s == "int8" else SUFFIXES)]
     wanted = supported_schemes(client, wanted)
-    results = quantize_model(client, model, captured, wanted)
+    results = quantize_model(client, model, captured, wanted, holdout)
     fp32 = model.embed(test)
     report = {"schemes": wanted, "layers": [n for n, _, _ in model.linear_names()],
-              "relative_error": {}, "cosine": {}, "fp32": fp32,
+              "relative_error": {}, "cosine": {}, "w8a8": {}, "fp32": fp32,
               "tokens": captured["layer0.attn_in"].shape[0],
               "sentences": (len(train), len(test))}
     for scheme in wanted:
@@ -281,6 +297,11 @@ def run(client: quantd.Client, calibration: int = 256, held_out: int = 64,
             n: q.output_metrics.relative_error for n, q in results[scheme].items()}
         c = cosines(quantized_copy(model, results[scheme]).embed(test), fp32)
         report["cosine"][scheme] = (float(c.mean()), float(c.min()))
+        checks = {n: (q.w8a8.relative_error, q.w8a8.weight_only_relative_error)
+                  for n, q in results[scheme].items()
+                  if getattr(q, "w8a8", None) is not None}
+        if checks:
+            report["w8a8"][scheme] = checks
     return report
 
 
@@ -302,6 +323,14 @@ def format_table(report: dict) -> str:
         f"{report['cosine'][s][0]:>{width}.5f}" for s in schemes))
     lines.append(f"{'cosine min':<16}" + "".join(
         f"{report['cosine'][s][1]:>{width}.5f}" for s in schemes))
+    w8a8 = report.get("w8a8", {})
+    if w8a8:
+        def cell(s, i):
+            if s not in w8a8:
+                return f"{'-':>{width}}"
+            return f"{np.mean([v[i] for v in w8a8[s].values()]):>{width}.4f}"
+        lines.append(f"{'W8A8 int-only':<16}" + "".join(cell(s, 0) for s in schemes))
+        lines.append(f"{'  weights-only':<16}" + "".join(cell(s, 1) for s in schemes))
     return "\n".join(lines)
 
 
@@ -314,11 +343,16 @@ def main(argv=None) -> int:
                     help="held-out sentences for the cosine (default 64)")
     ap.add_argument("--schemes", default=",".join(RTN_SCHEMES))
     ap.add_argument("--no-suffixes", action="store_true",
-                    help="do not try +gptq / +awq")
+                    help="do not try +gptq / +awq (/ +smoothquant for int8)")
+    ap.add_argument("--holdout", type=int, default=256,
+                    help="token rows per calibration set held back for the "
+                         "W8A8 integer-only check of int8 layers (default "
+                         "256; 0: none)")
     args = ap.parse_args(argv)
     with quantd.Client(args.target) as client:
         report = run(client, args.calibration, args.held_out,
-                     args.schemes.split(","), not args.no_suffixes)
+                     args.schemes.split(","), not args.no_suffixes,
+                     holdout=args.holdout)
     print(format_table(report))
     return 0
 

@@ -71,3 +71,19 @@ def test_int8_pipeline_on_a_few_sentences(example, model, client):
     assert worst >= 0.99 and mean >= worst
     table = example.format_table(report)
     assert "layer0.q" in table and "cosine min" in table
+
+
+def test_w8a8_check_rows_on_held_back_tokens(example, model, client):
+    if not quantd._pb.has_field(quantd._pb.pb.CalibrationHeader, "holdout_rows"):
+        pytest.skip("this proto has no held-back rows")
+    report = example.run(client, calibration=24, held_out=8,
+                         schemes=["int8", "int4_g128"], try_suffixes=False,
+                         model=model, holdout=32)
+    checks = report["w8a8"]["int8"]
+    assert len(checks) == 36
+    for layer, (integer, weights_only) in checks.items():
+        # Static int8 activations add error on top of the weights' own.
+        assert weights_only <= integer < 1.0, layer
+    assert "int4_g128" not in report["w8a8"]
+    table = example.format_table(report)
+    assert "W8A8 int-only" in table
