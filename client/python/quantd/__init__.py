@@ -18,6 +18,8 @@ from quantd.errors import (CancelledError, DataLossError, DeadlineExceededError,
                            PermissionDeniedError, QuantdError,
                            ResourceExhaustedError, UnauthenticatedError,
                            UnavailableError, UnimplementedError)
+from quantd.mixed_precision import (CurvePoint, MixedPrecisionPlan,
+                                    plan_mixed_precision)
 from quantd.scheme import parse_scheme, scheme_name
 from quantd.tensor import Layout, Metrics, QuantizedTensor, pack_codes, unpack_codes
 
@@ -25,7 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Client", "Calibration", "OutputMetrics", "ActivationRange", "W8A8Check",
-    "range_options", "ServerInfo", "FormatInfo", "Limits", "QuantizedTensor", "Layout",
+    "range_options", "plan_mixed_precision", "MixedPrecisionPlan", "CurvePoint", "ServerInfo", "FormatInfo", "Limits", "QuantizedTensor", "Layout",
     "Metrics", "parse_scheme", "scheme_name", "pack_codes", "unpack_codes",
     "crc32c", "crc32c_combine", "QuantdError", "InvalidArgumentError",
     "ResourceExhaustedError", "UnavailableError", "DataLossError",
