@@ -95,6 +95,21 @@ quantize options:
                        int4_asym_g128,int4_asym_g64,int5_asym_g128,
                        int6_asym_g128,int8); ggml types such as Q4_K too;
                        those that do not fit a tensor's shape are skipped
+  --mixed-error E      what --target-* minimises: weight, output (each
+                       layer's output error on its calibration set) or auto
+                       (output when every chosen tensor has a set; default)
+  --calibration PATH   safetensors file of layer inputs X ([tokens,
+                       features], F32/F16/BF16), one calibration set per
+                       tensor, named after it; repeatable. Weight M.weight
+                       uses set M unless --calibrate says otherwise; such
+                       tensors get output error, activation range and can
+                       use +gptq, +awq, +smoothquant schemes
+  --calibrate R=SET    weights matching regex R use calibration set SET
+                       ("none": no set); repeatable, first match wins
+  --holdout-rows N     rows per set held back for the W8A8 integer-only
+                       check of int8 tensors (default: 0, at most 4096)
+  --activation-range T static activation range: minmax (default),
+                       percentile[:P], mse or kl, then ,asym ,per_channel
 
 bench options (a load generator: streams busy for a duration with random
 tensors, throughput and per-tensor latency p50/p90/p99; exit 1 if a good
@@ -346,6 +361,20 @@ int Quantize(const Args& args) {
     } else if (name == "candidates") {
       options.candidates = value;
       candidates_given = true;
+    } else if (name == "mixed-error") {
+      options.mixed_error = value;
+    } else if (name == "calibration") {
+      options.calibration_files.push_back(value);
+    } else if (name == "calibrate") {
+      options.calibration_rules.push_back(value);
+    } else if (name == "holdout-rows") {
+      if (!absl::SimpleAtoi(value, &options.holdout_rows) ||
+          options.holdout_rows < 0 || options.holdout_rows > 4096) {
+        return Usage(absl::StrCat(
+            "--holdout-rows needs a count in [0, 4096], not \"", value, "\""));
+      }
+    } else if (name == "activation-range") {
+      options.activation_range = value;
     } else if (name == "fake-quant") {
       options.fake_quant = true;
     } else if (name == "quantize-1d") {

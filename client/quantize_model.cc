@@ -32,6 +32,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "client/calibration_input.h"
 #include "client/dispatcher.h"
 #include "client/overrides.h"
 #include "client/quantd_client.h"
@@ -144,6 +145,13 @@ std::vector<ExtraPart> ExtraParts(const Layout& layout) {
   }
   if (layout.scheme.format == "modelopt_nvfp4") {
     parts.push_back({"tensor_scale", "F32", {1}});
+  }
+  // AWQ and SmoothQuant: the codes quantize W diag(s); s is stored so the
+  // layer's input can be divided by it.
+  if (!layout.IsBlockFormat() &&
+      (layout.scheme.method.method == Method::kAwq ||
+       layout.scheme.method.method == Method::kSmoothQuant)) {
+    parts.push_back({"channel_scales", "F32", {layout.row_length}});
   }
   return parts;
 }
@@ -461,6 +469,7 @@ class Store {
         if (suffix == "second_scales") bytes = &reply.second_scales;
         if (suffix == "codebooks") bytes = &reply.codebooks;
         if (suffix == "zero_points") bytes = &reply.zero_points_f32;
+        if (suffix == "channel_scales") bytes = &reply.channel_scales;
         if (suffix == "scale_offset" || suffix == "tensor_scale") {
           const float v = suffix == "scale_offset" ? got.scale_offset()
                                                    : got.tensor_scale();
@@ -508,6 +517,9 @@ class Store {
     summary.server = info.server;
     summary.attempts = info.attempts;
     summary.moved = info.moved;
+    summary.output_metrics = reply.output_metrics;
+    summary.activation_range = reply.activation_range;
+    summary.w8a8 = reply.w8a8;
     progress_.Done(summary.bytes_in, /*failed=*/false);
     return absl::OkStatus();
   }
@@ -632,13 +644,112 @@ std::optional<double> SchemeBits(const Scheme& scheme,
                     static_cast<double>(tensor.num_elements));
 }
 
+// The run's calibration input: the sets, each quantized tensor's set, and
+// the batches the sets are sent in.
+struct Calibration {
+  CalibrationInputs inputs;
+  // Tensor name -> its set (index into inputs.sets).
+  absl::flat_hash_map<std::string, size_t> set_of;
+  // Set index -> batch index.
+  std::vector<size_t> batch_of_set;
+  size_t num_batches = 0;
+  std::optional<v1::ActivationRangeOptions> range;
+
+  // The batch of a tensor: that of its set, or num_batches (no set).
+  size_t BatchOf(const std::string& tensor) const {
+    auto it = set_of.find(tensor);
+    return it == set_of.end() ? num_batches : batch_of_set[it->second];
+  }
+  const CalibrationSetRequest* SetOf(const std::string& tensor) const {
+    auto it = set_of.find(tensor);
+    return it == set_of.end() ? nullptr : &inputs.sets[it->second];
+  }
+  // The sets of batch `b` (none for b == num_batches).
+  std::vector<CalibrationSetRequest> Sets(size_t b) const {
+    std::vector<CalibrationSetRequest> out;
+    for (size_t i = 0; i < inputs.sets.size(); ++i) {
+      if (batch_of_set[i] == b) out.push_back(inputs.sets[i]);
+    }
+    return out;
+  }
+};
+
+absl::StatusOr<Calibration> LoadCalibration(
+    const QuantizeModelOptions& options, const SafetensorsModel& model,
+    absl::Span<const SchemeOverride> overrides) {
+  Calibration c;
+  if (!options.activation_range.empty()) {
+    QUANTD_ASSIGN_OR_RETURN(c.range,
+                            ParseActivationRange(options.activation_range));
+  }
+  if (options.calibration_files.empty()) {
+    if (!options.calibration_rules.empty() || options.holdout_rows != 0) {
+      return absl::InvalidArgumentError(
+          "calibration rules and held-back rows need calibration files");
+    }
+    return c;
+  }
+  if (options.holdout_rows < 0 || options.holdout_rows > 4096) {
+    return absl::InvalidArgumentError("held-back rows must be in [0, 4096]");
+  }
+  CalibrationInputOptions input_options;
+  input_options.holdout_rows = options.holdout_rows;
+  input_options.channel_histograms =
+      c.range.has_value() && c.range->per_channel() &&
+      c.range->method() != v1::RANGE_METHOD_MINMAX &&
+      c.range->method() != v1::RANGE_METHOD_UNSPECIFIED;
+  QUANTD_ASSIGN_OR_RETURN(
+      c.inputs, LoadCalibrationInputs(options.calibration_files, input_options));
+  QUANTD_ASSIGN_OR_RETURN(std::vector<CalibrationRule> rules,
+                          ParseCalibrationRules(options.calibration_rules));
+  std::vector<bool> used(c.inputs.sets.size(), false);
+  for (const SafetensorsTensor* tensor : model.tensors()) {
+    if (!CopyNote(*tensor, FindOverride(overrides, tensor->name),
+                  options.quantize_1d)
+             .empty()) {
+      continue;
+    }
+    QUANTD_ASSIGN_OR_RETURN(const CalibrationSetRequest* set,
+                            CalibrationSetFor(tensor->name, rules, c.inputs));
+    if (set == nullptr) continue;
+    const int64_t row = tensor->shape.empty() ? 1 : tensor->shape.back();
+    if (set->features != row) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tensor \"", tensor->name, "\" has rows of ", row,
+          " elements and its calibration set \"", set->name, "\" has ",
+          set->features, " features"));
+    }
+    const size_t index = static_cast<size_t>(set - c.inputs.sets.data());
+    c.set_of[tensor->name] = index;
+    used[index] = true;
+  }
+  // Sets no tensor uses are not sent.
+  std::vector<CalibrationSetRequest> kept;
+  std::vector<size_t> new_index(c.inputs.sets.size());
+  for (size_t i = 0; i < c.inputs.sets.size(); ++i) {
+    if (!used[i]) continue;
+    new_index[i] = kept.size();
+    kept.push_back(c.inputs.sets[i]);
+  }
+  for (auto& [name, index] : c.set_of) index = new_index[index];
+  c.inputs.sets = std::move(kept);
+  const std::vector<std::vector<size_t>> batches = BatchCalibrationSets(
+      c.inputs.sets, std::max<int64_t>(options.calibration_batch_bytes, 1));
+  c.batch_of_set.resize(c.inputs.sets.size());
+  for (size_t b = 0; b < batches.size(); ++b) {
+    for (size_t i : batches[b]) c.batch_of_set[i] = b;
+  }
+  c.num_batches = batches.size();
+  return c;
+}
+
 // The mixed-precision pass: measures the candidates on every quantized
 // tensor that no override fixes and chooses their schemes for the target.
 absl::StatusOr<MixedPrecisionPlan> PlanMixedPrecision(
     const QuantizeModelOptions& options, const SafetensorsModel& model,
     absl::Span<const SchemeOverride> rules, const Scheme& default_scheme,
     uint64_t max_tensor_bytes, const DispatchOptions& dispatch,
-    absl::Span<const DispatchServer> targets) {
+    absl::Span<const DispatchServer> targets, const Calibration& calibration) {
   if (!(options.target_bpw >= 0) || !std::isfinite(options.target_bpw) ||
       (options.target_bpw > 0) == (options.target_bytes > 0)) {
     return absl::InvalidArgumentError(
@@ -669,12 +780,47 @@ absl::StatusOr<MixedPrecisionPlan> PlanMixedPrecision(
               .value_or(0);
       continue;
     }
+    const CalibrationSetRequest* set = calibration.SetOf(tensor->name);
     free.push_back({tensor->name, *ParseDType(tensor->dtype), tensor->shape,
-                    tensor->data});
+                    tensor->data, set != nullptr ? set->name : ""});
     free_tensors.push_back(tensor);
   }
-  std::vector<TensorCurve> curves =
-      MeasureCandidates(dispatch, targets, free, candidates);
+  // Measured batch by batch of calibration sets (one round without sets).
+  std::vector<TensorCurve> curves(free.size());
+  for (size_t b = 0; b <= calibration.num_batches; ++b) {
+    std::vector<CandidateTensor> subset;
+    std::vector<size_t> where;
+    for (size_t i = 0; i < free.size(); ++i) {
+      if (calibration.BatchOf(free[i].name) != b) continue;
+      subset.push_back(free[i]);
+      where.push_back(i);
+    }
+    if (subset.empty()) continue;
+    DispatchOptions batch = dispatch;
+    batch.job.calibration_sets = calibration.Sets(b);
+    std::vector<TensorCurve> measured =
+        MeasureCandidates(batch, targets, subset, candidates);
+    for (size_t k = 0; k < measured.size(); ++k) {
+      curves[where[k]] = std::move(measured[k]);
+    }
+  }
+  bool all_output = !free.empty();
+  for (const CandidateTensor& t : free) all_output &= !t.calibration.empty();
+  if (options.mixed_error == "output" && !all_output) {
+    return absl::InvalidArgumentError(
+        "mixed precision on the output error needs a calibration set for every "
+        "tensor it chooses for");
+  }
+  if (options.mixed_error != "auto" && options.mixed_error != "weight" &&
+      options.mixed_error != "output") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "mixed error \"", options.mixed_error, "\": expected auto, weight or "
+        "output"));
+  }
+  plan.measure = options.mixed_error == "output" ||
+                         (options.mixed_error == "auto" && all_output)
+                     ? ErrorMeasure::kOutput
+                     : ErrorMeasure::kWeight;
   for (size_t i = 0; i < curves.size(); ++i) {
     if (curves[i].points.empty()) {  // nothing fits: the default scheme
       plan.fixed_bits +=
@@ -708,8 +854,11 @@ absl::StatusOr<MixedPrecisionPlan> PlanMixedPrecision(
                   "overrides and copied tensors allow, %.0f",
                   plan.target_bytes, (min_bits + plan.copied_bits) / 8));
   }
-  QUANTD_ASSIGN_OR_RETURN(plan.choice,
-                          ChooseMixedPrecision(plan.curves, plan.budget_bits));
+  MixedChoiceOptions choice_options;
+  choice_options.measure = plan.measure;
+  QUANTD_ASSIGN_OR_RETURN(
+      plan.choice,
+      ChooseMixedPrecision(plan.curves, plan.budget_bits, choice_options));
   plan.planned_bpw =
       (plan.fixed_bits + plan.choice.bits) / std::max(quantized_params, 1.0);
   return plan;
@@ -743,6 +892,8 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
                           ParseOverrides(options.overrides));
   QUANTD_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsModel> model,
                           SafetensorsModel::Open(options.model));
+  QUANTD_ASSIGN_OR_RETURN(Calibration calibration,
+                          LoadCalibration(options, *model, rules));
 
   // Servers: one channel and client each, checked with GetServerInfo.
   RunSummary run;
@@ -860,6 +1011,7 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
   dispatch.job.client_name = options.client_name;
   dispatch.job.max_in_flight_tensors = options.max_in_flight_tensors;
   dispatch.max_attempts = options.max_attempts;
+  if (calibration.range) dispatch.job.activation_range = *calibration.range;
 
   // Mixed precision: each free tensor's scheme, chosen for the target.
   absl::flat_hash_map<std::string, Scheme> mixed_schemes;
@@ -871,7 +1023,7 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
     QUANTD_ASSIGN_OR_RETURN(
         MixedPrecisionPlan plan,
         PlanMixedPrecision(options, *model, rules, default_scheme,
-                           max_tensor_bytes, dispatch, targets));
+                           max_tensor_bytes, dispatch, targets, calibration));
     for (size_t i = 0; i < plan.curves.size(); ++i) {
       const CurvePoint& point = plan.curves[i].points[static_cast<size_t>(
           plan.choice.point[i])];
@@ -1012,17 +1164,35 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
     request.shape = item.tensor->shape;
     if (item.has_scheme_override) request.scheme = item.scheme;
     request.data = item.tensor->data;
+    if (const CalibrationSetRequest* set = calibration.SetOf(request.name);
+        set != nullptr) {
+      request.calibration = set->name;
+      summaries[item.summary].calibration = set->name;
+    }
     requests.push_back(std::move(request));
   }
   std::thread sender([&] {
-    Dispatch(
-        dispatch, targets, requests,
-        [&](size_t i, TensorReply reply, const DispatchInfo& info) {
-          return store.Answer(i, reply, info);
-        },
-        [&](size_t i, const absl::Status& status, const DispatchInfo& info) {
-          store.Fail(i, status, info);
-        });
+    // One round per batch of calibration sets, then the tensors without.
+    for (size_t b = 0; b <= calibration.num_batches; ++b) {
+      std::vector<TensorRequest> batch;
+      std::vector<size_t> where;
+      for (size_t i = 0; i < requests.size(); ++i) {
+        if (calibration.BatchOf(requests[i].name) != b) continue;
+        batch.push_back(requests[i]);
+        where.push_back(i);
+      }
+      if (batch.empty()) continue;
+      DispatchOptions round = dispatch;
+      round.job.calibration_sets = calibration.Sets(b);
+      Dispatch(
+          round, targets, batch,
+          [&](size_t i, TensorReply reply, const DispatchInfo& info) {
+            return store.Answer(where[i], reply, info);
+          },
+          [&](size_t i, const absl::Status& status, const DispatchInfo& info) {
+            store.Fail(where[i], status, info);
+          });
+    }
   });
   // Tensors passed through are copied while the streams run.
   absl::Status copy_status;
@@ -1168,9 +1338,19 @@ std::string FormatTotals(const RunSummary& s) {
 }
 
 std::string FormatSummaryTable(const RunSummary& summary) {
-  const std::vector<std::string> header = {"name",    "shape",  "scheme",
-                                           "bpw",     "MSE",    "max|err|",
-                                           "SQNR dB", "cosine", "ms"};
+  // Output error (calibration sets) and W8A8 columns when any tensor has them.
+  bool output = false;
+  bool w8a8 = false;
+  for (const TensorSummary& t : summary.tensors) {
+    output |= t.output_metrics.has_value();
+    w8a8 |= t.w8a8.has_value();
+  }
+  std::vector<std::string> header = {"name",    "shape",  "scheme",
+                                     "bpw",     "MSE",    "max|err|",
+                                     "SQNR dB", "cosine"};
+  if (output) header.push_back("out err");
+  if (w8a8) header.push_back("W8A8 err");
+  header.push_back("ms");
   std::vector<std::vector<std::string>> rows;
   for (const TensorSummary& t : summary.tensors) {
     std::vector<std::string> row = {t.name, ShapeText(t.shape)};
@@ -1185,6 +1365,14 @@ std::string FormatSummaryTable(const RunSummary& summary) {
         row.push_back(Number(t.metrics.max_abs_error(), "%.3e"));
         row.push_back(Number(t.metrics.sqnr_db(), "%.2f"));
         row.push_back(Number(t.metrics.cosine_similarity(), "%.6f"));
+        if (output) {
+          row.push_back(t.output_metrics
+                            ? Number(t.output_metrics->relative_error(), "%.4f")
+                            : "-");
+        }
+        if (w8a8) {
+          row.push_back(t.w8a8 ? Number(t.w8a8->relative_error(), "%.4f") : "-");
+        }
         row.push_back(t.resumed ? "resumed"
                                 : absl::StrCat(Number(t.seconds * 1e3, "%.1f"),
                                                t.moved ? " (moved)" : ""));
@@ -1286,6 +1474,46 @@ OrderedJson SummaryToJson(const RunSummary& s) {
       e["server"] = t.server;
       e["resumed"] = t.resumed;
       e["moved"] = t.moved;
+      if (!t.calibration.empty()) e["calibration"] = t.calibration;
+      if (t.output_metrics) {
+        OrderedJson o;
+        o["tokens"] = t.output_metrics->tokens();
+        o["relative_error"] = t.output_metrics->relative_error();
+        o["sqnr_db"] = t.output_metrics->sqnr_db();
+        o["error_sq"] = t.output_metrics->error_sq();
+        e["output_metrics"] = std::move(o);
+      }
+      if (t.activation_range) {
+        OrderedJson r;
+        r["method"] = v1::RangeMethod_Name(t.activation_range->method());
+        r["symmetric"] = t.activation_range->symmetric();
+        r["lo"] = t.activation_range->lo();
+        r["hi"] = t.activation_range->hi();
+        r["scale"] = t.activation_range->scale();
+        r["zero_point"] = t.activation_range->zero_point();
+        if (t.activation_range->channels_size() > 0) {
+          std::vector<float> scales;
+          std::vector<int32_t> zero_points;
+          for (const v1::ChannelRange& c : t.activation_range->channels()) {
+            scales.push_back(c.scale());
+            zero_points.push_back(c.zero_point());
+          }
+          r["channel_scales"] = scales;
+          r["channel_zero_points"] = zero_points;
+        }
+        e["activation_range"] = std::move(r);
+      }
+      if (t.w8a8) {
+        OrderedJson w;
+        w["rows"] = t.w8a8->rows();
+        w["relative_error"] = t.w8a8->relative_error();
+        w["sqnr_db"] = t.w8a8->sqnr_db();
+        w["weight_only_relative_error"] = t.w8a8->weight_only_relative_error();
+        w["clipped_fraction"] = t.w8a8->clipped_fraction();
+        w["activation_scale"] = t.w8a8->activation_scale();
+        w["gemm"] = t.w8a8->gemm();
+        e["w8a8"] = std::move(w);
+      }
     }
     e["bytes_in"] = t.bytes_in;
     e["bytes_out"] = t.bytes_out;

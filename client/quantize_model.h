@@ -125,6 +125,28 @@ struct QuantizeModelOptions {
   uint64_t target_bytes = 0;
   // Comma-separated candidate schemes. Default: kDefaultCandidates.
   std::string candidates = kDefaultCandidates;
+  // What the mixed-precision choice minimises: "weight" (sum of squared
+  // weight errors), "output" (each layer's output error over its
+  // calibration set; every free tensor needs one) or "auto" (output when
+  // every free tensor has a set, else weight). Default: "auto".
+  std::string mixed_error = "auto";
+
+  // Calibration (client/calibration_input.h): safetensors files of layer
+  // inputs X, one ACTIVATIONS set per 2-D tensor, named after it. A weight
+  // "M.weight" uses the set "M" (else one named like the weight) unless a
+  // calibration rule "REGEX=SET" (first match; SET "none" for no set)
+  // names another. A tensor with a set gets output metrics, its static
+  // activation range and, for int8 with held-back rows, the W8A8 check;
+  // methods (+gptq, +awq, +smoothquant) need one. Sets go in batches of at
+  // most calibration_batch_bytes of server memory, each batch one round of
+  // streams with the tensors that use it.
+  std::vector<std::string> calibration_files;
+  std::vector<std::string> calibration_rules;
+  int64_t holdout_rows = 0;  // per set, for the W8A8 check (<= 4096)
+  // The static activation range estimator: "minmax" (default),
+  // "percentile[:P]", "mse" or "kl", with ",asym" and ",per_channel".
+  std::string activation_range;
+  int64_t calibration_batch_bytes = int64_t{1} << 30;
 };
 
 enum class TensorAction {
@@ -156,6 +178,11 @@ struct TensorSummary {
   bool resumed = false;
   // Answered by another server than the one a failed send went to.
   bool moved = false;
+  // With a calibration set: its name and what the server measured on it.
+  std::string calibration;
+  std::optional<v1::OutputMetrics> output_metrics;
+  std::optional<v1::ActivationRange> activation_range;
+  std::optional<v1::W8A8Check> w8a8;
 };
 
 struct ServerSummary {
