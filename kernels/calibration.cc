@@ -662,6 +662,20 @@ size_t CalibrationAccumulator::MemoryBytes() const {
 // ---------------------------------------------------------------------------
 // Range estimators
 
+absl::string_view RangeMethodName(RangeMethod method) {
+  switch (method) {
+    case RangeMethod::kMinMax:
+      return "minmax";
+    case RangeMethod::kPercentile:
+      return "percentile";
+    case RangeMethod::kMse:
+      return "mse";
+    case RangeMethod::kKl:
+      return "kl";
+  }
+  return "unknown";
+}
+
 ActivationRange Int8Range(float lo, float hi, bool symmetric) {
   ActivationRange r;
   if (symmetric) {

@@ -218,6 +218,9 @@ enum class RangeMethod {
   kKl,          // TensorRT's entropy calibration (128 levels)
 };
 
+// "minmax", "percentile", "mse", "kl".
+absl::string_view RangeMethodName(RangeMethod method);
+
 struct RangeOptions {
   RangeMethod method = RangeMethod::kMinMax;
   // Symmetric: codes in [-128, 127], zero point 0. Asymmetric: codes in

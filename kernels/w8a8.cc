@@ -298,6 +298,7 @@ absl::StatusOr<W8A8Report> W8A8Check(const float* x, int64_t m, const float* w,
       static_cast<double>(report.clipped) / static_cast<double>(m * k);
   QUANTD_ASSIGN_OR_RETURN(const Int8GemmS32 gemm,
                           Int8GemmS32::Create(m, n, k, act.asymmetric));
+  report.gemm = gemm.implementation();
   std::vector<int32_t> acc(Sz(m * n));
   QUANTD_RETURN_IF_ERROR(
       gemm.Run(xq.data(), act.zero_point, weights.codes, acc.data()));

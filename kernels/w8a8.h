@@ -110,6 +110,8 @@ struct W8A8Report {
   int64_t clipped = 0;
   // With return_output: the W8A8 output y (m x n).
   std::vector<float> y;
+  // oneDNN's implementation of the s8 GEMM (Int8GemmS32::implementation).
+  std::string gemm;
 };
 
 // Runs the W8A8 layer on `x` (m x k f32 activation rows) and compares it

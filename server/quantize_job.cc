@@ -224,20 +224,6 @@ absl::Status RunOtherFormat(const TensorInput& input, const float* src,
   return absl::OkStatus();
 }
 
-absl::string_view RangeMethodText(RangeMethod method) {
-  switch (method) {
-    case RangeMethod::kMinMax:
-      return "MINMAX";
-    case RangeMethod::kPercentile:
-      return "PERCENTILE";
-    case RangeMethod::kMse:
-      return "MSE";
-    case RangeMethod::kKl:
-      return "KL";
-  }
-  return "?";
-}
-
 // The output-space error over the set's G and the set's activation range.
 absl::Status MeasureWithCalibration(const TensorInput& input, const float* src,
                                     const std::vector<float>& w_hat,
@@ -268,7 +254,7 @@ absl::Status MeasureWithCalibration(const TensorInput& input, const float* src,
       if (absl::IsFailedPrecondition(channels.status())) {
         return named(absl::InvalidArgumentError(absl::StrCat(
             "per-channel ranges with method ",
-            RangeMethodText(input.activation_range.method),
+            RangeMethodName(input.activation_range.method),
             " need per-channel histograms (CalibrationHeader."
             "channel_histograms): ", channels.status().message())));
       }
@@ -284,9 +270,8 @@ absl::Status MeasureWithCalibration(const TensorInput& input, const float* src,
 bool WantsIntegerCheck(const TensorInput& input, const TensorOutput& out) {
   const Layout& layout = input.layout;
   if (input.calibration == nullptr || input.calibration->holdout_rows() == 0 ||
-      !input.calibration->has_stats() || layout.IsBlockFormat() ||
+      !input.calibration->has_stats() || layout.kind != LayoutKind::kInt ||
       layout.bits != 8 || !layout.scheme.symmetric ||
-      FindFormat(layout.scheme.format) == nullptr ||
       out.quantized.codes.empty() || layout.scheme.method.method == Method::kAwq) {
     return false;
   }
@@ -322,10 +307,8 @@ absl::Status RunIntegerCheck(const TensorInput& input, const float* src,
   }
   absl::StatusOr<W8A8Weights> weights = W8A8Weights::From(out.quantized);
   if (!weights.ok()) return named(weights.status());
-  W8A8Activations act;
-  act.scale = range.scale;
-  act.zero_point = range.zero_point;
-  act.asymmetric = !result.range_options.symmetric;
+  W8A8Activations act =
+      W8A8Activations::FromRange(range, result.range_options.symmetric);
   act.smooth = out.channel_scales;
   const int64_t m = set.holdout_rows();
   const Layout& layout = input.layout;
@@ -337,9 +320,6 @@ absl::Status RunIntegerCheck(const TensorInput& input, const float* src,
   check.report = *std::move(report);
   check.rows = m;
   check.activation = range;
-  absl::StatusOr<Int8GemmS32> gemm =
-      Int8GemmS32::Create(m, layout.rows, layout.row_length, act.asymmetric);
-  if (gemm.ok()) check.gemm = gemm->implementation();
   result.w8a8 = std::move(check);
   return absl::OkStatus();
 }

@@ -76,10 +76,9 @@ struct CalibrationResult {
   // The integer-only check on the set's held-back rows (int8 schemes with
   // symmetric per-channel or per-tensor codes; see W8A8Check in the proto).
   struct IntegerCheck {
-    W8A8Report report;
+    W8A8Report report;           // report.gemm: oneDNN's implementation
     int64_t rows = 0;
     ActivationRange activation;  // the static range the check used
-    std::string gemm;            // oneDNN's implementation name
   };
   std::optional<IntegerCheck> w8a8;
 };

@@ -117,7 +117,7 @@ bool ShardWriter::Next(v1::QuantizeResponse* response) {
         w->set_clipped_fraction(c->w8a8->report.clipped_fraction);
         w->set_activation_scale(c->w8a8->activation.scale);
         w->set_activation_zero_point(c->w8a8->activation.zero_point);
-        w->set_gemm(c->w8a8->gemm);
+        w->set_gemm(c->w8a8->report.gemm);
       }
       r->set_importance_from_calibration(c->importance_from_calibration);
     }
