@@ -22,13 +22,16 @@
 #include "kernels/convert.h"
 #include "kernels/crc32c.h"
 #include "kernels/ggml_formats.h"
+#include "tests/e2e/client_job.h"
 #include "tests/e2e/test_server.h"
 
 namespace quantd {
 namespace {
 
 using testing::AppendTensor;
+using testing::AsBytes;
 using testing::ChannelTo;
+using testing::Floats;
 using testing::RandomWeights;
 using testing::RunRawStream;
 using testing::StartRequest;
@@ -49,16 +52,6 @@ std::vector<float> RandomActivations(int64_t tokens, int64_t features,
     }
   }
   return x;
-}
-
-absl::Span<const uint8_t> AsBytes(const void* p, size_t bytes) {
-  return {static_cast<const uint8_t*>(p), bytes};
-}
-
-std::vector<float> Floats(const std::vector<uint8_t>& bytes) {
-  std::vector<float> v(bytes.size() / 4);
-  std::memcpy(v.data(), bytes.data(), bytes.size());
-  return v;
 }
 
 // ‖X(W − Ŵ)ᵀ‖ / ‖XWᵀ‖ straight from X, in f64.
@@ -100,26 +93,7 @@ class CalibrationE2eTest : public ::testing::Test {
   // Runs one job; the replies by name, or the job's error.
   absl::StatusOr<std::map<std::string, TensorReply>> Run(
       const JobConfig& config, const std::vector<TensorRequest>& tensors) {
-    QuantdClient client(channel_);
-    size_t next = 0;
-    std::map<std::string, TensorReply> replies;
-    absl::Status failed;
-    absl::Status s = client.RunJob(
-        config,
-        [&]() -> std::optional<TensorRequest> {
-          if (next == tensors.size()) return std::nullopt;
-          return tensors[next++];
-        },
-        [&](const std::string& name, absl::StatusOr<TensorReply> r) {
-          if (!r.ok()) {
-            failed = r.status();
-            return;
-          }
-          replies[name] = *std::move(r);
-        });
-    if (!s.ok()) return s;
-    if (!failed.ok()) return failed;
-    return replies;
+    return testing::RunClientJob(channel_, config, tensors);
   }
 
   void ExpectBudgetBackToZero() {

@@ -30,12 +30,15 @@
 #include "kernels/quantize.h"
 #include "kernels/w8a8.h"
 #include "server/calibration_set.h"
+#include "tests/e2e/client_job.h"
 #include "tests/e2e/test_server.h"
 
 namespace quantd {
 namespace {
 
+using testing::AsBytes;
 using testing::ChannelTo;
+using testing::Floats;
 using testing::RandomWeights;
 using testing::StartTestServer;
 
@@ -44,34 +47,7 @@ constexpr int64_t kHoldout = 96, kTokens = 640, kIn = 256, kOut = 64;
 
 // Correlated features (16 latent factors), every 29th an outlier channel.
 std::vector<float> Activations(int64_t tokens, uint32_t seed) {
-  constexpr int64_t kLatent = 16;
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> m(static_cast<size_t>(kLatent * kIn));
-  for (float& v : m) v = dist(rng);
-  std::vector<float> x(static_cast<size_t>(tokens * kIn));
-  std::vector<float> z(kLatent);
-  for (int64_t t = 0; t < tokens; ++t) {
-    for (float& v : z) v = dist(rng);
-    for (int64_t f = 0; f < kIn; ++f) {
-      float s = 0.3f * dist(rng);
-      for (int64_t l = 0; l < kLatent; ++l) {
-        s += z[static_cast<size_t>(l)] * m[static_cast<size_t>(l * kIn + f)];
-      }
-      x[static_cast<size_t>(t * kIn + f)] = s * (f % 29 == 0 ? 10.0f : 1.0f);
-    }
-  }
-  return x;
-}
-
-absl::Span<const uint8_t> AsBytes(const void* p, size_t bytes) {
-  return {static_cast<const uint8_t*>(p), bytes};
-}
-
-std::vector<float> Floats(const std::vector<uint8_t>& bytes) {
-  std::vector<float> v(bytes.size() / 4);
-  std::memcpy(v.data(), bytes.data(), bytes.size());
-  return v;
+  return testing::CorrelatedActivations(tokens, kIn, 16, 29, 10.0f, seed);
 }
 
 class IntegerCheckE2eTest : public ::testing::Test {
@@ -94,26 +70,7 @@ class IntegerCheckE2eTest : public ::testing::Test {
 
   absl::StatusOr<std::map<std::string, TensorReply>> Run(
       const JobConfig& config, const std::vector<TensorRequest>& tensors) {
-    QuantdClient client(channel_);
-    size_t next = 0;
-    std::map<std::string, TensorReply> replies;
-    absl::Status failed;
-    absl::Status s = client.RunJob(
-        config,
-        [&]() -> std::optional<TensorRequest> {
-          if (next == tensors.size()) return std::nullopt;
-          return tensors[next++];
-        },
-        [&](const std::string& name, absl::StatusOr<TensorReply> r) {
-          if (!r.ok()) {
-            if (failed.ok()) failed = r.status();
-            return;
-          }
-          replies[name] = *std::move(r);
-        });
-    if (!s.ok()) return s;
-    if (!failed.ok()) return failed;
-    return replies;
+    return testing::RunClientJob(channel_, config, tensors);
   }
 
   // The set in chunks of 100 rows (the held-back rows span two chunks).

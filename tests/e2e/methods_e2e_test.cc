@@ -23,12 +23,15 @@
 #include "kernels/gptq.h"
 #include "kernels/quantize.h"
 #include "kernels/smoothquant.h"
+#include "tests/e2e/client_job.h"
 #include "tests/e2e/test_server.h"
 
 namespace quantd {
 namespace {
 
+using testing::AsBytes;
 using testing::ChannelTo;
+using testing::Floats;
 using testing::RandomWeights;
 using testing::StartTestServer;
 
@@ -38,34 +41,7 @@ constexpr int64_t kTokens = 512, kIn = 256, kOut = 64;
 // x = z M + noise with 32 latent factors (strongly correlated features),
 // every 37th feature an outlier channel 12x larger.
 std::vector<float> CorrelatedActivations(uint32_t seed) {
-  constexpr int64_t kLatent = 32;
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> m(static_cast<size_t>(kLatent * kIn));
-  for (float& v : m) v = dist(rng);
-  std::vector<float> x(static_cast<size_t>(kTokens * kIn));
-  std::vector<float> z(kLatent);
-  for (int64_t t = 0; t < kTokens; ++t) {
-    for (float& v : z) v = dist(rng);
-    for (int64_t f = 0; f < kIn; ++f) {
-      float s = 0.3f * dist(rng);
-      for (int64_t l = 0; l < kLatent; ++l) {
-        s += z[static_cast<size_t>(l)] * m[static_cast<size_t>(l * kIn + f)];
-      }
-      x[static_cast<size_t>(t * kIn + f)] = s * (f % 37 == 0 ? 12.0f : 1.0f);
-    }
-  }
-  return x;
-}
-
-absl::Span<const uint8_t> AsBytes(const void* p, size_t bytes) {
-  return {static_cast<const uint8_t*>(p), bytes};
-}
-
-std::vector<float> Floats(const std::vector<uint8_t>& bytes) {
-  std::vector<float> v(bytes.size() / 4);
-  std::memcpy(v.data(), bytes.data(), bytes.size());
-  return v;
+  return testing::CorrelatedActivations(kTokens, kIn, 32, 37, 12.0f, seed);
 }
 
 template <typename T>
@@ -94,26 +70,7 @@ class MethodsE2eTest : public ::testing::Test {
   // Runs one job; the replies by name, or the first error.
   absl::StatusOr<std::map<std::string, TensorReply>> Run(
       const JobConfig& config, const std::vector<TensorRequest>& tensors) {
-    QuantdClient client(channel_);
-    size_t next = 0;
-    std::map<std::string, TensorReply> replies;
-    absl::Status failed;
-    absl::Status s = client.RunJob(
-        config,
-        [&]() -> std::optional<TensorRequest> {
-          if (next == tensors.size()) return std::nullopt;
-          return tensors[next++];
-        },
-        [&](const std::string& name, absl::StatusOr<TensorReply> r) {
-          if (!r.ok()) {
-            if (failed.ok()) failed = r.status();
-            return;
-          }
-          replies[name] = *std::move(r);
-        });
-    if (!s.ok()) return s;
-    if (!failed.ok()) return failed;
-    return replies;
+    return testing::RunClientJob(channel_, config, tensors);
   }
 
   // The set as ACTIVATIONS in one chunk, so the server folds exactly what

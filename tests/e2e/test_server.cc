@@ -95,6 +95,35 @@ std::vector<float> RandomWeights(int64_t n, uint32_t seed) {
   return w;
 }
 
+std::vector<float> CorrelatedActivations(int64_t tokens, int64_t features,
+                                         int64_t latent, int64_t outlier_every,
+                                         float outlier_scale, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> m(static_cast<size_t>(latent * features));
+  for (float& v : m) v = dist(rng);
+  std::vector<float> x(static_cast<size_t>(tokens * features));
+  std::vector<float> z(static_cast<size_t>(latent));
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (float& v : z) v = dist(rng);
+    for (int64_t f = 0; f < features; ++f) {
+      float s = 0.3f * dist(rng);
+      for (int64_t l = 0; l < latent; ++l) {
+        s += z[static_cast<size_t>(l)] * m[static_cast<size_t>(l * features + f)];
+      }
+      x[static_cast<size_t>(t * features + f)] =
+          s * (f % outlier_every == 0 ? outlier_scale : 1.0f);
+    }
+  }
+  return x;
+}
+
+std::vector<float> Floats(const std::vector<uint8_t>& bytes) {
+  std::vector<float> v(bytes.size() / 4);
+  std::memcpy(v.data(), bytes.data(), v.size() * 4);
+  return v;
+}
+
 absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return absl::InternalError("socket");

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "quantd/v1/quantizer.grpc.pb.h"
 #include "server/server.h"
 
@@ -45,6 +46,19 @@ v1::QuantizeRequest StartRequest(const std::string& format, bool symmetric,
 
 // LLM-like weights: Gaussian with a few outlier channels, seeded.
 std::vector<float> RandomWeights(int64_t n, uint32_t seed);
+
+// Correlated layer inputs, tokens x features: x = z M + 0.3 noise with
+// `latent` Gaussian factors (M drawn first, then per token z and the noise),
+// every `outlier_every`-th feature (from 0) scaled by `outlier_scale`.
+std::vector<float> CorrelatedActivations(int64_t tokens, int64_t features,
+                                         int64_t latent, int64_t outlier_every,
+                                         float outlier_scale, uint32_t seed);
+
+// The bytes of a buffer, and f32 values back from little-endian bytes.
+inline absl::Span<const uint8_t> AsBytes(const void* p, size_t bytes) {
+  return {static_cast<const uint8_t*>(p), bytes};
+}
+std::vector<float> Floats(const std::vector<uint8_t>& bytes);
 
 // GET http://127.0.0.1:port/path; the body, or an error.
 absl::StatusOr<std::string> HttpGet(int port, const std::string& path);
