@@ -168,19 +168,8 @@ absl::StatusOr<GptqResult> GptqQuantize(const float* w, const Layout& layout,
   QUANTD_ASSIGN_OR_RETURN(const Grid grid, GridOf(layout));
   const int64_t rows = layout.rows;
   const int64_t cols = layout.row_length;
-  QUANTD_RETURN_IF_ERROR(internal::CheckFinite(w, rows * cols, "weight"));
-  QUANTD_RETURN_IF_ERROR(ValidateGram(gram, cols));
-  if (!(options.damp_percent >= 0.0) || !std::isfinite(options.damp_percent)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "damp_percent is ", options.damp_percent, ", must be finite and >= 0"));
-  }
-  if (options.block_size < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "block_size is ", options.block_size, ", must be >= 1"));
-  }
-  if (cols > std::numeric_limits<int32_t>::max()) {
-    return absl::InvalidArgumentError("too many input features");
-  }
+  QUANTD_RETURN_IF_ERROR(internal::CheckGptqInputs(
+      w, rows, cols, gram, options.damp_percent, options.block_size));
   const Granularity granularity = layout.scheme.granularity;
   const bool grouped = granularity == Granularity::kPerGroup;
   const int64_t group = grouped ? layout.group_size : cols;

@@ -74,6 +74,18 @@ void ScaleMinK4(int j, const uint8_t* s, int& sc, int& m) {
   }
 }
 
+// The 8 sub-block grids of a Q4_K / Q5_K block (d at 0, dmin at 2, the
+// packed 6-bit scales and minimums at 4): scale d * sc, offset dmin * m.
+void K4SubGrids(const uint8_t* b, SubGrid* g) {
+  const float d = Half(b);
+  const float dmin = Half(b + 2);
+  for (int s = 0; s < 8; ++s) {
+    int sc, m;
+    ScaleMinK4(s, b + 4, sc, m);
+    g[s] = {d * static_cast<float>(sc), dmin * static_cast<float>(m)};
+  }
+}
+
 constexpr GridSpec kSpecs[] = {
     {GgmlType::kQ4_0, 32, 16, -8, nullptr,
      [](const uint8_t* b, SubGrid* g) { g[0] = {Half(b), 0.0f}; },
@@ -145,15 +157,7 @@ constexpr GridSpec kSpecs[] = {
      }},
     // Q4_K: d at 0, dmin at 2, scales[12] at 4, qs[128] at 16.
     {GgmlType::kQ4_K, 32, 16, 0, nullptr,
-     [](const uint8_t* b, SubGrid* g) {
-       const float d = Half(b);
-       const float dmin = Half(b + 2);
-       for (int s = 0; s < 8; ++s) {
-         int sc, m;
-         ScaleMinK4(s, b + 4, sc, m);
-         g[s] = {d * static_cast<float>(sc), dmin * static_cast<float>(m)};
-       }
-     },
+     K4SubGrids,
      [](const uint8_t* q, uint8_t* b) {
        uint8_t* qs = b + 16;
        for (int c = 0; c < 4; ++c) {
@@ -165,15 +169,7 @@ constexpr GridSpec kSpecs[] = {
      }},
     // Q5_K: as Q4_K with qh[32] at 16 and qs[128] at 48.
     {GgmlType::kQ5_K, 32, 32, 0, nullptr,
-     [](const uint8_t* b, SubGrid* g) {
-       const float d = Half(b);
-       const float dmin = Half(b + 2);
-       for (int s = 0; s < 8; ++s) {
-         int sc, m;
-         ScaleMinK4(s, b + 4, sc, m);
-         g[s] = {d * static_cast<float>(sc), dmin * static_cast<float>(m)};
-       }
-     },
+     K4SubGrids,
      [](const uint8_t* q, uint8_t* b) {
        uint8_t* qh = b + 16;
        uint8_t* qs = b + 48;
@@ -300,19 +296,8 @@ absl::StatusOr<GptqGgmlResult> GptqGgmlQuantize(const GgmlFormatTraits& format,
   }
   QUANTD_ASSIGN_OR_RETURN(const int64_t row_bytes,
                           GgmlRowBytes(format, cols));
-  QUANTD_RETURN_IF_ERROR(internal::CheckFinite(w, rows * cols, "weight"));
-  QUANTD_RETURN_IF_ERROR(ValidateGram(gram, cols));
-  if (!(options.damp_percent >= 0.0) || !std::isfinite(options.damp_percent)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "damp_percent is ", options.damp_percent, ", must be finite and >= 0"));
-  }
-  if (options.block_size < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "block_size is ", options.block_size, ", must be >= 1"));
-  }
-  if (cols > std::numeric_limits<int32_t>::max()) {
-    return absl::InvalidArgumentError("too many input features");
-  }
+  QUANTD_RETURN_IF_ERROR(internal::CheckGptqInputs(
+      w, rows, cols, gram, options.damp_percent, options.block_size));
 
   // 1. The static pass: ggml's quantizer fixes every block's grid.
   GptqGgmlResult result;

@@ -1,16 +1,39 @@
 #include "kernels/internal/linalg_gptq.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <numeric>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "kernels/internal/linalg.h"
+#include "kernels/internal/linalg_gram.h"
 #include "kernels/status_macros.h"
 
 namespace quantd {
 namespace internal {
+
+absl::Status CheckGptqInputs(const float* w, int64_t rows, int64_t cols,
+                             const GramView& gram, double damp_percent,
+                             int64_t block_size) {
+  QUANTD_RETURN_IF_ERROR(CheckFinite(w, rows * cols, "weight"));
+  QUANTD_RETURN_IF_ERROR(ValidateGram(gram, cols));
+  if (!(damp_percent >= 0.0) || !std::isfinite(damp_percent)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "damp_percent is ", damp_percent, ", must be finite and >= 0"));
+  }
+  if (block_size < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("block_size is ", block_size, ", must be >= 1"));
+  }
+  if (cols > std::numeric_limits<int32_t>::max()) {
+    return absl::InvalidArgumentError("too many input features");
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<GptqHessian> GptqInverseHessianFactor(const GramView& gram,
                                                      double damp_percent,

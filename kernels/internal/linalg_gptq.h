@@ -42,6 +42,14 @@ struct GptqHessian {
   int64_t dead_columns = 0;
 };
 
+// The checks both GPTQ entry points make on their inputs: `w` (rows x cols)
+// finite, `gram` valid for cols features (ValidateGram), damp_percent finite
+// and >= 0, block_size >= 1, cols within int32. InvalidArgument naming the
+// problem.
+absl::Status CheckGptqInputs(const float* w, int64_t rows, int64_t cols,
+                             const GramView& gram, double damp_percent,
+                             int64_t block_size);
+
 // The reference's preparation (GPTQ.fasterquant): H = 2 G / tokens in f32;
 // dead columns (diag(G) == 0) get H diagonal 1; with act_order the columns
 // are ordered by descending diag(H) (stable for ties) and H is permuted;
