@@ -22,6 +22,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "client/json.h"
 #include "client/quantd_client.h"
 #include "client/safetensors.h"
@@ -91,6 +92,9 @@ class FakeQuantizer final : public v1::Quantizer::Service {
         if (absl::StrContains(name, "flaky") && first) {
           return grpc::Status(grpc::StatusCode::UNAVAILABLE, "draining");
         }
+        if (const int ms = answer_delay_ms.load(); ms > 0) {
+          absl::SleepFor(absl::Milliseconds(ms));
+        }
         Scheme scheme = header.has_scheme() ? *SchemeFromProto(header.scheme())
                                             : job_scheme;
         if (!Answer(stream, header, scheme, output, data,
@@ -117,6 +121,8 @@ class FakeQuantizer final : public v1::Quantizer::Service {
   uint64_t max_tensor_bytes = 0;  // 0: no limit
   // Every stream fails UNAVAILABLE when its first tensor has arrived.
   std::atomic<bool> draining{false};
+  // Each answer waits this long first (a slow server).
+  std::atomic<int> answer_delay_ms{0};
 
  private:
   void CountEnd(const std::string& name) {
@@ -619,7 +625,12 @@ TEST_F(QuantizeModelTest, TensorsMoveAwayFromAServerThatIsDown) {
       grpc::CreateChannel("127.0.0.1:1", grpc::InsecureChannelCredentials())};
   options.connect_timeout_seconds = 1;
   options.max_in_flight_tensors = 1;
+  // The good server is slow, so its two streams cannot take every tensor
+  // before the draining server's streams have each been given one, however
+  // the threads are scheduled.
+  service_.answer_delay_ms = 300;
   absl::StatusOr<RunSummary> summary = QuantizeModel(options);
+  service_.answer_delay_ms = 0;
   second->Shutdown();
   ASSERT_TRUE(summary.ok()) << summary.status();
   EXPECT_EQ(summary->num_failed, 0);
