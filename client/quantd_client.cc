@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include <algorithm>
+#include <cstring>
 #include <deque>
 #include <limits>
 #include <string>
@@ -153,6 +154,8 @@ std::vector<uint8_t>* PartBuffer(TensorReply& reply, v1::ShardChunk::Part part) 
       return &reply.codebooks;
     case v1::ShardChunk::PART_ZERO_POINTS_F32:
       return &reply.zero_points_f32;
+    case v1::ShardChunk::PART_GROUP_INDEX:
+      return &reply.group_index;
     default:
       return nullptr;
   }
@@ -219,11 +222,33 @@ absl::Status VerifyReply(const TensorReply& reply, const v1::TensorResult& r,
                 layout.has_zero_points_f32() ? layout.num_scales() * 4 : 0,
                 r.zero_points_f32_crc32c());
     }
+    if (s.ok()) {
+      s = check(v1::ShardChunk::PART_GROUP_INDEX, "group index",
+                reply.group_index,
+                layout.has_group_index() ? layout.row_length() * 4 : 0,
+                r.group_index_crc32c());
+    }
+    if (s.ok() && layout.has_group_index()) {
+      // Each entry names a group of its row: a client dequantizing through
+      // the index must not read past the scales.
+      const uint64_t groups_per_row =
+          layout.group_size() == 0 ? 0
+                                   : layout.row_length() / layout.group_size();
+      for (size_t c = 0; c < reply.group_index.size() / 4; ++c) {
+        int32_t g;
+        std::memcpy(&g, reply.group_index.data() + 4 * c, 4);
+        if (g < 0 || static_cast<uint64_t>(g) >= groups_per_row) {
+          s = loss(absl::StrCat("group index of column ", c, " is ", g,
+                                ", outside [0, ", groups_per_row, ")"));
+          break;
+        }
+      }
+    }
     if (!s.ok()) return s;
   } else if (!reply.codes.empty() || !reply.scales.empty() ||
              !reply.zero_points.empty() || !reply.block_scales.empty() ||
              !reply.second_scales.empty() || !reply.codebooks.empty() ||
-             !reply.zero_points_f32.empty()) {
+             !reply.zero_points_f32.empty() || !reply.group_index.empty()) {
     return loss("packed parts sent for a fake-quant job");
   }
   const v1::QuantMethod method = layout.scheme().method();

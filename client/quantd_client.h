@@ -121,6 +121,10 @@ struct TensorReply {
   std::vector<uint8_t> second_scales;    // f32 LE, layout.num_second_scales
   std::vector<uint8_t> codebooks;        // f32 LE, num_codebooks * entries
   std::vector<uint8_t> zero_points_f32;  // f32 LE, layout.num_scales (HQQ)
+  // int32 LE, layout.row_length entries when layout.has_group_index (GPTQ
+  // act_order with dynamic groups: each column's group within its row,
+  // checked to be in range).
+  std::vector<uint8_t> group_index;
   v1::Metrics metrics;
   // With TensorRequest::calibration: output-space metrics over the set
   // (absent for an IMPORTANCE set), the set's static int8 activation range

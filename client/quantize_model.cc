@@ -120,7 +120,8 @@ std::vector<int64_t> ScalesShape(const Layout& layout) {
 // The float, codebook and HQQ parts of a layout beyond .qweight and
 // .scales, as safetensors entries NAME.<suffix>: block scales (U8, per
 // row), NF4 double quant's second scales and offset, codebooks (one row of
-// 2^bits per group), HQQ's f32 zero points, NVFP4's tensor scale.
+// 2^bits per group), HQQ's f32 zero points, NVFP4's tensor scale, GPTQ's
+// g_idx.
 struct ExtraPart {
   const char* suffix;
   const char* dtype;
@@ -145,6 +146,11 @@ std::vector<ExtraPart> ExtraParts(const Layout& layout) {
   }
   if (layout.scheme.format == "modelopt_nvfp4") {
     parts.push_back({"tensor_scale", "F32", {1}});
+  }
+  // GPTQ act_order with dynamic groups: each input column's group within
+  // its row (GPTQ checkpoints' g_idx).
+  if (layout.group_index) {
+    parts.push_back({"g_idx", "I32", {layout.row_length}});
   }
   // AWQ and SmoothQuant: the codes quantize W diag(s); s is stored so the
   // layer's input can be divided by it.
@@ -449,10 +455,12 @@ class Store {
           got.num_second_scales() != static_cast<uint64_t>(want.num_second_scales) ||
           got.num_codebooks() != static_cast<uint64_t>(want.num_codebooks) ||
           got.codebook_entries() != static_cast<uint32_t>(want.codebook_entries) ||
-          got.has_zero_points_f32() != want.float_zero_points) {
+          got.has_zero_points_f32() != want.float_zero_points ||
+          got.has_group_index() != want.group_index) {
         return absl::InternalError(absl::StrCat(
             "tensor \"", name, "\": server layout's block scales, second "
-            "scales, codebooks or f32 zero points differ from the client's"));
+            "scales, codebooks, f32 zero points or group index differ from "
+            "the client's"));
       }
       parts.emplace_back(name + ".qweight", &reply.codes);
       if (!want.IsBlockFormat() && want.num_groups > 0) {
@@ -470,6 +478,7 @@ class Store {
         if (suffix == "codebooks") bytes = &reply.codebooks;
         if (suffix == "zero_points") bytes = &reply.zero_points_f32;
         if (suffix == "channel_scales") bytes = &reply.channel_scales;
+        if (suffix == "g_idx") bytes = &reply.group_index;
         if (suffix == "scale_offset" || suffix == "tensor_scale") {
           const float v = suffix == "scale_offset" ? got.scale_offset()
                                                    : got.tensor_scale();
@@ -603,6 +612,8 @@ std::string LayoutMetadata(const Layout& layout, const std::string& dtype,
   j["shape"] = layout.shape;
   j["num_scales"] = layout.num_groups;
   j["packed_bytes"] = layout.packed_bytes;
+  // NAME.g_idx: column c of row r uses scale r * groups_per_row + g_idx[c].
+  if (layout.group_index) j["group_index"] = true;
   j["dtype"] = dtype;
   j["fake_quant"] = fake_quant;
   return WriteJson(j);

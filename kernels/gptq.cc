@@ -217,10 +217,12 @@ absl::StatusOr<GptqResult> GptqQuantize(const float* w, const Layout& layout,
     }
     result.perm = perm;
   }
-  result.permuted = options.act_order && dynamic_groups;
+  // Groups formed in quantization order need the group index (GPTQ's g_idx)
+  // unless a group is the whole row.
+  const bool indexed = options.act_order && dynamic_groups;
   const float* hinv = hess.hinv.data();
 
-  // Codes in output order: processing order when permuted, else original.
+  // Codes in the original column order.
   std::vector<uint8_t> fields(Sz(rows * cols));
   double loss = 0.0;
   // A group starting inside a batch must end inside it, so that its
@@ -243,8 +245,7 @@ absl::StatusOr<GptqResult> GptqQuantize(const float* w, const Layout& layout,
       p = &params[0];
     }
     const int code = grid.Code(row[i], *p);
-    const int64_t out_col = result.permuted ? i : perm[Sz(i)];
-    fields[Sz(r * cols + out_col)] = grid.Field(code);
+    fields[Sz(r * cols + perm[Sz(i)])] = grid.Field(code);
     return grid.Value(code, *p);
   };
   QUANTD_RETURN_IF_ERROR(internal::GptqColumnLoop(
@@ -252,7 +253,9 @@ absl::StatusOr<GptqResult> GptqQuantize(const float* w, const Layout& layout,
   result.loss = loss;
 
   QuantizedTensor& q = result.quantized;
-  q = AllocateQuantized(layout);
+  Layout out_layout = layout;
+  out_layout.group_index = indexed && group < cols;
+  q = AllocateQuantized(out_layout);
   PackCodes(fields.data(), rows * cols, grid.bits, q.codes.data());
   for (size_t g = 0; g < params.size(); ++g) {
     q.scales[g] = params[g].scale;
@@ -264,15 +267,16 @@ absl::StatusOr<GptqResult> GptqQuantize(const float* w, const Layout& layout,
     result.g_idx.resize(Sz(cols));
     for (int64_t j = 0; j < cols; ++j) {
       result.g_idx[Sz(perm[Sz(j)])] = static_cast<int32_t>(
-          (result.permuted ? j : perm[Sz(j)]) / group);
+          (indexed ? j : perm[Sz(j)]) / group);
     }
+    if (out_layout.group_index) q.group_index = result.g_idx;
   }
 
   result.output_error = std::numeric_limits<double>::quiet_NaN();
   result.rtn_output_error = std::numeric_limits<double>::quiet_NaN();
   if (options.measure_output_error) {
     std::vector<float> w_hat(Sz(rows * cols));
-    GptqDequantize(result, w_hat.data());
+    Dequantize(q, w_hat.data());
     QUANTD_ASSIGN_OR_RETURN(result.output_error,
                             OutputRelativeError(w, w_hat.data(), rows, cols,
                                                 gram));
@@ -284,19 +288,6 @@ absl::StatusOr<GptqResult> GptqQuantize(const float* w, const Layout& layout,
                                                 gram));
   }
   return result;
-}
-
-void GptqDequantize(const GptqResult& result, float* dst) {
-  const Layout& layout = result.quantized.layout;
-  Dequantize(result.quantized, dst);
-  if (!result.permuted) return;
-  const int64_t cols = layout.row_length;
-  std::vector<float> tmp(Sz(cols));
-  for (int64_t r = 0; r < layout.rows; ++r) {
-    float* row = dst + r * cols;
-    for (int64_t j = 0; j < cols; ++j) tmp[Sz(result.perm[Sz(j)])] = row[j];
-    std::copy(tmp.begin(), tmp.end(), row);
-  }
 }
 
 }  // namespace quantd

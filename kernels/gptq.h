@@ -97,24 +97,18 @@ struct GptqOptions {
 };
 
 struct GptqResult {
-  // The quantized weight in `layout`'s format, symmetry and granularity:
-  // Dequantize() gives scale * (q - zero_point) per group, groups of
-  // consecutive columns of a row.
-  //
-  // Column order: the original order of W, except with act_order and
-  // dynamic groups (act_order && !static_groups && group_size > 0). Then
-  // groups are consecutive in quantization order, as in the reference
-  // implementation, and `quantized` describes the permuted weight
-  // W[:, perm]: its column j is W's column perm[j]. (This is GPTQ's desc_act
-  // with g_idx; see g_idx below. GptqDequantize undoes the permutation.)
-  // Per channel, per tensor and static groups never need it: there
-  // `quantized` is in the original order and `perm` is only informative.
+  // The quantized weight in `layout`'s format, symmetry and granularity,
+  // codes in the original column order: Dequantize() gives scale * (q -
+  // zero_point) per group. With act_order and dynamic groups (act_order &&
+  // !static_groups && 0 < group_size < row length) groups are consecutive
+  // in quantization order, as in the reference implementation (GPTQ's
+  // desc_act with g_idx): then quantized.layout.group_index is set and
+  // quantized.group_index = g_idx below, which Dequantize follows. Otherwise
+  // groups are consecutive columns and the layout is `layout`'s.
   QuantizedTensor quantized;
   // Quantization order: perm[j] = the original column quantized j-th.
   // Empty without act_order.
   std::vector<int32_t> perm;
-  // True when `quantized` is in perm order (see above).
-  bool permuted = false;
   // Per original column (in features entries), the index of its group
   // within a row, as GPTQ checkpoints store it: column c of row r uses
   // scale (and zero point) number r * groups_per_row + g_idx[c] of
@@ -164,10 +158,6 @@ struct GptqResult {
 absl::StatusOr<GptqResult> GptqQuantize(const float* w, const Layout& layout,
                                         const GramView& gram,
                                         const GptqOptions& options);
-
-// Dequantizes `result.quantized` into `dst` (rows x in floats) in the
-// original column order (undoing the permutation when result.permuted).
-void GptqDequantize(const GptqResult& result, float* dst);
 
 }  // namespace quantd
 

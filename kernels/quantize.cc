@@ -126,8 +126,15 @@ void DequantizeIntRange(const QuantizedTensor& src, int64_t e0, int64_t m,
   const bool symmetric = layout.scheme.symmetric;
   const int shift = 8 - bits;
   UnpackCodes(src.codes.data() + e0 / 8 * bits, m, bits, fields);
+  const bool indexed = layout.group_index;
+  const int64_t groups_per_row =
+      indexed ? layout.row_length / layout.group_size : 0;
   for (int64_t i = 0; i < m; ++i) {
-    const int64_t g = (e0 + i) / layout.group_size;
+    const int64_t e = e0 + i;
+    const int64_t g =
+        indexed ? e / layout.row_length * groups_per_row +
+                      src.group_index[static_cast<size_t>(e % layout.row_length)]
+                : e / layout.group_size;
     int q;
     int zp = 0;
     if (symmetric) {
@@ -158,6 +165,10 @@ void DequantizeIntReference(const QuantizedTensor& src, float* dst) {
 }
 
 void DequantizeIntFast(const QuantizedTensor& src, float* dst) {
+  if (src.layout.group_index) {
+    DequantizeIntReference(src, dst);
+    return;
+  }
   internal::SelectedDequantizeInt()(src, dst);
 }
 
@@ -210,7 +221,7 @@ absl::Status ValidateDst(const QuantizedTensor& dst,
         ", zero points ", dst.zero_points.size(),
         "); use AllocateQuantized"));
   }
-  return absl::OkStatus();
+  return CheckGroupIndex(layout, dst.group_index);
 }
 
 }  // namespace
@@ -336,7 +347,38 @@ QuantizedTensor AllocateQuantized(const Layout& layout) {
   if (!layout.scheme.symmetric) {
     q.zero_points.resize(static_cast<size_t>(layout.num_groups));
   }
+  if (layout.group_index && layout.group_size > 0) {
+    q.group_index.resize(static_cast<size_t>(layout.row_length));
+    for (int64_t c = 0; c < layout.row_length; ++c) {
+      q.group_index[static_cast<size_t>(c)] =
+          static_cast<int32_t>(c / layout.group_size);
+    }
+  }
   return q;
+}
+
+absl::Status CheckGroupIndex(const Layout& layout,
+                             absl::Span<const int32_t> group_index) {
+  if (!layout.group_index) {
+    if (group_index.empty()) return absl::OkStatus();
+    return absl::InvalidArgumentError(
+        "a group index was given but the layout has none");
+  }
+  if (layout.group_size < 1 || layout.row_length % layout.group_size != 0 ||
+      group_index.size() != static_cast<size_t>(layout.row_length)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "group index has ", group_index.size(), " entries; the layout needs ",
+        layout.row_length));
+  }
+  const int64_t groups_per_row = layout.row_length / layout.group_size;
+  for (size_t c = 0; c < group_index.size(); ++c) {
+    if (group_index[c] < 0 || group_index[c] >= groups_per_row) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "group index of column ", c, " is ", group_index[c],
+          " (must be in [0, ", groups_per_row, "))"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Quantize(const float* src, QuantizedTensor& dst) {
@@ -427,6 +469,9 @@ void DequantizeReference(const QuantizedTensor& src, float* dst) {
 
 ErrorMetrics DequantizeAndMeasure(const QuantizedTensor& q, const float* src,
                                   float* w_hat) {
+  if (q.layout.group_index) {
+    return internal::DequantizeAndMeasureScalar(q, src, w_hat);
+  }
   return internal::SelectedDequantizeAndMeasure()(q, src, w_hat);
 }
 

@@ -30,10 +30,21 @@ struct QuantizedTensor {
   std::vector<uint8_t> codes;        // layout.packed_bytes
   std::vector<float> scales;         // layout.num_groups
   std::vector<uint8_t> zero_points;  // layout.num_groups if asymmetric
+  // layout.row_length entries if layout.group_index, else empty: column c
+  // of row r uses group r * (row_length / group_size) + group_index[c].
+  std::vector<int32_t> group_index;
 };
 
-// Sizes the buffers of a QuantizedTensor for `layout`.
+// Sizes the buffers of a QuantizedTensor for `layout`. A group index starts
+// as the identity mapping (column c in group c / group_size), which is what
+// Quantize's consecutive groups mean.
 QuantizedTensor AllocateQuantized(const Layout& layout);
+
+// OK iff `group_index` fits `layout`: row_length entries each in
+// [0, row_length / group_size) when layout.group_index, none otherwise.
+// Dequantize requires it (a received index is checked with this first).
+absl::Status CheckGroupIndex(const Layout& layout,
+                             absl::Span<const int32_t> group_index);
 
 // A quantizer writes codes, scales and zero points of `src`
 // (layout.num_elements finite f32 values) into `dst`, whose buffers are
@@ -72,8 +83,10 @@ absl::Status QuantizeReference(const float* src, QuantizedTensor& dst);
 // field when asymmetric: one exact int->float conversion and one f32
 // multiply per element. Uses the fast path DetectedIsa() selects; the result
 // is bit-identical to DequantizeReference on every ISA.
-// REQUIRES: `src` is sized for its layout (AllocateQuantized); does nothing
-// if the format is unknown.
+// A layout with a group index (GPTQ act-order groups) takes the scalar
+// path, which looks each column's group up.
+// REQUIRES: `src` is sized for its layout (AllocateQuantized) and its group
+// index passes CheckGroupIndex; does nothing if the format is unknown.
 void Dequantize(const QuantizedTensor& src, float* dst);
 // Same contract, scalar reference path (the specification).
 void DequantizeReference(const QuantizedTensor& src, float* dst);

@@ -637,7 +637,8 @@ double Layout::BitsPerWeight() const {
   const double bits_total =
       static_cast<double>(packed_bytes) * 8.0 +
       static_cast<double>(num_groups) * 32.0 +
-      (scheme.symmetric ? 0.0 : static_cast<double>(num_groups) * 8.0);
+      (scheme.symmetric ? 0.0 : static_cast<double>(num_groups) * 8.0) +
+      (group_index ? static_cast<double>(row_length) * 32.0 : 0.0);
   return bits_total / static_cast<double>(num_elements);
 }
 
@@ -884,6 +885,12 @@ absl::StatusOr<Layout> MakeLayout(const Scheme& scheme,
   }
   layout.num_groups = n / layout.group_size;
   layout.packed_bytes = (n * layout.bits + 7) / 8;
+  // Groups formed in GPTQ's act-order need the group index; with static
+  // groups (or per channel, per tensor) groups stay consecutive.
+  layout.group_index = scheme.granularity == Granularity::kPerGroup &&
+                       scheme.method.method == Method::kGptq &&
+                       scheme.method.act_order && !scheme.method.static_groups &&
+                       layout.group_size < layout.row_length;
   return layout;
 }
 

@@ -222,9 +222,16 @@ struct Layout {
   int codebook_entries = 0;
   // HQQ: one f32 zero point per group.
   bool float_zero_points = false;
+  // Int formats, GPTQ with act_order and dynamic groups (GPTQ's desc_act
+  // with g_idx): groups were formed in quantization order, so column c of
+  // row r uses scale (and zero point) r * (row_length / group_size) +
+  // group_index[c], row_length int32 entries (QuantizedTensor::group_index).
+  // Codes stay in the original column order.
+  bool group_index = false;
 
   bool IsBlockFormat() const { return block_size > 0; }
-  // Stored bits per weight: codes + f32 scales + uint8 zero points; for a
+  // Stored bits per weight: codes + f32 scales + uint8 zero points (+ the
+  // int32 group index when the layout has one); for a
   // block format its block bytes (e.g. Q4_0: 18 * 8 / 32 = 4.5). Float,
   // codebook and HQQ layouts: what their kernels' own counts give
   // (FloatBitsPerWeight, CodebookTensor::BitsPerWeight,

@@ -317,6 +317,7 @@ void LayoutToProto(const Layout& layout, v1::Layout* proto) {
   proto->set_num_codebooks(static_cast<uint64_t>(layout.num_codebooks));
   proto->set_codebook_entries(static_cast<uint32_t>(layout.codebook_entries));
   proto->set_has_zero_points_f32(layout.float_zero_points);
+  proto->set_has_group_index(layout.group_index);
 }
 
 v1::LayoutKind LayoutKindToProto(LayoutKind kind) {

@@ -64,6 +64,7 @@ int64_t TensorWorkingSetBytes(const Layout& layout, DType dtype,
              32 * in;
   }
   if (layout.IsBlockFormat()) bytes += 4 * layout.row_length;  // importance
+  if (layout.group_index) bytes += 4 * layout.row_length;  // GPTQ's g_idx
   if (calibration && holdout_rows > 0 && !layout.IsBlockFormat() &&
       layout.bits == 8) {
     // W8A8 check: activation codes (two copies for the 7-bit split), the
@@ -355,14 +356,6 @@ absl::Status CheckMethodInput(const TensorInput& input) {
         "activation statistics and calibration set '", set.name(),
         "' has none (a GRAM set); send ACTIVATIONS"));
   }
-  const MethodOptions& m = input.layout.scheme.method;
-  if (method == Method::kGptq && m.act_order && !m.static_groups &&
-      input.layout.scheme.granularity == Granularity::kPerGroup) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "tensor ", input.name, ": gptq act_order with groups needs "
-        "static_groups (the codes are returned in the original column "
-        "order, without g_idx)"));
-  }
   return absl::OkStatus();
 }
 
@@ -415,8 +408,8 @@ absl::Status RunMethod(const TensorInput& input, const float* src,
       options.measure_output_error = false;
       QUANTD_ASSIGN_OR_RETURN(GptqResult r,
                               GptqQuantize(src, layout, gram, options));
-      if (r.permuted) {
-        return absl::InternalError("gptq returned permuted codes");
+      if (r.quantized.layout.group_index != layout.group_index) {
+        return absl::InternalError("gptq's group index differs from the layout");
       }
       out.quantized = std::move(r.quantized);
       if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
@@ -562,10 +555,13 @@ absl::StatusOr<TensorOutput> RunQuantizeJob(TensorInput& input,
         Crc32c(out.codebooks.data(), out.codebooks.size() * sizeof(float));
     out.zero_points_f32_crc32c = Crc32c(
         out.zero_points_f32.data(), out.zero_points_f32.size() * sizeof(float));
+    out.group_index_crc32c = Crc32c(q.group_index.data(),
+                                    q.group_index.size() * sizeof(int32_t));
     out.bytes_out += static_cast<int64_t>(
         out.block_scales.size() +
         (out.second_scales.size() + out.codebooks.size() +
-         out.zero_points_f32.size()) * sizeof(float));
+         out.zero_points_f32.size()) * sizeof(float) +
+        q.group_index.size() * sizeof(int32_t));
   } else {
     // Fake quant only: the extra parts are not sent.
     out.block_scales.clear();

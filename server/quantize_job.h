@@ -115,6 +115,8 @@ struct TensorOutput {
   uint32_t second_scales_crc32c = 0;
   uint32_t codebooks_crc32c = 0;
   uint32_t zero_points_f32_crc32c = 0;
+  // quantized.group_index (GPTQ act-order groups), PART_GROUP_INDEX.
+  uint32_t group_index_crc32c = 0;
   std::optional<CalibrationResult> calibration;  // with a calibration set
 };
 
@@ -141,9 +143,9 @@ int64_t TensorWorkingSetBytes(const Layout& layout, DType dtype,
 // Runs the job. `cancelled` is checked between steps: if set, CANCELLED.
 // A method other than RTN (Scheme::method) runs on the tensor's calibration
 // set: GPTQ needs G (an ACTIVATIONS or GRAM set), AWQ and SmoothQuant also
-// the per-channel statistics (an ACTIVATIONS set); without them, or for
-// GPTQ act_order with dynamic groups, INVALID_ARGUMENT naming the tensor
-// and what is missing. The weight-space metrics and the fake-quant values
+// the per-channel statistics (an ACTIVATIONS set); without them,
+// INVALID_ARGUMENT naming the tensor and what is missing. GPTQ act_order
+// with dynamic groups returns the group index (Layout::group_index). The weight-space metrics and the fake-quant values
 // are those of W_hat in the original space (AWQ, SmoothQuant: the scales
 // folded back).
 // INVALID_ARGUMENT "tensor <name>: element <i> is NaN" for non-finite input.

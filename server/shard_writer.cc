@@ -1,6 +1,7 @@
 #include "server/shard_writer.h"
 
 #include <algorithm>
+#include <iterator>
 #include <utility>
 
 #include "kernels/crc32c.h"
@@ -49,6 +50,10 @@ const char* ShardWriter::PartData(Part part, int64_t* size) const {
       *size =
           static_cast<int64_t>(output_.zero_points_f32.size() * sizeof(float));
       return reinterpret_cast<const char*>(output_.zero_points_f32.data());
+    case kGroupIndex:
+      if (!output_.send_packed) return nullptr;
+      *size = static_cast<int64_t>(q.group_index.size() * sizeof(int32_t));
+      return reinterpret_cast<const char*>(q.group_index.data());
     case kFakeQuant:
       *size = static_cast<int64_t>(output_.fake_quant.size() * sizeof(float));
       return reinterpret_cast<const char*>(output_.fake_quant.data());
@@ -94,6 +99,7 @@ bool ShardWriter::Next(v1::QuantizeResponse* response) {
     r->set_second_scales_crc32c(output_.second_scales_crc32c);
     r->set_codebooks_crc32c(output_.codebooks_crc32c);
     r->set_zero_points_f32_crc32c(output_.zero_points_f32_crc32c);
+    r->set_group_index_crc32c(output_.group_index_crc32c);
     if (const auto& c = output_.calibration; c.has_value()) {
       if (c->output_error) {
         OutputErrorToProto(*c->output_error, c->calibration, c->tokens,
@@ -133,8 +139,9 @@ bool ShardWriter::Next(v1::QuantizeResponse* response) {
       v1::ShardChunk::PART_CODES, v1::ShardChunk::PART_SCALES,
       v1::ShardChunk::PART_ZERO_POINTS, v1::ShardChunk::PART_BLOCK_SCALES,
       v1::ShardChunk::PART_SECOND_SCALES, v1::ShardChunk::PART_CODEBOOKS,
-      v1::ShardChunk::PART_ZERO_POINTS_F32, v1::ShardChunk::PART_FAKE_QUANT,
-      v1::ShardChunk::PART_CHANNEL_SCALES};
+      v1::ShardChunk::PART_ZERO_POINTS_F32, v1::ShardChunk::PART_GROUP_INDEX,
+      v1::ShardChunk::PART_FAKE_QUANT, v1::ShardChunk::PART_CHANNEL_SCALES};
+  static_assert(std::size(kWireParts) == kResult);
   chunk->set_part(kWireParts[part_]);
   chunk->set_offset(static_cast<uint64_t>(offset_));
   chunk->set_data(data + offset_, static_cast<size_t>(n));

@@ -38,6 +38,7 @@ class ShardWriter {
     kSecondScales,
     kCodebooks,
     kZeroPointsF32,
+    kGroupIndex,
     kFakeQuant,
     kChannelScales,
     kResult

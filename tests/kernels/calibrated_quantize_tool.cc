@@ -175,13 +175,14 @@ absl::Status Run(int argc, char** argv) {
         quantd::GptqQuantize(w->data(), *layout, gram, options);
     if (!r.ok()) return r.status();
     std::vector<float> w_hat(static_cast<size_t>(rows * cols));
-    quantd::GptqDequantize(*r, w_hat.data());
+    quantd::Dequantize(r->quantized, w_hat.data());
     absl::Status s = WriteFile(*out + "/w_hat.f32", w_hat);
     if (s.ok()) s = WriteQuantized(*out, r->quantized);
     if (s.ok()) s = WriteFile(*out + "/perm.i32", r->perm);
     if (s.ok()) s = WriteFile(*out + "/g_idx.i32", r->g_idx);
     if (!s.ok()) return s;
-    std::cout << "permuted=" << (r->permuted ? 1 : 0)
+    std::cout << "group_index="
+              << (r->quantized.layout.group_index ? 1 : 0)
               << "\ndead_columns=" << r->dead_columns
               << "\nloss=" << r->loss << "\noutput_error=" << r->output_error
               << "\nrtn_output_error=" << r->rtn_output_error << "\n";

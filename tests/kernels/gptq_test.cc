@@ -203,7 +203,7 @@ TEST(GptqTest, ClearlyBelowRoundToNearestOnCorrelatedInputs) {
         << "gptq " << r->output_error << " rtn " << r->rtn_output_error;
     // The reported error is the measured one of GptqDequantize's weights.
     std::vector<float> w_hat(p.w.size());
-    GptqDequantize(*r, w_hat.data());
+    Dequantize(r->quantized, w_hat.data());
     absl::StatusOr<double> e =
         OutputRelativeError(p.w.data(), w_hat.data(), p.rows, p.cols, gram);
     ASSERT_TRUE(e.ok());
@@ -240,20 +240,21 @@ TEST(GptqTest, PerChannelAndStaticGroupScalesAreRoundToNearestScales) {
       ASSERT_TRUE(r.ok()) << r.status();
       QuantizedTensor rtn = AllocateQuantized(layout);
       ASSERT_TRUE(Quantize(p.w.data(), rtn).ok());
-      EXPECT_FALSE(r->permuted);
+      EXPECT_FALSE(r->quantized.layout.group_index);
+      EXPECT_TRUE(r->quantized.group_index.empty());
       EXPECT_EQ(r->quantized.scales, rtn.scales);
       EXPECT_EQ(r->quantized.zero_points, rtn.zero_points);
       EXPECT_NE(r->quantized.codes, rtn.codes);  // but GPTQ moved codes
       EXPECT_EQ(Dense(r->quantized), [&] {
         std::vector<float> w_hat(p.w.size());
-        GptqDequantize(*r, w_hat.data());
+        Dequantize(r->quantized, w_hat.data());
         return w_hat;
       }());
     }
   }
 }
 
-TEST(GptqTest, ActOrderWithDynamicGroupsIsPermutedWithGroupIndex) {
+TEST(GptqTest, ActOrderWithDynamicGroupsKeepsColumnOrderWithGroupIndex) {
   const Problem p = MakeProblem(8, 96, 384, 4);
   const GramView gram = GramView::F64(p.g, p.cols, p.tokens);
   const Layout layout = MakeIntLayout("int4_asym_g32", p.rows, p.cols);
@@ -262,30 +263,64 @@ TEST(GptqTest, ActOrderWithDynamicGroupsIsPermutedWithGroupIndex) {
   absl::StatusOr<GptqResult> r = GptqQuantize(p.w.data(), layout, gram,
                                               options);
   ASSERT_TRUE(r.ok()) << r.status();
-  ASSERT_TRUE(r->permuted);
   ASSERT_EQ(r->perm.size(), 96u);
   ASSERT_EQ(r->g_idx.size(), 96u);
-  // perm sorts diag(G) descending.
-  for (size_t j = 1; j < r->perm.size(); ++j) {
-    EXPECT_GE(p.g[r->perm[j - 1] * (p.cols + 1)],
-              p.g[r->perm[j] * (p.cols + 1)]);
+  ASSERT_TRUE(r->quantized.layout.group_index);
+  EXPECT_EQ(r->quantized.group_index, r->g_idx);
+  EXPECT_TRUE(CheckGroupIndex(r->quantized.layout, r->quantized.group_index)
+                  .ok());
+  // The stored bits count the index: 32 bits per column, per row.
+  EXPECT_DOUBLE_EQ(r->quantized.layout.BitsPerWeight(),
+                   layout.BitsPerWeight() + 32.0 / static_cast<double>(p.rows));
+  // perm sorts diag(G) descending, and the j-th quantized column is in
+  // group j / 32 of its row: every group holds 32 columns.
+  std::vector<int> members(3, 0);
+  for (size_t j = 0; j < r->perm.size(); ++j) {
+    if (j > 0) {
+      EXPECT_GE(p.g[r->perm[j - 1] * (p.cols + 1)],
+                p.g[r->perm[j] * (p.cols + 1)]);
+    }
+    EXPECT_EQ(r->g_idx[r->perm[j]], static_cast<int32_t>(j / 32));
+    ++members[r->g_idx[r->perm[j]]];
   }
-  // g_idx addresses the scale of each original column.
-  std::vector<float> w_hat(p.w.size());
-  GptqDequantize(*r, w_hat.data());
+  EXPECT_EQ(members, std::vector<int>({32, 32, 32}));
+  // Codes in the original column order; g_idx addresses each column's
+  // scale, and Dequantize (fast) and DequantizeReference follow it.
+  std::vector<float> w_hat(p.w.size()), w_ref(p.w.size());
+  Dequantize(r->quantized, w_hat.data());
+  DequantizeReference(r->quantized, w_ref.data());
+  EXPECT_EQ(w_hat, w_ref);
   const std::vector<uint8_t> fields = Fields(r->quantized);
   const int64_t groups_per_row = p.cols / 32;
   for (int64_t row = 0; row < p.rows; ++row) {
-    for (int64_t j = 0; j < p.cols; ++j) {
-      const int64_t c = r->perm[j];
+    for (int64_t c = 0; c < p.cols; ++c) {
       const int64_t g = row * groups_per_row + r->g_idx[c];
       const float expected =
           r->quantized.scales[g] *
-          static_cast<float>(fields[row * p.cols + j] -
+          static_cast<float>(fields[row * p.cols + c] -
                              r->quantized.zero_points[g]);
       ASSERT_EQ(w_hat[row * p.cols + c], expected) << row << "," << c;
     }
   }
+  // The metrics pass measures what Dequantize gives.
+  std::vector<float> w_measured(p.w.size());
+  const ErrorMetrics m =
+      DequantizeAndMeasure(r->quantized, p.w.data(), w_measured.data());
+  EXPECT_EQ(w_measured, w_hat);
+  EXPECT_EQ(m.max_abs_error,
+            ComputeErrorMetrics(p.w.data(), w_hat.data(),
+                                static_cast<int64_t>(p.w.size()))
+                .max_abs_error);
+  // A wrong index is refused before anything reads through it.
+  std::vector<int32_t> bad = r->g_idx;
+  bad[5] = 3;
+  EXPECT_EQ(CheckGroupIndex(r->quantized.layout, bad).code(),
+            absl::StatusCode::kInvalidArgument);
+  bad.pop_back();
+  EXPECT_EQ(CheckGroupIndex(r->quantized.layout, bad).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CheckGroupIndex(layout, r->g_idx).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(GptqTest, LazyBatchSizeDoesNotChangeTheAlgorithm) {
@@ -337,7 +372,7 @@ TEST(GptqTest, DeadColumnsAreZeroed) {
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->dead_columns, 2);
     std::vector<float> w_hat(p.w.size());
-    GptqDequantize(*r, w_hat.data());
+    Dequantize(r->quantized, w_hat.data());
     for (int64_t row = 0; row < p.rows; ++row) {
       EXPECT_EQ(w_hat[row * p.cols + 3], 0.0f);
       EXPECT_EQ(w_hat[row * p.cols + 40], 0.0f);

@@ -374,6 +374,38 @@ TEST(MakeLayoutTest, BitsPerWeight) {
   EXPECT_DOUBLE_EQ(odd->BitsPerWeight(), (16.0 + 32.0) / 3);
 }
 
+// Only GPTQ's act_order with dynamic groups of less than a row forms groups
+// out of column order and needs the group index.
+TEST(MakeLayoutTest, GroupIndexOnlyForActOrderWithDynamicGroups) {
+  const struct {
+    const char* scheme;
+    bool group_index;
+  } cases[] = {
+      {"int4_asym_g128+gptq(act_order)", true},
+      {"int3_g64+gptq(act_order,damp=0.05)", true},
+      {"int4_asym_g128+gptq", false},
+      {"int4_asym_g128+gptq(act_order,static_groups)", false},
+      {"int4_channel+gptq(act_order)", false},
+      {"int4_asym_g256+gptq(act_order)", false},  // one group per row
+      {"int4_asym_g128+awq", false},
+      {"int4_asym_g128", false},
+      {"Q4_K+gptq(act_order)", false},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.scheme);
+    absl::StatusOr<Scheme> scheme = ParseScheme(c.scheme);
+    ASSERT_TRUE(scheme.ok()) << scheme.status();
+    absl::StatusOr<Layout> layout = MakeLayout(*scheme, {4, 256});
+    ASSERT_TRUE(layout.ok()) << layout.status();
+    EXPECT_EQ(layout->group_index, c.group_index);
+  }
+  // The index costs 32 bits per column, spread over the rows.
+  auto indexed = MakeLayout(*ParseScheme("int4_asym_g128+gptq(act_order)"),
+                            {4, 256});
+  ASSERT_TRUE(indexed.ok());
+  EXPECT_DOUBLE_EQ(indexed->BitsPerWeight(), 4.0 + 40.0 / 128 + 32.0 / 4);
+}
+
 TEST(MakeLayoutTest, Errors) {
   struct Case {
     Scheme scheme;
