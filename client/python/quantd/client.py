@@ -316,6 +316,18 @@ class _Pending:
                 extra = self._family_parts(layout, part, result)
                 if layout.has_zero_points_f32:
                     zero_points = extra.pop("zero_points")
+            if has_field(pb.TensorResult, "group_index_crc32c"):
+                raw = part(pb.ShardChunk.PART_GROUP_INDEX, "group index",
+                           layout.row_length * 4 if layout.has_group_index
+                           else 0, result.group_index_crc32c)
+                if layout.has_group_index:
+                    g_idx = np.frombuffer(raw, dtype="<i4").astype(
+                        np.int32, copy=False)
+                    groups = layout.row_length // max(layout.group_size, 1)
+                    if g_idx.size and (g_idx.min() < 0 or
+                                       g_idx.max() >= groups):
+                        raise loss(f"group index outside [0, {groups})")
+                    extra["g_idx"] = g_idx
         if fake:
             raw = part(pb.ShardChunk.PART_FAKE_QUANT, "fake-quant values",
                        num_elements * 4, result.fake_quant_crc32c)

@@ -90,6 +90,9 @@ class Layout:
     high_nibble_first: bool = False    # NF4: element 2i in the high nibble
     tensor_scale: float = 0.0          # NVFP4's per-tensor f32 scale g
     scale_offset: float = 0.0          # NF4 double quant: mean of the absmax
+    # GPTQ act_order with dynamic groups: QuantizedTensor.g_idx gives each
+    # input column's group within its row (codes in the original order).
+    has_group_index: bool = False
 
     @property
     def is_block_format(self) -> bool:
@@ -172,6 +175,7 @@ class Layout:
             high_nibble_first=bool(getattr(layout, "high_nibble_first", False)),
             tensor_scale=float(getattr(layout, "tensor_scale", 0.0)),
             scale_offset=float(getattr(layout, "scale_offset", 0.0)),
+            has_group_index=bool(getattr(layout, "has_group_index", False)),
         )
 
 
@@ -389,6 +393,10 @@ class QuantizedTensor:
     block_scales: Optional[np.ndarray] = None
     second_scales: Optional[np.ndarray] = None
     codebooks: Optional[np.ndarray] = None
+    # GPTQ act_order with dynamic groups (layout.has_group_index): int32
+    # [row_length], column c of row r uses scales[r, g_idx[c]] (and that
+    # zero point), as GPTQ checkpoints store it. None otherwise.
+    g_idx: Optional[np.ndarray] = None
 
     @property
     def tensor_scale(self) -> float:
@@ -456,6 +464,19 @@ class QuantizedTensor:
             zero = self.zero_points.reshape(groups, 1).astype(np.float32)
             scale = self.scales.reshape(groups, 1).astype(np.float32)
             return ((q - zero) * scale).astype(np.float32).reshape(self.shape)
+        if self.g_idx is not None:
+            # Each column's group through the index: scales[r, g_idx[c]].
+            q = self.unpack_codes().reshape(layout.rows, layout.row_length)
+            q = q.astype(np.int32)
+            scales = self.scales.reshape(layout.rows, -1)[:, self.g_idx]
+            if self.zero_points is not None:
+                q = q - self.zero_points.reshape(layout.rows, -1)[
+                    :, self.g_idx].astype(np.int32)
+            out = (scales.astype(np.float32) * q.astype(np.float32)).reshape(
+                self.shape)
+            if self.channel_scales is not None:
+                out = out / self.channel_scales
+            return out
         q = self.unpack_codes().reshape(-1).astype(np.int32)
         groups = layout.num_scales
         q = q.reshape(groups, -1)

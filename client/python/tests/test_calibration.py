@@ -341,3 +341,34 @@ def test_gptq_onto_a_ggml_format_beats_ggml_rounding(client):
     assert g.output_metrics.relative_error == pytest.approx(rel, rel=1e-4, abs=1e-6)
     assert g.output_metrics.relative_error < 0.7 * out["rtn"].output_metrics.relative_error
     assert g.codes.nbytes == out["rtn"].codes.nbytes
+
+
+def test_gptq_act_order_with_dynamic_groups_returns_g_idx(client):
+    """GPTQ's desc_act with g_idx: codes in the original column order,
+    g_idx[c] the group of column c, and dequantize() through it equals the
+    server's fake quant bit for bit."""
+    needs_field(pb.TensorResult, "group_index_crc32c")
+    x, w = layer(31, tokens=512, in_features=128)
+    x = x @ np.random.default_rng(6).standard_normal((128, 128)).astype(np.float32) / 12
+    scheme = "int4_asym_g32+gptq(act_order)"
+    cal = quantd.Calibration("x", activations=x)
+    out = {q.name: q for q in client.quantize_many(
+        [("plain", w, "int4_asym_g32+gptq", "x"), ("desc_act", w, scheme, "x"),
+         ("static", w, "int4_asym_g32+gptq(act_order,static_groups)", "x")],
+        calibration_sets=[cal])}
+    q = out["desc_act"]
+    assert q.layout.has_group_index
+    assert out["plain"].g_idx is None and out["static"].g_idx is None
+    assert q.g_idx.shape == (128,) and q.g_idx.dtype == np.int32
+    # Every group of a row holds group_size columns, and the columns are
+    # grouped by descending diag(XᵀX) (the quantization order).
+    assert np.bincount(q.g_idx, minlength=4).tolist() == [32, 32, 32, 32]
+    diag = np.einsum("ti,ti->i", x.astype(np.float64), x.astype(np.float64))
+    order = np.argsort(-diag, kind="stable")
+    np.testing.assert_array_equal(q.g_idx[order], np.arange(128) // 32)
+    np.testing.assert_array_equal(q.dequantize(), q.dequantized)
+    rel, _, _ = output_error(x, w, q.dequantize())
+    assert q.output_metrics.relative_error == pytest.approx(rel, rel=1e-4, abs=1e-6)
+    # The index is counted in the stored bits: 32 bits per column per row.
+    assert q.metrics.bits_per_weight == pytest.approx(
+        out["plain"].metrics.bits_per_weight + 32 / 40)
