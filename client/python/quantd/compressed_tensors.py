@@ -132,13 +132,36 @@ class Preset:
                              f"channel, not {group_size}")
         return dataclasses.replace(self, strategy="group", group_size=group_size)
 
-    def quantd_scheme(self) -> str:
-        """The textual quantd scheme for this preset's weights."""
+    def quantd_scheme(self, method: str = "rtn",
+                      actorder: Optional[str] = None) -> str:
+        """The textual quantd scheme for this preset's weights. Int presets
+        also take method "gptq" (on each Linear's calibration activations)
+        with actorder None, "weight" (act-order, groups of consecutive
+        columns) or "group" (act-order groups, stored as weight_g_idx)."""
+        if method not in ("rtn", "gptq"):
+            raise ValueError(f"method {method!r} (rtn or gptq)")
+        if actorder not in (None, "weight", "group"):
+            raise ValueError(f"actorder {actorder!r} (weight or group)")
+        if method == "rtn" and actorder is not None:
+            raise ValueError("actorder applies to method gptq only")
         if self.weight_type == "int":
-            sym = "full" if self.symmetric else "asym"
             gran = (f"g{self.group_size}" if self.strategy == "group"
                     else self.strategy)
-            return f"int{self.num_bits}_{sym}_{gran}"
+            if method == "rtn":
+                sym = "full" if self.symmetric else "asym"
+                return f"int{self.num_bits}_{sym}_{gran}"
+            if actorder == "group" and self.strategy != "group":
+                raise ValueError(f"preset {self.name}: actorder group needs "
+                                 f"groups, not strategy {self.strategy}")
+            # GPTQ picks its own scales (symmetric: amax / (2^(b-1) - 1));
+            # compressed-tensors decodes any scale the same way.
+            sym = "sym" if self.symmetric else "asym"
+            options = {None: "", "weight": "(act_order,static_groups)",
+                       "group": "(act_order)"}[actorder]
+            return f"int{self.num_bits}_{sym}_{gran}+gptq{options}"
+        if method != "rtn":
+            raise ValueError(f"preset {self.name}: method {method} needs an "
+                             "int preset")
         if self.format == "float-quantized":
             return f"fp8_e4m3_{self.strategy}"
         if self.format == "nvfp4-pack-quantized":
@@ -199,13 +222,15 @@ def _args(num_bits, type_, strategy, group_size, symmetric, dynamic,
     }
 
 
-def _weight_args(p: Preset) -> Dict[str, Any]:
+def _weight_args(p: Preset, actorder: Optional[str] = None) -> Dict[str, Any]:
     scale_dtype = {"nvfp4-pack-quantized": "torch.float8_e4m3fn",
                    "mxfp4-pack-quantized": "torch.uint8",
                    "mxfp8-quantized": "torch.uint8"}.get(p.format)
-    return _args(p.num_bits, p.weight_type, p.strategy, p.group_size,
+    args = _args(p.num_bits, p.weight_type, p.strategy, p.group_size,
                  p.symmetric, False, "memoryless_minmax", scale_dtype,
                  "torch.int8" if p.weight_type == "int" else None)
+    args["actorder"] = actorder
+    return args
 
 
 def _input_args(p: Preset, static: bool) -> Optional[Dict[str, Any]]:
@@ -227,10 +252,13 @@ def _input_args(p: Preset, static: bool) -> Optional[Dict[str, Any]]:
 
 
 def quantization_config(preset: Preset, ignore: Sequence[str],
-                        static_activations: bool = False) -> Dict[str, Any]:
+                        static_activations: bool = False,
+                        actorder: Optional[str] = None) -> Dict[str, Any]:
     """config.json's `quantization_config` as compressed-tensors writes it
     (ModelCompressor.update_config: the QuantizationConfig dump with the
-    version, quant_method, sparsity_config and transform_config)."""
+    version, quant_method, sparsity_config and transform_config). `actorder`
+    is the weights' activation ordering ("group": each Linear has
+    weight_g_idx)."""
     return {
         "config_groups": {
             "group_0": {
@@ -238,7 +266,7 @@ def quantization_config(preset: Preset, ignore: Sequence[str],
                 "input_activations": _input_args(preset, static_activations),
                 "output_activations": None,
                 "targets": ["Linear"],
-                "weights": _weight_args(preset),
+                "weights": _weight_args(preset, actorder),
             },
         },
         "format": preset.format,
@@ -523,6 +551,11 @@ def _stored_tensors(preset: Preset, module: str, q, weight) -> List[Tuple[str, s
             zp = q.zero_points.reshape(rows, -1).astype(np.int64) - (1 << (b - 1))
             packed = pack_to_int32(zp, b, axis=0)
             out.append((f"{module}.weight_zero_point", "I32", packed.shape, packed))
+        if getattr(q, "g_idx", None) is not None:
+            # GPTQ's act-order groups (actorder "group"): column c uses
+            # weight_scale[:, g_idx[c]].
+            out.append((f"{module}.weight_g_idx", "I32", (cols,),
+                        np.asarray(q.g_idx, dtype="<i4")))
     elif preset.format == "int-quantized":
         codes = q.unpack_codes().astype(np.int8)
         out.append((f"{module}.weight", "I8", (rows, cols), codes))
@@ -569,6 +602,7 @@ def write_compressed_tensors(
         preset: Union[str, Preset], *, group_size: Optional[int] = None,
         ignore: Sequence[str] = DEFAULT_IGNORE,
         calibration: Optional[Mapping[str, np.ndarray]] = None,
+        method: str = "rtn", actorder: Optional[str] = None,
         output: str = "packed",
         on_result: Optional[Callable[[Any], None]] = None,
         max_in_flight: Optional[int] = None) -> List[TensorReport]:
@@ -589,6 +623,13 @@ def write_compressed_tensors(
         in_features]; gives W8A8, FP8 and NVFP4 static activation scales
         (every quantized Linear then needs an entry). Arrays shared by
         several modules (q, k, v) are sent once.
+      method: "rtn" (round to nearest, compressed-tensors' own scales), or
+        "gptq" for the int presets: GPTQ on each Linear's calibration
+        activations (every quantized Linear needs an entry).
+      actorder: GPTQ's activation ordering: None, "weight" (columns
+        quantized by descending activation energy, groups of consecutive
+        columns) or "group" (groups formed in that order, llm-compressor's
+        actorder="group": each Linear gets weight_g_idx).
       output: "packed", or "both" to have each result's dequantized values
         (for on_result).
       on_result: called with each quantd.QuantizedTensor as it arrives.
@@ -607,12 +648,12 @@ def write_compressed_tensors(
             raise ValueError(f"unknown preset {preset!r} (one of "
                              f"{', '.join(PRESETS)})") from None
     preset = preset.with_group_size(group_size)
+    scheme = preset.quantd_scheme(method, actorder)
     model_dir, out_dir = pathlib.Path(model_dir), pathlib.Path(out_dir)
     reader = SafetensorsReader(model_dir)
     config_path = model_dir / "config.json"
     config = json.loads(config_path.read_text()) if config_path.exists() else {}
     patterns = [re.compile(p) for p in ignore]
-    scheme = preset.quantd_scheme()
 
     targets, ignored = [], []
     for name in reader.keys():
@@ -632,13 +673,16 @@ def write_compressed_tensors(
         raise ValueError(f"preset {preset.name}: no zero point per tensor")
 
     static = bool(calibration) and preset.activations in ("int8", "fp8", "nvfp4")
+    if method == "gptq" and not calibration:
+        raise ValueError("method gptq needs calibration activations for every "
+                         "quantized Linear")
     if preset.activations == "nvfp4" and not static:
         raise ValueError(f"preset {preset.name} quantizes activations with a "
                          "static global scale: give calibration activations, or "
                          "use NVFP4A16")
     sets: Dict[int, Calibration] = {}
     set_of: Dict[str, str] = {}
-    if static:
+    if static or method == "gptq":
         for name in targets:
             module = _module_of(name)
             if module not in calibration:
@@ -680,7 +724,7 @@ def write_compressed_tensors(
             if on_result is not None:
                 on_result(q)
             if preset.weight_type == "int" and preset.symmetric and \
-                    not q.layout.full_range:
+                    method == "rtn" and not q.layout.full_range:
                 raise ValueError(
                     f"tensor {q.name}: the server at {q.target} answered "
                     f"{q.scheme}, not the full-range {scheme} (it predates "
@@ -711,7 +755,8 @@ def write_compressed_tensors(
         writer.abort()
         raise
 
-    config["quantization_config"] = quantization_config(preset, ignored, static)
+    config["quantization_config"] = quantization_config(preset, ignored, static,
+                                                        actorder)
     (out_dir / "config.json").write_text(json.dumps(config, indent=2,
                                                     sort_keys=True) + "\n")
     for extra in model_dir.iterdir():
@@ -771,9 +816,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="keep matching Linear modules unquantized "
                              "(repeatable; default: lm_head)")
     parser.add_argument("--calibration", default=None, metavar="NPZ",
-                        help="W8A8 / FP8 / NVFP4: an .npz of each Linear's input "
-                             "activations [tokens, in_features], keyed by module "
-                             "name, for static activation scales")
+                        help="an .npz of each Linear's input activations "
+                             "[tokens, in_features], keyed by module name: "
+                             "static activation scales (W8A8 / FP8 / NVFP4) "
+                             "and --method gptq")
+    parser.add_argument("--method", choices=("rtn", "gptq"), default="rtn",
+                        help="int presets: gptq quantizes on --calibration")
+    parser.add_argument("--actorder", choices=("weight", "group"), default=None,
+                        help="gptq's activation ordering (group: weight_g_idx)")
     parser.add_argument("--all", action="store_true",
                         help="also list the copied tensors")
     args = parser.parse_args(argv)
@@ -789,6 +839,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             reports = write_compressed_tensors(
                 client, args.model, args.out, args.preset,
                 group_size=args.group_size, calibration=calibration,
+                method=args.method, actorder=args.actorder,
                 ignore=args.ignore if args.ignore is not None else DEFAULT_IGNORE)
         except (ValueError, quantd.QuantdError) as e:
             print(f"error: {e}", file=sys.stderr)

@@ -82,6 +82,12 @@ def decode_module(tensors, module, cfg):
         else:
             z = unpack_int32(as_array(tensors[f"{module}.weight_zero_point"]), b,
                              rows, axis=0)
+        if f"{module}.weight_g_idx" in tensors:
+            # actorder "group": column c uses group g_idx[c] of its row.
+            assert w["actorder"] == "group"
+            gi = as_array(tensors[f"{module}.weight_g_idx"]).astype(np.int64)
+            assert gi.shape == (cols,) and gi.min() >= 0 and gi.max() < groups
+            return ((q - z[:, gi]).astype(np.float32) * scale[:, gi])
         g = cols // groups
         d = (q.reshape(rows, groups, g) - z[:, :, None]).astype(np.float32)
         return (d * scale[:, :, None]).reshape(rows, cols)
@@ -630,3 +636,72 @@ def test_cli_calibration_npz(server, client, minilm, tmp_path, minilm_activation
     x = minilm_activations["encoder.layer.2.intermediate.dense"]
     assert as_array(dst["encoder.layer.2.intermediate.dense.input_scale"])[0] == \
         np.float32(np.max(np.abs(x))) / np.float32(127.5)
+
+
+@pytest.mark.parametrize("preset_name,actorder", [
+    ("W4A16", None), ("W4A16_ASYM", "weight"), ("W4A16_ASYM", "group"),
+    ("W4A16", "group")])
+def test_gptq_with_activation_ordering(client, minilm, tmp_path, preset_name,
+                                       actorder, minilm_activations):
+    """method="gptq" quantizes each Linear on its own input activations:
+    the decoder (weight_g_idx followed for actorder "group") gives back
+    the server's dequantized values, the config names the ordering, and the
+    layer outputs are closer to FP32 than the round-to-nearest preset's."""
+    from quantd import compressed_tensors as ct
+    import quantd
+    preset = ct.PRESETS[preset_name]
+    try:
+        scheme = preset.quantd_scheme("gptq", actorder)
+        client.quantize_many(
+            [("probe", np.ones((2, 128), np.float32), scheme, "probe")],
+            calibration_sets=[quantd.Calibration(
+                "probe", activations=np.eye(128, dtype=np.float32))])
+    except (ValueError, quantd.InvalidArgumentError) as e:
+        pytest.skip(f"the server does not run {preset_name} with gptq: {e}")
+    calibration = minilm_activations
+    fake = {}
+    out = tmp_path / "gptq"
+    ct.write_compressed_tensors(
+        client, minilm, out, preset_name, calibration=calibration,
+        method="gptq", actorder=actorder, output="both", ignore=[r"^pooler\."],
+        on_result=lambda q: fake.__setitem__(q.name, q.dequantized))
+    rtn = {}
+    ct.write_compressed_tensors(
+        client, minilm, tmp_path / "rtn", preset_name, output="both",
+        ignore=[r"^pooler\."],
+        on_result=lambda q: rtn.__setitem__(q.name, q.dequantized))
+    dst, _ = read_safetensors(out / "model.safetensors")
+    src, _ = read_safetensors(minilm / "model.safetensors")
+    qc = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert qc["config_groups"]["group_0"]["weights"]["actorder"] == actorder
+    err_gptq = err_rtn = 0.0
+    for module, x in calibration.items():
+        name = f"{module}.weight"
+        decoded = decode_module(dst, module, qc)
+        np.testing.assert_array_equal(decoded, fake[name])
+        assert (f"{module}.weight_g_idx" in dst) == (actorder == "group")
+        w = as_array(src[name]).astype(np.float64)
+        x64 = x.astype(np.float64)
+        y = np.linalg.norm(x64 @ w.T)
+        err_gptq += np.linalg.norm(x64 @ (w - decoded).T) / y
+        err_rtn += np.linalg.norm(x64 @ (w - rtn[name]).T) / y
+    print(f"{preset_name} actorder={actorder}: mean layer output error gptq "
+          f"{err_gptq / len(calibration):.4f}, rtn {err_rtn / len(calibration):.4f}")
+    assert err_gptq < 0.9 * err_rtn
+
+
+def test_gptq_needs_calibration_and_an_int_preset(client, minilm, tmp_path):
+    from quantd import compressed_tensors as ct
+    with pytest.raises(ValueError, match="calibration"):
+        ct.write_compressed_tensors(client, minilm, tmp_path / "a", "W4A16",
+                                    method="gptq")
+    with pytest.raises(ValueError, match="int preset"):
+        ct.write_compressed_tensors(client, minilm, tmp_path / "b", "FP8",
+                                    method="gptq", calibration={"x": None})
+    with pytest.raises(ValueError, match="actorder"):
+        ct.write_compressed_tensors(client, minilm, tmp_path / "c", "W4A16",
+                                    actorder="group")
+    with pytest.raises(ValueError, match="needs groups"):
+        ct.write_compressed_tensors(client, minilm, tmp_path / "d", "W8A8",
+                                    method="gptq", actorder="group",
+                                    calibration={"x": None})
