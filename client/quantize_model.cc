@@ -612,8 +612,9 @@ std::string LayoutMetadata(const Layout& layout, const std::string& dtype,
   j["shape"] = layout.shape;
   j["num_scales"] = layout.num_groups;
   j["packed_bytes"] = layout.packed_bytes;
-  // NAME.g_idx: column c of row r uses scale r * groups_per_row + g_idx[c].
-  if (layout.group_index) j["group_index"] = true;
+  // NAME.g_idx: column c of row r uses scale r * groups_per_row + g_idx[c]
+  // (with --fake-quant no .g_idx is written: the values are dequantized).
+  if (layout.group_index && !fake_quant) j["group_index"] = true;
   j["dtype"] = dtype;
   j["fake_quant"] = fake_quant;
   return WriteJson(j);

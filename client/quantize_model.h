@@ -43,7 +43,7 @@ namespace quantd {
 
 // Version of the output layout written into __metadata__ as
 // quantd.format_version.
-inline constexpr char kOutputFormatVersion[] = "1";
+inline constexpr char kOutputFormatVersion[] = "2";
 
 enum class ProgressStyle {
   kAuto,   // a bar if stderr is a terminal, else periodic lines

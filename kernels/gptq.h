@@ -13,7 +13,7 @@
 //   GramView gram = GramView::F64(g, in, tokens);  // g: in*in doubles
 //   QUANTD_ASSIGN_OR_RETURN(GptqResult r, GptqQuantize(w, layout, gram, {}));
 //   std::vector<float> w_hat(out * in);
-//   GptqDequantize(r, w_hat.data());  // original column order
+//   Dequantize(r.quantized, w_hat.data());  // follows r's group index
 //
 // Also here, shared by awq.h and smoothquant.h: GramView (how G is passed)
 // and OutputRelativeError (the output-space error measured through G).
@@ -140,7 +140,8 @@ struct GptqResult {
 // (quantize.h: same scale, zero point, FLT_MIN floor, f32 reciprocal and
 // round-half-even), computed per tensor or per channel from the whole
 // original (dead-zeroed) W before any update, per group as GptqOptions
-// describes. So `quantized` is a valid QuantizedTensor of `layout`.
+// describes. So `quantized` is a valid QuantizedTensor of `layout` (with
+// act_order and dynamic groups, of `layout` with group_index set).
 //
 // One deliberate difference from the reference: with dynamic groups
 // smaller than block_size, the reference computes a group's parameters

@@ -1,6 +1,7 @@
 #include "kernels/quantize.h"
 
 #include <algorithm>
+#include <cassert>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
@@ -127,6 +128,8 @@ void DequantizeIntRange(const QuantizedTensor& src, int64_t e0, int64_t m,
   const int shift = 8 - bits;
   UnpackCodes(src.codes.data() + e0 / 8 * bits, m, bits, fields);
   const bool indexed = layout.group_index;
+  assert(!indexed || src.group_index.size() ==
+                         static_cast<size_t>(layout.row_length));
   const int64_t groups_per_row =
       indexed ? layout.row_length / layout.group_size : 0;
   for (int64_t i = 0; i < m; ++i) {
@@ -222,6 +225,15 @@ absl::Status ValidateDst(const QuantizedTensor& dst,
         "); use AllocateQuantized"));
   }
   return CheckGroupIndex(layout, dst.group_index);
+}
+
+// The quantizers write groups of consecutive columns: a reused destination
+// gets the identity index back.
+void ResetGroupIndex(QuantizedTensor& dst) {
+  for (size_t c = 0; c < dst.group_index.size(); ++c) {
+    dst.group_index[c] = static_cast<int32_t>(
+        static_cast<int64_t>(c) / dst.layout.group_size);
+  }
 }
 
 }  // namespace
@@ -385,6 +397,7 @@ absl::Status Quantize(const float* src, QuantizedTensor& dst) {
   const FormatTraits* traits = nullptr;
   absl::Status status = ValidateDst(dst, &traits);
   if (!status.ok()) return status;
+  ResetGroupIndex(dst);
   const int64_t bad = internal::SelectedQuantizeInt()(src, dst);
   if (bad >= 0) return internal::NonFiniteError(bad, src[bad]);
   return absl::OkStatus();
@@ -397,6 +410,7 @@ absl::Status QuantizeWithScales(const float* src, absl::Span<const float> scales
   if (absl::Status status = ValidateDst(dst, &traits); !status.ok()) {
     return status;
   }
+  ResetGroupIndex(dst);
   const Layout& layout = dst.layout;
   const bool symmetric = layout.scheme.symmetric;
   const auto groups = static_cast<size_t>(layout.num_groups);
@@ -451,6 +465,7 @@ absl::Status QuantizeReference(const float* src, QuantizedTensor& dst) {
   const FormatTraits* traits = nullptr;
   absl::Status status = ValidateDst(dst, &traits);
   if (!status.ok()) return status;
+  ResetGroupIndex(dst);
   const int64_t bad = internal::QuantizeIntScalar(src, dst);
   if (bad >= 0) return internal::NonFiniteError(bad, src[bad]);
   return absl::OkStatus();

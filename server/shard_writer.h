@@ -1,7 +1,8 @@
 // Turns one finished tensor into its response messages, one at a time, so a
 // reactor builds each message just before writing it: ShardChunks for codes,
 // scales, zero points, the float / codebook / HQQ parts (block scales,
-// second scales, codebooks, f32 zero points) and fake-quant values, then
+// second scales, codebooks, f32 zero points), GPTQ's group index and
+// fake-quant values, then
 // channel scales (each part in order, at most
 // max_chunk_bytes of data per message), then the TensorResult.
 //

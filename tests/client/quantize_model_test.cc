@@ -351,7 +351,7 @@ TEST_F(QuantizeModelTest, WritesQuantizedModelAndReport) {
   // Metadata.
   const auto& meta = (*out)->metadata();
   EXPECT_EQ(meta.at("format"), "pt");
-  EXPECT_EQ(meta.at("quantd.format_version"), "1");
+  EXPECT_EQ(meta.at("quantd.format_version"), "2");
   EXPECT_TRUE(meta.contains("quantd.version"));
   absl::StatusOr<Json> layout =
       ParseJson(meta.at("quantd.layers.0.mlp.weight"));

@@ -201,7 +201,7 @@ TEST(GptqTest, ClearlyBelowRoundToNearestOnCorrelatedInputs) {
     EXPECT_GT(r->rtn_output_error, 0.0);
     EXPECT_LT(r->output_error, 0.75 * r->rtn_output_error)
         << "gptq " << r->output_error << " rtn " << r->rtn_output_error;
-    // The reported error is the measured one of GptqDequantize's weights.
+    // The reported error is the measured one of the dequantized weights.
     std::vector<float> w_hat(p.w.size());
     Dequantize(r->quantized, w_hat.data());
     absl::StatusOr<double> e =
@@ -321,6 +321,20 @@ TEST(GptqTest, ActOrderWithDynamicGroupsKeepsColumnOrderWithGroupIndex) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(CheckGroupIndex(layout, r->g_idx).code(),
             absl::StatusCode::kInvalidArgument);
+  // Quantize writes consecutive groups: reusing the tensor as its
+  // destination puts the identity index back, so it decodes as RTN does.
+  QuantizedTensor reused = r->quantized;
+  ASSERT_TRUE(Quantize(p.w.data(), reused).ok());
+  QuantizedTensor rtn = AllocateQuantized(reused.layout);
+  ASSERT_TRUE(Quantize(p.w.data(), rtn).ok());
+  EXPECT_EQ(reused.group_index, rtn.group_index);
+  for (int64_t c = 0; c < p.cols; ++c) {
+    ASSERT_EQ(reused.group_index[c], c / 32);
+  }
+  std::vector<float> a(p.w.size()), b(p.w.size());
+  Dequantize(reused, a.data());
+  Dequantize(rtn, b.data());
+  EXPECT_EQ(a, b);
 }
 
 TEST(GptqTest, LazyBatchSizeDoesNotChangeTheAlgorithm) {

@@ -43,6 +43,9 @@ module name such as "model.layers.0.mlp.up_proj", W its weight [out, in]):
                       as z + 2^(b-1), packed the same way along the OUTPUT
                       dimension (each column of the [out, groups] matrix is
                       one stream).
+    M.weight_g_idx    (method gptq, actorder "group" only) int32 [in]: the
+                      group of each input column; column c then uses
+                      weight_scale[:, g_idx[c]] (and that zero point).
     Value: (q - z) * scale.
   int-quantized (W8A8): M.weight int8 [out, in], M.weight_scale float32
     [out, 1]; with static activations M.input_scale float32 [1].
@@ -62,11 +65,14 @@ module name such as "model.layers.0.mlp.up_proj", W its weight [out, in]):
   mxfp8-quantized (MXFP8A16, MXFP8): M.weight float8_e4m3fn [out, in],
     M.weight_scale uint8 [out, in/32] (E8M0).
 
-Symmetric int presets use compressed-tensors' full-range convention
+With round to nearest, symmetric int presets use compressed-tensors'
+full-range convention
 (quantd's "int<b>_full": scale = amax / ((2^b - 1) / 2), codes clamped to
 [-2^(b-1), 2^(b-1)-1]); asymmetric ones quantd's int<b>_asym, whose
 unsigned codes u and zero points zu are stored as they are (u = q + 2^(b-1)
 and zu = z + 2^(b-1) in compressed-tensors' terms, so (q - z) = (u - zu)).
+With method "gptq" symmetric scales are GPTQ's own, amax / (2^(b-1) - 1)
+(quantd's int<b>_sym), which decode the same way.
 
 Static activation scales (W8A8, FP8, NVFP4) need calibration activations:
 `calibration` maps a module name to its input X [tokens, in]; the server
@@ -150,9 +156,11 @@ class Preset:
             if method == "rtn":
                 sym = "full" if self.symmetric else "asym"
                 return f"int{self.num_bits}_{sym}_{gran}"
-            if actorder == "group" and self.strategy != "group":
-                raise ValueError(f"preset {self.name}: actorder group needs "
-                                 f"groups, not strategy {self.strategy}")
+            if actorder is not None and self.strategy != "group":
+                # compressed-tensors refuses activation ordering on any
+                # other strategy when it loads the config.
+                raise ValueError(f"preset {self.name}: actorder {actorder} "
+                                 f"needs groups, not strategy {self.strategy}")
             # GPTQ picks its own scales (symmetric: amax / (2^(b-1) - 1));
             # compressed-tensors decodes any scale the same way.
             sym = "sym" if self.symmetric else "asym"
@@ -529,7 +537,9 @@ def _global_scale(weight: np.ndarray) -> np.float32:
     return np.float32(np.float32(2688.0) / amax)
 
 
-def _stored_tensors(preset: Preset, module: str, q, weight) -> List[Tuple[str, str, Tuple[int, ...], np.ndarray]]:
+def _stored_tensors(preset: Preset, module: str, q, weight,
+                    actorder: Optional[str] = None
+                    ) -> List[Tuple[str, str, Tuple[int, ...], np.ndarray]]:
     """(name, safetensors dtype, shape, data) of one quantized Linear."""
     layout = q.layout
     rows, cols = q.shape
@@ -551,11 +561,16 @@ def _stored_tensors(preset: Preset, module: str, q, weight) -> List[Tuple[str, s
             zp = q.zero_points.reshape(rows, -1).astype(np.int64) - (1 << (b - 1))
             packed = pack_to_int32(zp, b, axis=0)
             out.append((f"{module}.weight_zero_point", "I32", packed.shape, packed))
-        if getattr(q, "g_idx", None) is not None:
+        g_idx = getattr(q, "g_idx", None)
+        if g_idx is None and actorder == "group":
+            # One group per row (in == group size): every column in group 0,
+            # still stored, as the config promises every Linear one.
+            g_idx = np.arange(cols) // max(cols // scales.shape[1], 1)
+        if g_idx is not None:
             # GPTQ's act-order groups (actorder "group"): column c uses
             # weight_scale[:, g_idx[c]].
             out.append((f"{module}.weight_g_idx", "I32", (cols,),
-                        np.asarray(q.g_idx, dtype="<i4")))
+                        np.asarray(g_idx, dtype="<i4")))
     elif preset.format == "int-quantized":
         codes = q.unpack_codes().astype(np.int8)
         out.append((f"{module}.weight", "I8", (rows, cols), codes))
@@ -731,7 +746,7 @@ def write_compressed_tensors(
                     "Scheme.full_range)")
             module = _module_of(q.name)
             weight = reader.array(q.name)
-            stored = _stored_tensors(preset, module, q, weight)
+            stored = _stored_tensors(preset, module, q, weight, actorder)
             if static:
                 param = _static_scale(preset, q)
                 if param is None:

@@ -53,7 +53,9 @@ class Layout:
     Integer formats: `bits`-wide codes packed LSB first over the whole tensor
     in row-major order; one f32 scale (and uint8 zero point when asymmetric)
     per group of `group_size` consecutive elements of a row, row-major over
-    [rows, row_length // group_size] (per tensor: one). Block formats
+    [rows, row_length // group_size] (per tensor: one), except with
+    `has_group_index` (GPTQ act-order groups), where column c of row r uses
+    scale [r, g_idx[c]] (QuantizedTensor.g_idx). Block formats
     (`is_block_format`): `codes` are the tensor's ggml bytes, `block_bytes`
     per `block_size` elements, rows in order; the scales are inside the
     blocks.

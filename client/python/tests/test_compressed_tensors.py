@@ -638,18 +638,21 @@ def test_cli_calibration_npz(server, client, minilm, tmp_path, minilm_activation
         np.float32(np.max(np.abs(x))) / np.float32(127.5)
 
 
-@pytest.mark.parametrize("preset_name,actorder", [
-    ("W4A16", None), ("W4A16_ASYM", "weight"), ("W4A16_ASYM", "group"),
-    ("W4A16", "group")])
+@pytest.mark.parametrize("preset_name,actorder,group_size", [
+    ("W4A16", None, None), ("W4A16_ASYM", "weight", None),
+    ("W4A16_ASYM", "group", None), ("W4A16", "group", None),
+    # 384 = in_features of all but the FFN down projections: one group per
+    # row there, whose weight_g_idx is all zeros.
+    ("W4A16_ASYM", "group", 384)])
 def test_gptq_with_activation_ordering(client, minilm, tmp_path, preset_name,
-                                       actorder, minilm_activations):
+                                       actorder, group_size, minilm_activations):
     """method="gptq" quantizes each Linear on its own input activations:
     the decoder (weight_g_idx followed for actorder "group") gives back
     the server's dequantized values, the config names the ordering, and the
     layer outputs are closer to FP32 than the round-to-nearest preset's."""
     from quantd import compressed_tensors as ct
     import quantd
-    preset = ct.PRESETS[preset_name]
+    preset = ct.PRESETS[preset_name].with_group_size(group_size)
     try:
         scheme = preset.quantd_scheme("gptq", actorder)
         client.quantize_many(
@@ -663,11 +666,13 @@ def test_gptq_with_activation_ordering(client, minilm, tmp_path, preset_name,
     out = tmp_path / "gptq"
     ct.write_compressed_tensors(
         client, minilm, out, preset_name, calibration=calibration,
+        group_size=group_size,
         method="gptq", actorder=actorder, output="both", ignore=[r"^pooler\."],
         on_result=lambda q: fake.__setitem__(q.name, q.dequantized))
     rtn = {}
     ct.write_compressed_tensors(
         client, minilm, tmp_path / "rtn", preset_name, output="both",
+        group_size=group_size,
         ignore=[r"^pooler\."],
         on_result=lambda q: rtn.__setitem__(q.name, q.dequantized))
     dst, _ = read_safetensors(out / "model.safetensors")
@@ -680,6 +685,13 @@ def test_gptq_with_activation_ordering(client, minilm, tmp_path, preset_name,
         decoded = decode_module(dst, module, qc)
         np.testing.assert_array_equal(decoded, fake[name])
         assert (f"{module}.weight_g_idx" in dst) == (actorder == "group")
+        if actorder == "group" and group_size == 384:
+            g_idx = as_array(dst[f"{module}.weight_g_idx"])
+            assert g_idx.dtype == np.int32 and g_idx.shape == (x.shape[1],)
+            if x.shape[1] == 384:
+                assert not g_idx.any()
+            else:
+                assert np.bincount(g_idx).tolist() == [384] * (x.shape[1] // 384)
         w = as_array(src[name]).astype(np.float64)
         x64 = x.astype(np.float64)
         y = np.linalg.norm(x64 @ w.T)
@@ -701,7 +713,12 @@ def test_gptq_needs_calibration_and_an_int_preset(client, minilm, tmp_path):
     with pytest.raises(ValueError, match="actorder"):
         ct.write_compressed_tensors(client, minilm, tmp_path / "c", "W4A16",
                                     actorder="group")
-    with pytest.raises(ValueError, match="needs groups"):
-        ct.write_compressed_tensors(client, minilm, tmp_path / "d", "W8A8",
-                                    method="gptq", actorder="group",
-                                    calibration={"x": None})
+    for preset, group_size, actorder in (("W8A8", None, "group"),
+                                         ("W8A8", None, "weight"),
+                                         ("W4A16", 0, "weight")):
+        # compressed-tensors refuses activation ordering without groups.
+        with pytest.raises(ValueError, match="needs groups"):
+            ct.write_compressed_tensors(client, minilm, tmp_path / "d", preset,
+                                        group_size=group_size, method="gptq",
+                                        actorder=actorder,
+                                        calibration={"x": None})

@@ -88,7 +88,7 @@ def test_sharded_model_round_trip_through_two_servers(tmp_path, server):
     with open(out_path, "rb") as f:
         header_len = int.from_bytes(f.read(8), "little")
         meta = json.loads(f.read(header_len))["__metadata__"]
-    assert meta["quantd.format_version"] == "1"
+    assert meta["quantd.format_version"] == "2"
     assert meta["format"] == "pt"  # input metadata kept
 
     report = json.loads(pathlib.Path(str(out_path) + ".report.json").read_text())
