@@ -144,11 +144,11 @@ class Preset:
         also take method "gptq" (on each Linear's calibration activations)
         with actorder None, "weight" (act-order, groups of consecutive
         columns) or "group" (act-order groups, stored as weight_g_idx)."""
-        if method not in ("rtn", "gptq"):
-            raise ValueError(f"method {method!r} (rtn or gptq)")
+        if method not in ("rtn", "gptq", "awq"):
+            raise ValueError(f"method {method!r} (rtn, gptq or awq)")
         if actorder not in (None, "weight", "group"):
             raise ValueError(f"actorder {actorder!r} (weight or group)")
-        if method == "rtn" and actorder is not None:
+        if method != "gptq" and actorder is not None:
             raise ValueError("actorder applies to method gptq only")
         if self.weight_type == "int":
             gran = (f"g{self.group_size}" if self.strategy == "group"
@@ -161,9 +161,15 @@ class Preset:
                 # other strategy when it loads the config.
                 raise ValueError(f"preset {self.name}: actorder {actorder} "
                                  f"needs groups, not strategy {self.strategy}")
-            # GPTQ picks its own scales (symmetric: amax / (2^(b-1) - 1));
-            # compressed-tensors decodes any scale the same way.
+            # GPTQ and AWQ pick their own scales (symmetric: amax /
+            # (2^(b-1) - 1)); compressed-tensors decodes any scale the same
+            # way.
             sym = "sym" if self.symmetric else "asym"
+            if method == "awq":
+                if self.format != "pack-quantized":
+                    raise ValueError(f"preset {self.name}: method awq needs a "
+                                     "weight-only (A16) int preset")
+                return f"int{self.num_bits}_{sym}_{gran}+awq"
             options = {None: "", "weight": "(act_order,static_groups)",
                        "group": "(act_order)"}[actorder]
             return f"int{self.num_bits}_{sym}_{gran}+gptq{options}"
@@ -488,6 +494,10 @@ class TensorReport:
     stored: Tuple[str, ...] = ()    # the output tensors it became
     stored_bytes: int = 0
     seconds: float = 0.0
+    # method "awq": the module whose output was divided by the scales s
+    # folded out of this Linear's input, and s itself (float32, [in]).
+    folded_into: str = ""
+    input_scales: Optional[np.ndarray] = None
 
 
 def _module_of(name: str) -> str:
@@ -541,7 +551,7 @@ def _stored_tensors(preset: Preset, module: str, q, weight,
                     actorder: Optional[str] = None
                     ) -> List[Tuple[str, str, Tuple[int, ...], np.ndarray]]:
     """(name, safetensors dtype, shape, data) of one quantized Linear."""
-    layout = q.layout
+    layout = getattr(q, "layout", None)  # None: an awq_fold.FoldedWeight
     rows, cols = q.shape
     out = []
     scale_shape = (rows, 1) if preset.strategy == "channel" else (
@@ -638,9 +648,15 @@ def write_compressed_tensors(
         in_features]; gives W8A8, FP8 and NVFP4 static activation scales
         (every quantized Linear then needs an entry). Arrays shared by
         several modules (q, k, v) are sent once.
-      method: "rtn" (round to nearest, compressed-tensors' own scales), or
+      method: "rtn" (round to nearest, compressed-tensors' own scales),
         "gptq" for the int presets: GPTQ on each Linear's calibration
-        activations (every quantized Linear needs an entry).
+        activations (every quantized Linear needs an entry), or "awq" for
+        the weight-only int presets: AWQ on the Linears whose input comes
+        from a foldable op, its scales folded into that op (norm weights and
+        biases, the previous Linear's rows; quantd.awq_fold has the
+        mappings), so the checkpoint needs nothing extra at run time; the
+        other Linears are rounded to nearest. Those Linears' results do not
+        go to on_result.
       actorder: GPTQ's activation ordering: None, "weight" (columns
         quantized by descending activation energy, groups of consecutive
         columns) or "group" (groups formed in that order, llm-compressor's
@@ -688,9 +704,18 @@ def write_compressed_tensors(
         raise ValueError(f"preset {preset.name}: no zero point per tensor")
 
     static = bool(calibration) and preset.activations in ("int8", "fp8", "nvfp4")
-    if method == "gptq" and not calibration:
-        raise ValueError("method gptq needs calibration activations for every "
-                         "quantized Linear")
+    if method in ("gptq", "awq") and not calibration:
+        raise ValueError(f"method {method} needs calibration activations for "
+                         "every quantized Linear")
+    mappings: List[Any] = []
+    if method == "awq":
+        from quantd import awq_fold
+        mappings = awq_fold.find_mappings(
+            {n: reader.shape(n) for n in reader.keys()}, targets)
+        if not mappings:
+            raise ValueError("method awq: no Linear whose input comes from a "
+                             "foldable op (llama-like pre-norm decoder or "
+                             "BERT-like attention names)")
     if preset.activations == "nvfp4" and not static:
         raise ValueError(f"preset {preset.name} quantizes activations with a "
                          "static global scale: give calibration activations, or "
@@ -713,12 +738,41 @@ def write_compressed_tensors(
     writer = SafetensorsWriter(out_dir / "model.safetensors",
                                metadata={"format": "pt"})
     reports: Dict[str, TensorReport] = {}
+    folded: Dict[str, Any] = {}
+    changed: Dict[str, np.ndarray] = {}
+    rest_scheme = scheme
     try:
+        if method == "awq":
+            # AWQ on the foldable Linears first: their scales change norms,
+            # biases and weights that are written below.
+            from quantd import awq_fold
+            rest_scheme = preset.quantd_scheme("rtn")
+            folded, changed = awq_fold.run(
+                client, lambda n: reader.array(n) if n in reader.entries else None,
+                mappings, scheme, calibration, max_in_flight=max_in_flight)
+            smooth_of = {b: m.smooth for m in mappings for b in m.balance}
+            for name, part in folded.items():
+                stored = _stored_tensors(preset, _module_of(name), part, None)
+                size = 0
+                for out_name, dtype, shape, data in stored:
+                    writer.add(out_name, dtype, shape, data)
+                    size += _ST_SIZES[dtype] * math.prod(shape)
+                reports[name] = TensorReport(
+                    name=name, shape=part.shape, scheme=part.scheme,
+                    dtype=reader.dtype(name),
+                    bits_per_weight=8.0 * size / math.prod(part.shape),
+                    sqnr_db=part.sqnr_db, stored=tuple(x[0] for x in stored),
+                    stored_bytes=size, seconds=part.seconds,
+                    folded_into=smooth_of[name], input_scales=part.input_scales)
         for name in reader.keys():
             if name in targets:
                 continue
             shape = reader.shape(name)
-            writer.add(name, reader.dtype(name), shape, reader.raw(name))
+            if name in changed:  # a norm or bias an AWQ scale was folded into
+                writer.add(name, reader.dtype(name), shape,
+                           awq_fold.to_dtype(changed[name], reader.dtype(name)))
+            else:
+                writer.add(name, reader.dtype(name), shape, reader.raw(name))
             n = max(math.prod(shape), 1)
             reports[name] = TensorReport(
                 name=name, shape=shape, scheme="", dtype=reader.dtype(name),
@@ -727,22 +781,28 @@ def write_compressed_tensors(
 
         def items() -> Iterator[Dict[str, Any]]:
             for name in targets:
-                item = {"name": name, "scheme": scheme, **_input_array(reader, name)}
+                if name in folded:
+                    continue
+                item = {"name": name, "scheme": rest_scheme,
+                        **_input_array(reader, name)}
+                if name in changed:  # a row-folded Linear outside AWQ
+                    item["array"] = changed[name]
+                    item.pop("dtype", None)
                 if name in set_of:
                     item["calibration"] = set_of[name]
                 yield item
 
         static_values: Dict[str, Tuple[str, float]] = {}
-        for q in client.quantize_many(items(), scheme, output=output,
+        for q in client.quantize_many(items(), rest_scheme, output=output,
                                       max_in_flight=max_in_flight,
                                       calibration_sets=list(sets.values())):
             if on_result is not None:
                 on_result(q)
             if preset.weight_type == "int" and preset.symmetric and \
-                    method == "rtn" and not q.layout.full_range:
+                    method in ("rtn", "awq") and not q.layout.full_range:
                 raise ValueError(
                     f"tensor {q.name}: the server at {q.target} answered "
-                    f"{q.scheme}, not the full-range {scheme} (it predates "
+                    f"{q.scheme}, not the full-range {rest_scheme} (it predates "
                     "Scheme.full_range)")
             module = _module_of(q.name)
             weight = reader.array(q.name)
@@ -835,8 +895,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "[tokens, in_features], keyed by module name: "
                              "static activation scales (W8A8 / FP8 / NVFP4) "
                              "and --method gptq")
-    parser.add_argument("--method", choices=("rtn", "gptq"), default="rtn",
-                        help="int presets: gptq quantizes on --calibration")
+    parser.add_argument("--method", choices=("rtn", "gptq", "awq"), default="rtn",
+                        help="int presets: gptq / awq quantize on "
+                             "--calibration (awq folds its scales into the "
+                             "norms and Linears before)")
     parser.add_argument("--actorder", choices=("weight", "group"), default=None,
                         help="gptq's activation ordering (group: weight_g_idx)")
     parser.add_argument("--all", action="store_true",

@@ -722,3 +722,53 @@ def test_gptq_needs_calibration_and_an_int_preset(client, minilm, tmp_path):
                                         group_size=group_size, method="gptq",
                                         actorder=actorder,
                                         calibration={"x": None})
+
+
+def test_awq_on_minilm_folds_into_the_value_projection(
+        client, minilm, tmp_path, example, fp32_embeddings, minilm_activations):
+    """BERT's norms are post-norm (their output is also the residual), so
+    method="awq" folds only attention.output.dense's scales, into the value
+    projection's rows and bias; the checkpoint still runs as MiniLM."""
+    from quantd import compressed_tensors as ct
+    import quantd
+    try:
+        client.quantize_many(
+            [("probe", np.ones((2, 128), np.float32), "int4_asym_g128+awq",
+              "probe")],
+            calibration_sets=[quantd.Calibration(
+                "probe", activations=np.eye(128, dtype=np.float32))])
+    except quantd.InvalidArgumentError as e:
+        pytest.skip(f"the server does not run awq: {e}")
+    out = tmp_path / "awq"
+    reports = {r.name: r for r in ct.write_compressed_tensors(
+        client, minilm, out, "W4A16_ASYM", method="awq",
+        calibration=minilm_activations)}
+    dst, _ = read_safetensors(out / "model.safetensors")
+    src, _ = read_safetensors(minilm / "model.safetensors")
+    qc = json.loads((out / "config.json").read_text())["quantization_config"]
+    folded = {n: r for n, r in reports.items() if r.folded_into}
+    assert sorted(folded) == [f"encoder.layer.{i}.attention.output.dense.weight"
+                              for i in range(6)]
+    for name, r in folded.items():
+        value = r.folded_into
+        assert value.endswith("attention.self.value")
+        s = r.input_scales
+        np.testing.assert_array_equal(
+            as_array(dst[f"{value}.bias"]),
+            (as_array(src[f"{value}.bias"]) / s).astype(np.float32))
+        # The value weight was quantized after its rows were divided by s.
+        w_v = as_array(src[f"{value}.weight"]) / s[:, None]
+        rel = np.linalg.norm(decode_module(dst, value, qc) - w_v) / np.linalg.norm(w_v)
+        assert rel < 0.2, (value, rel)
+    quantized = example.MiniLM(minilm)
+    for name in list(quantized.weights):
+        module = name[:-len(".weight")]
+        if name.endswith(".weight") and f"{module}.weight_scale" in dst:
+            quantized.weights[name] = decode_module(dst, module, qc)
+        elif name in dst:
+            quantized.weights[name] = as_array(dst[name])
+    sentences, a = fp32_embeddings
+    cosine = np.sum(a * quantized.embed(sentences), axis=1)
+    print(f"W4A16_ASYM+awq: embedding cosine mean {cosine.mean():.4f} "
+          f"min {cosine.min():.4f}")
+    assert cosine.min() >= 0.9
