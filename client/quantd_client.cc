@@ -17,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "kernels/crc32c.h"
+#include "kernels/quantize.h"
 #include "kernels/scheme.h"
 #include "kernels/status_macros.h"
 
@@ -231,18 +232,13 @@ absl::Status VerifyReply(const TensorReply& reply, const v1::TensorResult& r,
     if (s.ok() && layout.has_group_index()) {
       // Each entry names a group of its row: a client dequantizing through
       // the index must not read past the scales.
-      const uint64_t groups_per_row =
-          layout.group_size() == 0 ? 0
-                                   : layout.row_length() / layout.group_size();
-      for (size_t c = 0; c < reply.group_index.size() / 4; ++c) {
-        int32_t g;
-        std::memcpy(&g, reply.group_index.data() + 4 * c, 4);
-        if (g < 0 || static_cast<uint64_t>(g) >= groups_per_row) {
-          s = loss(absl::StrCat("group index of column ", c, " is ", g,
-                                ", outside [0, ", groups_per_row, ")"));
-          break;
-        }
-      }
+      std::vector<int32_t> g_idx(reply.group_index.size() / 4);
+      std::memcpy(g_idx.data(), reply.group_index.data(),
+                  reply.group_index.size());
+      absl::Status bad = CheckGroupIndex(
+          static_cast<int64_t>(layout.row_length()),
+          static_cast<int64_t>(layout.group_size()), g_idx);
+      if (!bad.ok()) s = loss(bad.message());
     }
     if (!s.ok()) return s;
   } else if (!reply.codes.empty() || !reply.scales.empty() ||

@@ -361,10 +361,7 @@ QuantizedTensor AllocateQuantized(const Layout& layout) {
   }
   if (layout.group_index && layout.group_size > 0) {
     q.group_index.resize(static_cast<size_t>(layout.row_length));
-    for (int64_t c = 0; c < layout.row_length; ++c) {
-      q.group_index[static_cast<size_t>(c)] =
-          static_cast<int32_t>(c / layout.group_size);
-    }
+    ResetGroupIndex(q);
   }
   return q;
 }
@@ -376,13 +373,18 @@ absl::Status CheckGroupIndex(const Layout& layout,
     return absl::InvalidArgumentError(
         "a group index was given but the layout has none");
   }
-  if (layout.group_size < 1 || layout.row_length % layout.group_size != 0 ||
-      group_index.size() != static_cast<size_t>(layout.row_length)) {
+  return CheckGroupIndex(layout.row_length, layout.group_size, group_index);
+}
+
+absl::Status CheckGroupIndex(int64_t row_length, int64_t group_size,
+                             absl::Span<const int32_t> group_index) {
+  if (group_size < 1 || row_length % group_size != 0 ||
+      group_index.size() != static_cast<size_t>(row_length)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "group index has ", group_index.size(), " entries; the layout needs ",
-        layout.row_length));
+        row_length, " (groups of ", group_size, ")"));
   }
-  const int64_t groups_per_row = layout.row_length / layout.group_size;
+  const int64_t groups_per_row = row_length / group_size;
   for (size_t c = 0; c < group_index.size(); ++c) {
     if (group_index[c] < 0 || group_index[c] >= groups_per_row) {
       return absl::InvalidArgumentError(absl::StrCat(

@@ -45,6 +45,10 @@ QuantizedTensor AllocateQuantized(const Layout& layout);
 // Dequantize requires it (a received index is checked with this first).
 absl::Status CheckGroupIndex(const Layout& layout,
                              absl::Span<const int32_t> group_index);
+// The same for an index the layout says it has, given the row length and
+// group size alone (a client checking what a server sent).
+absl::Status CheckGroupIndex(int64_t row_length, int64_t group_size,
+                             absl::Span<const int32_t> group_index);
 
 // A quantizer writes codes, scales and zero points of `src`
 // (layout.num_elements finite f32 values) into `dst`, whose buffers are

@@ -145,7 +145,8 @@ int64_t TensorWorkingSetBytes(const Layout& layout, DType dtype,
 // set: GPTQ needs G (an ACTIVATIONS or GRAM set), AWQ and SmoothQuant also
 // the per-channel statistics (an ACTIVATIONS set); without them,
 // INVALID_ARGUMENT naming the tensor and what is missing. GPTQ act_order
-// with dynamic groups returns the group index (Layout::group_index). The weight-space metrics and the fake-quant values
+// with dynamic groups returns the group index (Layout::group_index). The
+// weight-space metrics and the fake-quant values
 // are those of W_hat in the original space (AWQ, SmoothQuant: the scales
 // folded back).
 // INVALID_ARGUMENT "tensor <name>: element <i> is NaN" for non-finite input.
