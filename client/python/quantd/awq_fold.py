@@ -133,7 +133,7 @@ def run(client, read: Callable[[str], np.ndarray], mappings: Sequence[FoldMappin
     Linears' biases), by tensor name. `read(name)` gives a tensor as an
     array (None if absent).
     """
-    from quantd.calibration import Calibration
+    from quantd.compressed_tensors import input_sets
 
     weights: Dict[str, np.ndarray] = {}  # float32, with row folds applied
 
@@ -148,23 +148,15 @@ def run(client, read: Callable[[str], np.ndarray], mappings: Sequence[FoldMappin
         batch = [m for m in mappings if m.kind == phase]
         if not batch:
             continue
-        sets: Dict[int, Calibration] = {}
-        items = []
-        for m in batch:
-            module = m.balance[0][:-len(".weight")]
-            if module not in calibration:
-                raise ValueError(f"tensor {m.balance[0]}: no calibration "
-                                 f"activations for module {module}")
-            x = calibration[module]
-            if id(x) not in sets:
-                sets[id(x)] = Calibration(f"{module}.input", activations=x)
-            stacked = np.concatenate([weight(n) for n in m.balance], axis=0)
-            items.append({"name": m.smooth, "array": stacked, "scheme": scheme,
-                          "calibration": sets[id(x)].name})
+        # The stacked Linears share their input: the first one's set.
+        set_of, sets = input_sets(calibration, [m.balance[0] for m in batch])
+        items = [{"name": m.smooth, "scheme": scheme,
+                  "array": np.concatenate([weight(n) for n in m.balance], axis=0),
+                  "calibration": set_of[m.balance[0]]} for m in batch]
         by_smooth = {m.smooth: m for m in batch}
         for q in client.quantize_many(items, scheme, output="packed",
                                       max_in_flight=max_in_flight,
-                                      calibration_sets=list(sets.values())):
+                                      calibration_sets=sets):
             m = by_smooth[q.name]
             s = np.asarray(q.channel_scales, dtype=np.float32)
             codes = q.unpack_codes().reshape(q.shape)
@@ -180,20 +172,17 @@ def run(client, read: Callable[[str], np.ndarray], mappings: Sequence[FoldMappin
                 out[n] = FoldedWeight(
                     n, codes[cut], groups[cut], None if zps is None else zps[cut],
                     q.scheme, s, _sqnr_db(weight(n), w_hat[cut]), q.seconds)
-            # Fold 1/s into the op before: its output channels are divided.
+            # Fold 1/s into the op before: its output channels are divided
+            # (a norm's weight, a Linear's rows) and so is its bias.
             if m.kind == "norm":
-                for suffix in ("weight", "bias"):
-                    t = read(f"{m.smooth}.{suffix}")
-                    if t is not None:
-                        changed[f"{m.smooth}.{suffix}"] = (
-                            np.asarray(t, dtype=np.float32) / s).astype(np.float32)
+                changed[f"{m.smooth}.weight"] = (
+                    np.asarray(read(f"{m.smooth}.weight"), np.float32) / s)
             else:
                 name = f"{m.smooth}.weight"
-                weights[name] = (weight(name) / s[:, None]).astype(np.float32)
-                bias = read(f"{m.smooth}.bias")
-                if bias is not None:
-                    changed[f"{m.smooth}.bias"] = (
-                        np.asarray(bias, dtype=np.float32) / s).astype(np.float32)
+                weights[name] = weight(name) / s[:, None]
+            bias = read(f"{m.smooth}.bias")
+            if bias is not None:
+                changed[f"{m.smooth}.bias"] = np.asarray(bias, np.float32) / s
     # A row-folded Linear that is not balanced by a norm mapping (BERT's
     # value) is quantized by the caller from its changed weight.
     for name, w in weights.items():

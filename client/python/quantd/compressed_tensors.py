@@ -94,7 +94,8 @@ import struct
 import sys
 import tempfile
 import time
-from typing import (Any, BinaryIO, Callable, Dict, Iterator, List, Mapping,
+from typing import (Any, BinaryIO, Callable, Dict, Iterable, Iterator, List,
+                    Mapping,
                     Optional, Sequence, Tuple, Union)
 
 import numpy as np
@@ -613,6 +614,27 @@ def _stored_tensors(preset: Preset, module: str, q, weight,
     return out
 
 
+def input_sets(calibration: Mapping[str, np.ndarray], weights: Iterable[str]
+               ) -> Tuple[Dict[str, str], List[Any]]:
+    """The calibration sets of `weights` ("<module>.weight" names) from
+    `calibration` (module name -> its input activations): each weight's set
+    name, and the sets, one per distinct array (q, k and v sharing one array
+    send it once). ValueError naming the first weight without an entry."""
+    from quantd.calibration import Calibration
+    by_array: Dict[int, Calibration] = {}
+    set_of: Dict[str, str] = {}
+    for name in weights:
+        module = _module_of(name)
+        if module not in calibration:
+            raise ValueError(f"tensor {name}: no calibration activations for "
+                             f"module {module}")
+        x = calibration[module]
+        if id(x) not in by_array:
+            by_array[id(x)] = Calibration(f"{module}.input", activations=x)
+        set_of[name] = by_array[id(x)].name
+    return set_of, list(by_array.values())
+
+
 def _check_shape(preset: Preset, name: str, shape: Tuple[int, ...]) -> Optional[str]:
     """Why this Linear cannot take the preset, or None."""
     cols = shape[1]
@@ -670,8 +692,6 @@ def write_compressed_tensors(
     preset cannot take (its name and why), a missing calibration entry;
     quantd errors as raised by Client.quantize_many.
     """
-    from quantd.calibration import Calibration
-
     if isinstance(preset, str):
         try:
             preset = PRESETS[preset.upper()]
@@ -720,19 +740,10 @@ def write_compressed_tensors(
         raise ValueError(f"preset {preset.name} quantizes activations with a "
                          "static global scale: give calibration activations, or "
                          "use NVFP4A16")
-    sets: Dict[int, Calibration] = {}
     set_of: Dict[str, str] = {}
+    sets: List[Any] = []
     if static or method == "gptq":
-        for name in targets:
-            module = _module_of(name)
-            if module not in calibration:
-                raise ValueError(f"tensor {name}: no calibration activations for "
-                                 f"module {module}")
-            x = calibration[module]
-            key = id(x)
-            if key not in sets:
-                sets[key] = Calibration(f"{module}.input", activations=x)
-            set_of[name] = sets[key].name
+        set_of, sets = input_sets(calibration, targets)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = SafetensorsWriter(out_dir / "model.safetensors",
@@ -795,7 +806,7 @@ def write_compressed_tensors(
         static_values: Dict[str, Tuple[str, float]] = {}
         for q in client.quantize_many(items(), rest_scheme, output=output,
                                       max_in_flight=max_in_flight,
-                                      calibration_sets=list(sets.values())):
+                                      calibration_sets=sets):
             if on_result is not None:
                 on_result(q)
             if preset.weight_type == "int" and preset.symmetric and \

@@ -411,6 +411,22 @@ def test_static_activations_and_ignore(client, minilm, tmp_path, preset_name, fm
     assert len([r for r in reports if r.scheme]) == 36
 
 
+def decoded_minilm(example, minilm, dst, qc, copies_unchanged):
+    """The example's numpy MiniLM with the checkpoint's tensors: quantized
+    Linears decoded, the others as written (with `copies_unchanged`,
+    checked to be the original bytes' values)."""
+    model = example.MiniLM(minilm)
+    for name in list(model.weights):
+        module = name[:-len(".weight")]
+        if name.endswith(".weight") and f"{module}.weight_scale" in dst:
+            model.weights[name] = decode_module(dst, module, qc)
+        elif name in dst:
+            if copies_unchanged:
+                assert np.array_equal(model.weights[name], as_array(dst[name]))
+            model.weights[name] = as_array(dst[name])
+    return model
+
+
 @pytest.fixture(scope="module")
 def fp32_embeddings(example, minilm):
     """16 held-out sentences (not among the calibration ones) and their FP32
@@ -439,13 +455,7 @@ def test_checkpoint_is_a_working_encoder(client, minilm, tmp_path, example,
     ct.write_compressed_tensors(client, minilm, out, preset_name)
     dst, _ = read_safetensors(out / "model.safetensors")
     qc = json.loads((out / "config.json").read_text())["quantization_config"]
-    quantized = example.MiniLM(minilm)
-    for name in list(quantized.weights):
-        module = name[:-len(".weight")]
-        if name.endswith(".weight") and f"{module}.weight_scale" in dst:
-            quantized.weights[name] = decode_module(dst, module, qc)
-        elif name in dst:
-            assert np.array_equal(quantized.weights[name], as_array(dst[name]))
+    quantized = decoded_minilm(example, minilm, dst, qc, copies_unchanged=True)
     sentences, a = fp32_embeddings
     b = quantized.embed(sentences)
     cosine = np.sum(a * b, axis=1)
@@ -760,13 +770,7 @@ def test_awq_on_minilm_folds_into_the_value_projection(
         w_v = as_array(src[f"{value}.weight"]) / s[:, None]
         rel = np.linalg.norm(decode_module(dst, value, qc) - w_v) / np.linalg.norm(w_v)
         assert rel < 0.2, (value, rel)
-    quantized = example.MiniLM(minilm)
-    for name in list(quantized.weights):
-        module = name[:-len(".weight")]
-        if name.endswith(".weight") and f"{module}.weight_scale" in dst:
-            quantized.weights[name] = decode_module(dst, module, qc)
-        elif name in dst:
-            quantized.weights[name] = as_array(dst[name])
+    quantized = decoded_minilm(example, minilm, dst, qc, copies_unchanged=False)
     sentences, a = fp32_embeddings
     cosine = np.sum(a * quantized.embed(sentences), axis=1)
     print(f"W4A16_ASYM+awq: embedding cosine mean {cosine.mean():.4f} "
