@@ -22,11 +22,11 @@
 //   - A stream that fails takes its unanswered tensors with it. A failure the
 //     error message pins on one tensor (INVALID_ARGUMENT naming it) fails
 //     that tensor at once; its innocent neighbours are sent again without
-//     being charged an attempt. Transient codes (UNAVAILABLE,
-//     RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, ABORTED, DATA_LOSS, INTERNAL,
-//     UNKNOWN, CANCELLED) are retried, each tensor alone on a stream, after
-//     a jittered exponential backoff (base_backoff * 2^attempt, at most
-//     max_backoff, times a uniform factor in [0.5, 1]).
+//     being charged an attempt. Transient codes (kRetryableCodes below:
+//     UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, ABORTED,
+//     DATA_LOSS, INTERNAL, UNKNOWN, CANCELLED) are retried, each tensor alone
+//     on a stream, after a jittered exponential backoff (base_backoff *
+//     2^attempt, at most max_backoff, times a uniform factor in [0.5, 1]).
 //   - A server whose stream fails UNAVAILABLE is marked down for a cooldown
 //     (server_cooldown, doubling per consecutive failure up to
 //     max_server_cooldown, jittered); its streams wait meanwhile and the
@@ -101,7 +101,19 @@ void Dispatch(const DispatchOptions& options,
               const DispatchReplyFn& on_reply,
               const DispatchFailureFn& on_failure);
 
-// Whether a failed send with this code is worth repeating.
+// The codes a failed send is repeated for: the server, the network or a
+// checksum failed, not the tensor. The one table of them; the Python SDK's
+// set (quantd/client.py) is checked against the same list in
+// tests/data/shared_cases.json, as is this table.
+inline constexpr absl::StatusCode kRetryableCodes[] = {
+    absl::StatusCode::kUnavailable, absl::StatusCode::kResourceExhausted,
+    absl::StatusCode::kDeadlineExceeded, absl::StatusCode::kAborted,
+    absl::StatusCode::kDataLoss,    absl::StatusCode::kInternal,
+    absl::StatusCode::kUnknown,     absl::StatusCode::kCancelled,
+};
+
+// Whether a failed send with this code is worth repeating: whether it is in
+// kRetryableCodes.
 bool IsRetryableCode(absl::StatusCode code);
 
 }  // namespace quantd
