@@ -17,14 +17,16 @@ are sent but unanswered, so the server always has the next tensor while it
 quantizes one, and neither side holds more than that. Every response chunk's
 CRC-32C is checked, and every assembled part against the TensorResult.
 
-Failures: UNAVAILABLE, RESOURCE_EXHAUSTED and DATA_LOSS (a checksum
-mismatch either way) are transient: the tensors not yet answered are sent
-again on a new stream after a jittered exponential back-off, on the next
-target when several were given, up to `max_attempts` sends per tensor.
-Any other status ends the tensor it names (the server's message starts with
-"tensor NAME:"); the other tensors of that stream are re-sent, without
-counting it as an attempt. Errors are raised as quantd.QuantdError
-subclasses carrying the status code.
+Failures: the codes quantctl retries (client/dispatcher.h kRetryableCodes:
+UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, ABORTED, DATA_LOSS -- a
+checksum mismatch either way --, INTERNAL, UNKNOWN, CANCELLED) are
+transient: the tensors not yet answered are sent again on a new stream after
+a jittered exponential back-off, on the next target when several were
+given, up to `max_attempts` sends per tensor. UNAUTHENTICATED and
+PERMISSION_DENIED are raised at once. Any other status ends the tensor it
+names (the server's message starts with "tensor NAME:"); the other tensors
+of that stream are re-sent, without counting it as an attempt. Errors are
+raised as quantd.QuantdError subclasses carrying the status code.
 
 Thread-safety: a Client may be shared by threads; each call runs its own
 streams. Channels are made once, in the constructor, and closed by close()
@@ -68,12 +70,18 @@ _GRANULARITY_NAMES = {pb.GRANULARITY_PER_TENSOR: "tensor",
                       pb.GRANULARITY_PER_CHANNEL: "channel",
                       pb.GRANULARITY_PER_GROUP: "group"}
 _KIND_NAMES = {1: "int", 2: "ggml_block", 3: "float", 4: "codebook", 5: "hqq"}
-# Retried with back-off, on the next target when there are several.
-_TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
-              grpc.StatusCode.DATA_LOSS)
+# Retried with back-off, on the next target when there are several: the
+# server, the network or a checksum failed, not the tensor. The same codes as
+# the C++ client's kRetryableCodes (client/dispatcher.h); both are checked
+# against tests/data/shared_cases.json.
+_TRANSIENT = frozenset((
+    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED,
+    grpc.StatusCode.DATA_LOSS, grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED))
 # About the call, not a tensor: every tensor would fail the same way.
-_FATAL = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
-          grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+_FATAL = frozenset((grpc.StatusCode.UNAUTHENTICATED,
+                    grpc.StatusCode.PERMISSION_DENIED))
 
 
 # --- server info -------------------------------------------------------------
@@ -498,9 +506,11 @@ class Client:
         call. Default: the QUANTD_TOKEN environment variable, if set.
       timeout: seconds allowed for each call: a server_info() and each
         Quantize stream (one per quantize() or per attempt of a
-        quantize_many(), which carries many tensors). Default: none.
-      max_attempts: sends per tensor before a transient error (UNAVAILABLE,
-        RESOURCE_EXHAUSTED, DATA_LOSS) is raised. Default 3.
+        quantize_many(), which carries many tensors). A stream past it
+        fails DEADLINE_EXCEEDED, which is retried like the other transient
+        errors, each attempt with the whole timeout. Default: none.
+      max_attempts: sends per tensor before a transient error (see the
+        module comment) is raised. Default 3.
       max_in_flight: tensors sent but not yet answered per stream. 2 keeps
         the server busy (tensor k+1 arrives while k is quantized). Default 2.
       chunk_bytes: bytes per TensorChunk; at most the server's
