@@ -1,6 +1,8 @@
 #include "server/token_file.h"
 
+#include <filesystem>
 #include <fstream>
+#include <system_error>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
@@ -9,8 +11,11 @@
 namespace quantd {
 
 absl::StatusOr<std::vector<std::string>> ReadTokenFile(const std::string& path) {
+  // A directory opens as a stream that reads nothing: it cannot be read
+  // either, and is not a file without tokens.
+  std::error_code error;
   std::ifstream f(path);
-  if (!f.good()) {
+  if (!f.good() || std::filesystem::is_directory(path, error)) {
     return absl::NotFoundError(absl::StrCat("token file ", path, " cannot be read"));
   }
   std::vector<std::string> tokens;
