@@ -576,46 +576,26 @@ void AffineBatches(const float* src, int64_t num_blocks, float divisor,
 
 }  // namespace
 
-void GgmlQuantizeQ4_0Avx512(const float* src, int64_t num_blocks,
-                            const float* importance, uint8_t* dst) {
-  if (importance != nullptr) {
-    // ggml's imatrix search (make_qx_quants / make_qkx3_quants): scalar.
-    GgmlQuantizeQ4_0Reference(src, num_blocks, importance, dst);
-    return;
-  }
+void GgmlQuantizeQ4_0NoImportanceAvx512(const float* src, int64_t num_blocks,
+                                        const float* /*importance*/, uint8_t* dst) {
   SymmetricBatches<sizeof(GgmlBlockQ4_0), 15>(src, num_blocks, -8.0f, 8.5f, dst,
                                               GgmlQuantizeQ4_0Reference);
 }
 
-void GgmlQuantizeQ5_0Avx512(const float* src, int64_t num_blocks,
-                            const float* importance, uint8_t* dst) {
-  if (importance != nullptr) {
-    // ggml's imatrix search (make_qx_quants / make_qkx3_quants): scalar.
-    GgmlQuantizeQ5_0Reference(src, num_blocks, importance, dst);
-    return;
-  }
+void GgmlQuantizeQ5_0NoImportanceAvx512(const float* src, int64_t num_blocks,
+                                        const float* /*importance*/, uint8_t* dst) {
   SymmetricBatches<sizeof(GgmlBlockQ5_0), 31>(src, num_blocks, -16.0f, 16.5f, dst,
                                               GgmlQuantizeQ5_0Reference);
 }
 
-void GgmlQuantizeQ4_1Avx512(const float* src, int64_t num_blocks,
-                            const float* importance, uint8_t* dst) {
-  if (importance != nullptr) {
-    // ggml's imatrix search (make_qx_quants / make_qkx3_quants): scalar.
-    GgmlQuantizeQ4_1Reference(src, num_blocks, importance, dst);
-    return;
-  }
+void GgmlQuantizeQ4_1NoImportanceAvx512(const float* src, int64_t num_blocks,
+                                        const float* /*importance*/, uint8_t* dst) {
   AffineBatches<sizeof(GgmlBlockQ4_1), 15>(src, num_blocks, 15.0f, dst,
                                            GgmlQuantizeQ4_1Reference);
 }
 
-void GgmlQuantizeQ5_1Avx512(const float* src, int64_t num_blocks,
-                            const float* importance, uint8_t* dst) {
-  if (importance != nullptr) {
-    // ggml's imatrix search (make_qx_quants / make_qkx3_quants): scalar.
-    GgmlQuantizeQ5_1Reference(src, num_blocks, importance, dst);
-    return;
-  }
+void GgmlQuantizeQ5_1NoImportanceAvx512(const float* src, int64_t num_blocks,
+                                        const float* /*importance*/, uint8_t* dst) {
   AffineBatches<sizeof(GgmlBlockQ5_1), 31>(src, num_blocks, 31.0f, dst,
                                            GgmlQuantizeQ5_1Reference);
 }

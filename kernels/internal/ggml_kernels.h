@@ -5,11 +5,14 @@
 // REQUIRES: CpuIsa() is at least the function's ISA.
 //
 // All have the GgmlQuantizeFn contract and are bit-identical to the scalar
-// reference of their format.
+// reference of their format (the *NoImportance* kernels to its result
+// without importance).
 #ifndef QUANTD_KERNELS_INTERNAL_GGML_KERNELS_H_
 #define QUANTD_KERNELS_INTERNAL_GGML_KERNELS_H_
 
 #include <cstdint>
+
+#include "kernels/ggml_formats.h"
 
 namespace quantd::internal {
 
@@ -62,20 +65,10 @@ void GgmlFinishIq4Xs(const float* x, const float* scales, float max_scale,
                      uint8_t* dst);
 
 // Vector paths. A block whose 1/scale is not finite (max|x| below ~2^-121)
-// is handed to the reference, which defines that case. With importance,
-// the Q4_0/Q4_1/Q5_0/Q5_1 paths call the reference (ggml's imatrix search
-// of those formats, make_qx_quants / make_qkx3_quants, runs per block with
-// data-dependent early exits and is not vectorized here); IQ4_NL and IQ4_XS
-// vectorize both paths.
+// is handed to the reference, which defines that case. IQ4_NL and IQ4_XS
+// vectorize both the plain and the importance path; Q8_0 and MXFP4 have no
+// importance path.
 void GgmlQuantizeQ8_0Avx2(const float* src, int64_t num_blocks,
-                          const float* importance, uint8_t* dst);
-void GgmlQuantizeQ4_0Avx2(const float* src, int64_t num_blocks,
-                          const float* importance, uint8_t* dst);
-void GgmlQuantizeQ4_1Avx2(const float* src, int64_t num_blocks,
-                          const float* importance, uint8_t* dst);
-void GgmlQuantizeQ5_0Avx2(const float* src, int64_t num_blocks,
-                          const float* importance, uint8_t* dst);
-void GgmlQuantizeQ5_1Avx2(const float* src, int64_t num_blocks,
                           const float* importance, uint8_t* dst);
 void GgmlQuantizeIq4NlAvx2(const float* src, int64_t num_blocks,
                            const float* importance, uint8_t* dst);
@@ -83,7 +76,7 @@ void GgmlQuantizeIq4XsAvx2(const float* src, int64_t num_blocks,
                            const float* importance, uint8_t* dst);
 void GgmlQuantizeMxfp4Avx2(const float* src, int64_t num_blocks,
                            const float* importance, uint8_t* dst);
-void GgmlQuantizeQ5_1Avx512(const float* src, int64_t num_blocks,
+void GgmlQuantizeQ8_0Avx512(const float* src, int64_t num_blocks,
                             const float* importance, uint8_t* dst);
 void GgmlQuantizeIq4NlAvx512(const float* src, int64_t num_blocks,
                              const float* importance, uint8_t* dst);
@@ -91,14 +84,66 @@ void GgmlQuantizeIq4XsAvx512(const float* src, int64_t num_blocks,
                              const float* importance, uint8_t* dst);
 void GgmlQuantizeMxfp4Avx512(const float* src, int64_t num_blocks,
                              const float* importance, uint8_t* dst);
-void GgmlQuantizeQ8_0Avx512(const float* src, int64_t num_blocks,
-                            const float* importance, uint8_t* dst);
-void GgmlQuantizeQ4_0Avx512(const float* src, int64_t num_blocks,
-                            const float* importance, uint8_t* dst);
-void GgmlQuantizeQ4_1Avx512(const float* src, int64_t num_blocks,
-                            const float* importance, uint8_t* dst);
-void GgmlQuantizeQ5_0Avx512(const float* src, int64_t num_blocks,
-                            const float* importance, uint8_t* dst);
+
+// Q4_0, Q4_1, Q5_0, Q5_1 without importance: `importance` is ignored.
+void GgmlQuantizeQ4_0NoImportanceAvx2(const float* src, int64_t num_blocks,
+                                      const float* importance, uint8_t* dst);
+void GgmlQuantizeQ4_1NoImportanceAvx2(const float* src, int64_t num_blocks,
+                                      const float* importance, uint8_t* dst);
+void GgmlQuantizeQ5_0NoImportanceAvx2(const float* src, int64_t num_blocks,
+                                      const float* importance, uint8_t* dst);
+void GgmlQuantizeQ5_1NoImportanceAvx2(const float* src, int64_t num_blocks,
+                                      const float* importance, uint8_t* dst);
+void GgmlQuantizeQ4_0NoImportanceAvx512(const float* src, int64_t num_blocks,
+                                        const float* importance, uint8_t* dst);
+void GgmlQuantizeQ4_1NoImportanceAvx512(const float* src, int64_t num_blocks,
+                                        const float* importance, uint8_t* dst);
+void GgmlQuantizeQ5_0NoImportanceAvx512(const float* src, int64_t num_blocks,
+                                        const float* importance, uint8_t* dst);
+void GgmlQuantizeQ5_1NoImportanceAvx512(const float* src, int64_t num_blocks,
+                                        const float* importance, uint8_t* dst);
+
+// A fast path whose vector kernel has no importance search: the kernel
+// without importance, the reference with it. ggml's imatrix search of
+// Q4_0..Q5_1 (make_qx_quants / make_qkx3_quants) runs per block with
+// data-dependent early exits and is not vectorized here. The choice is made
+// once, here, for every ISA; the format table picks among the entries below.
+template <GgmlQuantizeFn kNoImportance, GgmlQuantizeFn kReference>
+void NoImportanceOrReference(const float* src, int64_t num_blocks,
+                             const float* importance, uint8_t* dst) {
+  if (importance != nullptr) {
+    kReference(src, num_blocks, importance, dst);
+  } else {
+    kNoImportance(src, num_blocks, nullptr, dst);
+  }
+}
+
+// The GgmlQuantizeFn entries of Q4_0..Q5_1 per ISA (for the table, tests and
+// benchmarks).
+inline constexpr GgmlQuantizeFn GgmlQuantizeQ4_0Avx2 =
+    NoImportanceOrReference<GgmlQuantizeQ4_0NoImportanceAvx2,
+                            GgmlQuantizeQ4_0Reference>;
+inline constexpr GgmlQuantizeFn GgmlQuantizeQ4_1Avx2 =
+    NoImportanceOrReference<GgmlQuantizeQ4_1NoImportanceAvx2,
+                            GgmlQuantizeQ4_1Reference>;
+inline constexpr GgmlQuantizeFn GgmlQuantizeQ5_0Avx2 =
+    NoImportanceOrReference<GgmlQuantizeQ5_0NoImportanceAvx2,
+                            GgmlQuantizeQ5_0Reference>;
+inline constexpr GgmlQuantizeFn GgmlQuantizeQ5_1Avx2 =
+    NoImportanceOrReference<GgmlQuantizeQ5_1NoImportanceAvx2,
+                            GgmlQuantizeQ5_1Reference>;
+inline constexpr GgmlQuantizeFn GgmlQuantizeQ4_0Avx512 =
+    NoImportanceOrReference<GgmlQuantizeQ4_0NoImportanceAvx512,
+                            GgmlQuantizeQ4_0Reference>;
+inline constexpr GgmlQuantizeFn GgmlQuantizeQ4_1Avx512 =
+    NoImportanceOrReference<GgmlQuantizeQ4_1NoImportanceAvx512,
+                            GgmlQuantizeQ4_1Reference>;
+inline constexpr GgmlQuantizeFn GgmlQuantizeQ5_0Avx512 =
+    NoImportanceOrReference<GgmlQuantizeQ5_0NoImportanceAvx512,
+                            GgmlQuantizeQ5_0Reference>;
+inline constexpr GgmlQuantizeFn GgmlQuantizeQ5_1Avx512 =
+    NoImportanceOrReference<GgmlQuantizeQ5_1NoImportanceAvx512,
+                            GgmlQuantizeQ5_1Reference>;
 
 // Whether x[0, n) holds no NaN or infinity: one vector pass (the fast
 // paths' input check; the index of a bad element comes from the scalar

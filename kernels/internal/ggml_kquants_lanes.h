@@ -1,6 +1,7 @@
 // Internal: the K-quants' vector paths, written once over a vector width.
-// ggml_kquants_avx2.cc instantiates them with 8 lanes (Avx2Lanes below),
-// ggml_kquants_avx512.cc with 16. Everything here has internal linkage so
+// ggml_kquants_avx2.cc instantiates them with 8 lanes (Avx2Lanes of
+// internal/ggml_lanes.h), ggml_kquants_avx512.cc with 16 (Avx512Lanes).
+// Everything here has internal linkage so
 // that code compiled with -mavx512f never leaks into a caller built without
 // it (an inline function with external linkage would be merged by the
 // linker). Include only from files compiled with at least -mavx2 -mfma.
@@ -20,103 +21,22 @@
 // (the same f32 division and nearest_int per element as the scalar loop)
 // and packs them with byte vectors.
 //
-// A lane type V provides: F (f32 vector), I (int32 vector), M (lane mask),
-// kLanes, and the static operations used below (see Avx2Lanes).
+// A lane type V is one of internal/ggml_lanes.h (Avx2Lanes, Avx512Lanes).
 #ifndef QUANTD_KERNELS_INTERNAL_GGML_KQUANTS_LANES_H_
 #define QUANTD_KERNELS_INTERNAL_GGML_KQUANTS_LANES_H_
-
-#include <immintrin.h>
 
 #include <cstdint>
 #include <cstring>
 
 #include "kernels/ggml_formats.h"
 #include "kernels/internal/ggml_kquants.h"
+#include "kernels/internal/ggml_lanes.h"
 #include "kernels/internal/ggml_search.h"
 
 namespace quantd::internal {
 namespace {  // NOLINT: per-ISA copies on purpose, see above.
 
 constexpr int kKQuantBlock = kGgmlBlock256;
-
-// ggml's nearest_int on each lane of an AVX2 vector, the same bit
-// manipulation.
-inline __m256i NearestInt8(__m256 v) {
-  const __m256 biased = _mm256_add_ps(v, _mm256_set1_ps(12582912.0f));
-  return _mm256_sub_epi32(
-      _mm256_and_si256(_mm256_castps_si256(biased),
-                       _mm256_set1_epi32(0x007fffff)),
-      _mm256_set1_epi32(0x00400000));
-}
-
-inline __m256i Clamp8(__m256i v, int lo, int hi) {
-  return _mm256_max_epi32(_mm256_set1_epi32(lo),
-                          _mm256_min_epi32(_mm256_set1_epi32(hi), v));
-}
-
-// Eight lanes (AVX2). Masks are full vectors (all ones per true lane).
-struct Avx2Lanes {
-  using F = __m256;
-  using I = __m256i;
-  using M = __m256;
-  static constexpr int kLanes = 8;
-
-  static F Set(float v) { return _mm256_set1_ps(v); }
-  static I SetI(int v) { return _mm256_set1_epi32(v); }
-  static F Zero() { return _mm256_setzero_ps(); }
-  static F Load(const float* p) { return _mm256_load_ps(p); }
-  static void Store(float* p, F v) { _mm256_store_ps(p, v); }
-  static F Add(F a, F b) { return _mm256_add_ps(a, b); }
-  static F Sub(F a, F b) { return _mm256_sub_ps(a, b); }
-  static F Mul(F a, F b) { return _mm256_mul_ps(a, b); }
-  static F Div(F a, F b) { return _mm256_div_ps(a, b); }
-  static F Min(F a, F b) { return _mm256_min_ps(a, b); }  // a < b ? a : b
-  static F Max(F a, F b) { return _mm256_max_ps(a, b); }  // a > b ? a : b
-  static F Sqrt(F a) { return _mm256_sqrt_ps(a); }
-  static F Abs(F a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
-  static F Neg(F a) { return _mm256_xor_ps(a, _mm256_set1_ps(-0.0f)); }
-  static M Gt(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
-  static M Lt(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
-  static M Le(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_LE_OQ); }
-  static M Eq(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
-  static M Neq(F a, F b) { return _mm256_cmp_ps(a, b, _CMP_NEQ_UQ); }
-  static M NeI(I a, I b) {
-    return _mm256_castsi256_ps(_mm256_xor_si256(_mm256_cmpeq_epi32(a, b),
-                                                _mm256_set1_epi32(-1)));
-  }
-  static M And(M a, M b) { return _mm256_and_ps(a, b); }
-  static M Or(M a, M b) { return _mm256_or_ps(a, b); }
-  static M Not(M a) {
-    return _mm256_xor_ps(a, _mm256_castsi256_ps(_mm256_set1_epi32(-1)));
-  }
-  static M NoLanes() { return _mm256_setzero_ps(); }
-  static bool Any(M m) { return _mm256_movemask_ps(m) != 0; }
-  static F Blend(F a, F b, M m) { return _mm256_blendv_ps(a, b, m); }  // m ? b : a
-  static I BlendI(I a, I b, M m) {
-    return _mm256_castps_si256(
-        _mm256_blendv_ps(_mm256_castsi256_ps(a), _mm256_castsi256_ps(b), m));
-  }
-  static F Keep(M m, F a) { return _mm256_and_ps(m, a); }  // m ? a : 0
-  static I ZeroI(M m, I a) {  // m ? 0 : a
-    return _mm256_andnot_si256(_mm256_castps_si256(m), a);
-  }
-  static I MaskI(I a, M m) {  // m ? a : 0
-    return _mm256_and_si256(a, _mm256_castps_si256(m));
-  }
-  static I AddI(I a, I b) { return _mm256_add_epi32(a, b); }
-  static F ToF(I a) { return _mm256_cvtepi32_ps(a); }
-  static I NearestInt(F v) { return NearestInt8(v); }
-  static I Clamp(I v, int lo, int hi) { return Clamp8(v, lo, hi); }
-  // dst[i] lane k = src[k * n + i], i < n.
-  static void Transpose(const float* src, int n, F* dst) {
-    const __m256i idx = _mm256_mullo_epi32(
-        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(n));
-    for (int i = 0; i < n; ++i) dst[i] = _mm256_i32gather_ps(src + i, idx, 4);
-  }
-  static void StoreI(int32_t* p, I v) {
-    _mm256_store_si256(reinterpret_cast<__m256i*>(p), v);
-  }
-};
 
 // Sub-blocks of n <= 32 elements, transposed: lane k of row i is element i
 // of sub-block k. Codes are kept as int32 lanes.
