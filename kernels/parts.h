@@ -25,6 +25,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -97,6 +98,17 @@ bool PartSent(const PartSpec& spec, OutputKind output);
 int64_t PartBytes(const PartSpec& spec, const Layout& layout,
                   OutputKind output);
 
+// A copy of a part's little-endian bytes as T values (bytes.size() /
+// sizeof(T) of them; the host is little-endian, as the server requires).
+template <typename T>
+std::vector<T> PartValues(absl::Span<const uint8_t> bytes) {
+  std::vector<T> values(bytes.size() / sizeof(T));
+  if (!values.empty()) {
+    std::memcpy(values.data(), bytes.data(), values.size() * sizeof(T));
+  }
+  return values;
+}
+
 // One part's bytes. Adopt takes a kernel's typed result vector without
 // copying it, so parts go out from the buffers the kernel wrote.
 class PartBuffer {
@@ -116,6 +128,11 @@ class PartBuffer {
   }
 
   absl::Span<const uint8_t> bytes() const { return bytes_; }
+  // A copy of the bytes as T values (PartValues).
+  template <typename T>
+  std::vector<T> Values() const {
+    return PartValues<T>(bytes_);
+  }
   size_t size() const { return bytes_.size(); }
   bool empty() const { return bytes_.empty(); }
 
