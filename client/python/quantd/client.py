@@ -316,14 +316,16 @@ class _Pending:
             if crc != info.crc32c:
                 raise loss(f"{spec.name} crc32c {crc:#010x} differs from the "
                            f"server's {info.crc32c:#010x}")
-            raw = b"".join(self.parts.pop(spec.wire))
+            raw = b"".join(self.parts[spec.wire])
             fields[spec.field] = np.frombuffer(raw, dtype=spec.dtype).astype(
                 np.dtype(spec.dtype).newbyteorder("="), copy=False).reshape(shape)
         if listed:
             raise loss("result lists unknown parts: " + ", ".join(
                 str(k) for k in listed))
-        if self.parts:
-            leftover = ", ".join(pb.ShardChunk.Part.Name(k) for k in self.parts)
+        wanted = {spec.wire for spec in PART_TABLE if spec.sent(output)}
+        unwanted = [k for k, v in self.parts.items() if v and k not in wanted]
+        if unwanted:
+            leftover = ", ".join(pb.ShardChunk.Part.Name(k) for k in unwanted)
             raise loss(f"parts not asked for: {leftover}")
         g_idx = fields.get("g_idx")
         if g_idx is not None and g_idx.size:
