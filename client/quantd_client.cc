@@ -457,6 +457,7 @@ absl::Status QuantdClient::RunJob(const JobConfig& config,
       reply.seconds = absl::ToDoubleSeconds(absl::Now() - done.sent);
       absl::Status verified =
           VerifyReply(reply, result, output, done.crc32c);
+      reply.crc32c = done.crc32c;  // checked: writers need not read again
       const std::string name = reply.name;  // reply is moved below
       if (verified.ok()) {
         on_result(name, std::move(reply));

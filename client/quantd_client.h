@@ -119,6 +119,9 @@ struct TensorReply {
   // range).
   PerPart<std::vector<uint8_t>> parts;
   const std::vector<uint8_t>& part(Part p) const { return parts[p]; }
+  // CRC-32C of each part's bytes (0 for an empty part), as received and
+  // checked against the server's TensorResult.
+  PerPart<uint32_t> crc32c;
   v1::Metrics metrics;
   // With TensorRequest::calibration: output-space metrics over the set
   // (absent for an IMPORTANCE set), the set's static int8 activation range

@@ -406,7 +406,12 @@ class Store {
                       const DispatchInfo& info) {
     const Item& item = items_[index];
     const std::string& name = item.tensor->name;
-    std::vector<std::pair<std::string, const std::vector<uint8_t>*>> parts;
+    struct Entry {
+      std::string name;
+      const std::vector<uint8_t>* bytes;
+      uint32_t crc32c;  // the reply's checked CRC, or of a scalar
+    };
+    std::vector<Entry> parts;
     std::list<std::vector<uint8_t>> scalars;  // per-tensor f32 values
     const Layout& want = item.layout;
     if (!options_.fake_quant) {
@@ -430,27 +435,27 @@ class Store {
       }
     }
     for (const OutputEntry& e : OutputEntries(want, options_.fake_quant)) {
-      const std::vector<uint8_t>* bytes = nullptr;
       if (e.part.has_value()) {
-        bytes = &reply.part(*e.part);
+        parts.push_back({EntryName(name, e), &reply.part(*e.part),
+                         reply.crc32c[*e.part]});
       } else {
         const float v = e.value(reply.layout);
         std::vector<uint8_t>& scalar = scalars.emplace_back(sizeof(float));
         std::memcpy(scalar.data(), &v, sizeof(float));
-        bytes = &scalar;
+        parts.push_back({EntryName(name, e), &scalar,
+                         Crc32c(scalar.data(), scalar.size())});
       }
-      parts.emplace_back(EntryName(name, e), bytes);
     }
     OrderedJson crcs = OrderedJson::object();
     uint64_t bytes_out = 0;
-    for (const auto& [part, bytes] : parts) {
-      absl::Status status = writer_.Write(part, 0, *bytes);
+    for (const Entry& entry : parts) {
+      absl::Status status = writer_.Write(entry.name, 0, *entry.bytes);
       if (!status.ok()) {
         RecordIoError(status);
         return status;
       }
-      crcs[part] = Crc32c(bytes->data(), bytes->size());
-      bytes_out += bytes->size();
+      crcs[entry.name] = entry.crc32c;
+      bytes_out += entry.bytes->size();
     }
     TensorSummary& summary = summaries_[item.summary];
     OrderedJson line;

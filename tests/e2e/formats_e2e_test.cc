@@ -307,6 +307,13 @@ TEST_F(FormatsE2eTest, EveryPartEqualsTheLocalKernels) {
     EXPECT_EQ(got->part(Part::kSecondScales), want.second_scales);
     EXPECT_EQ(got->part(Part::kCodebooks), want.codebooks);
     EXPECT_EQ(got->part(Part::kZeroPointsF32), want.zero_points_f32);
+    // The reply carries each part's checked CRC-32C, so writers need not
+    // read the bytes again.
+    for (const PartSpec& spec : PartTable()) {
+      const std::vector<uint8_t>& bytes = got->part(spec.part);
+      EXPECT_EQ(got->crc32c[spec.part], Crc32c(bytes.data(), bytes.size()))
+          << spec.name;
+    }
     EXPECT_EQ(l.tensor_scale(), want.tensor_scale);
     EXPECT_EQ(l.scale_offset(), want.scale_offset);
     // The layout alone sizes every part.
