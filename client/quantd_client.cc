@@ -95,172 +95,88 @@ absl::StatusOr<v1::ServerInfo> QuantdClient::GetServerInfo(
 
 namespace {
 
-// ShardChunk::Part values, 0 (unspecified) included.
-constexpr size_t kParts = v1::ShardChunk::Part_MAX + 1;
-
 // A tensor sent on the stream and not yet answered.
 struct Pending {
   uint64_t num_elements = 0;
   absl::Time sent;
   TensorReply reply;  // parts accumulate here
-  // Per ShardChunk::Part: the bytes the layout implies (0 if unknown), to
-  // size the part's buffer once, and the CRC-32C of the chunks received,
-  // folded so the whole part is never read again.
-  uint64_t expected_bytes[kParts] = {};
-  uint32_t crc32c[kParts] = {};
+  // Per part: the bytes the requested scheme and shape imply (0 if the
+  // client cannot make the layout), to size the part's buffer once, and the
+  // CRC-32C of the chunks received, folded so the whole part is never read
+  // again.
+  PerPart<uint64_t> expected_bytes;
+  PerPart<uint32_t> crc32c;
 };
 
 // The part sizes the server's layout will have, from the scheme and shape
 // (a hint: nothing depends on it but how the buffers are allocated).
 void ExpectParts(const Scheme& scheme, const std::vector<int64_t>& shape,
-                 v1::OutputKind output, Pending& p) {
+                 OutputKind output, Pending& p) {
   absl::StatusOr<Layout> layout = MakeLayout(scheme, shape);
   if (!layout.ok()) return;
-  const bool packed = output != v1::OUTPUT_KIND_FAKE_QUANT;
-  const bool fake = output == v1::OUTPUT_KIND_FAKE_QUANT ||
-                    output == v1::OUTPUT_KIND_BOTH;
-  if (packed) {
-    p.expected_bytes[v1::ShardChunk::PART_CODES] =
-        static_cast<uint64_t>(layout->packed_bytes);
-    p.expected_bytes[v1::ShardChunk::PART_BLOCK_SCALES] =
-        static_cast<uint64_t>(layout->num_block_scales);
-    p.expected_bytes[v1::ShardChunk::PART_SECOND_SCALES] =
-        static_cast<uint64_t>(layout->num_second_scales) * 4;
-    p.expected_bytes[v1::ShardChunk::PART_CODEBOOKS] =
-        static_cast<uint64_t>(layout->num_codebooks) *
-        static_cast<uint64_t>(layout->codebook_entries) * 4;
-  }
-  if (fake) {
-    p.expected_bytes[v1::ShardChunk::PART_FAKE_QUANT] = p.num_elements * 4;
+  for (const PartSpec& spec : PartTable()) {
+    p.expected_bytes[spec.part] =
+        static_cast<uint64_t>(PartBytes(spec, *layout, output));
   }
 }
 
-std::vector<uint8_t>* PartBuffer(TensorReply& reply, v1::ShardChunk::Part part) {
-  switch (part) {
-    case v1::ShardChunk::PART_CODES:
-      return &reply.codes;
-    case v1::ShardChunk::PART_SCALES:
-      return &reply.scales;
-    case v1::ShardChunk::PART_ZERO_POINTS:
-      return &reply.zero_points;
-    case v1::ShardChunk::PART_FAKE_QUANT:
-      return &reply.fake_quant;
-    case v1::ShardChunk::PART_CHANNEL_SCALES:
-      return &reply.channel_scales;
-    case v1::ShardChunk::PART_BLOCK_SCALES:
-      return &reply.block_scales;
-    case v1::ShardChunk::PART_SECOND_SCALES:
-      return &reply.second_scales;
-    case v1::ShardChunk::PART_CODEBOOKS:
-      return &reply.codebooks;
-    case v1::ShardChunk::PART_ZERO_POINTS_F32:
-      return &reply.zero_points_f32;
-    case v1::ShardChunk::PART_GROUP_INDEX:
-      return &reply.group_index;
-    default:
-      return nullptr;
-  }
-}
-
-// Checks an assembled reply against its TensorResult; `crc32c` holds each
-// part's CRC-32C folded from its chunks as they arrived.
+// Checks an assembled reply against its TensorResult, part by part of the
+// table: the size the result's layout implies, the size and CRC-32C the
+// result lists (`crc32c` holds each part's CRC folded from its chunks as
+// they arrived), and nothing else listed.
 absl::Status VerifyReply(const TensorReply& reply, const v1::TensorResult& r,
-                         v1::OutputKind output, uint64_t num_elements,
-                         const uint32_t (&crc32c)[kParts]) {
+                         OutputKind output, const PerPart<uint32_t>& crc32c) {
   auto loss = [&](absl::string_view what) {
     return absl::DataLossError(
         absl::StrCat("tensor \"", reply.name, "\": ", what));
   };
-  auto check = [&](v1::ShardChunk::Part id, absl::string_view part,
-                   const std::vector<uint8_t>& bytes, uint64_t want_size,
-                   uint32_t want_crc) -> absl::Status {
-    if (bytes.size() != want_size) {
-      return loss(absl::StrCat(part, " has ", bytes.size(),
-                               " bytes, the layout says ", want_size));
+  absl::StatusOr<Layout> layout = LayoutFromProto(r.layout());
+  if (!layout.ok()) return loss(layout.status().message());
+  PerPart<const v1::PartInfo*> listed;
+  for (const v1::PartInfo& info : r.parts()) {
+    const PartSpec* spec = PartFromProto(info.part());
+    if (spec == nullptr) {
+      return loss(absl::StrCat("result lists an unknown part ", info.part()));
     }
-    const uint32_t crc = crc32c[static_cast<size_t>(id)];
-    if (crc != want_crc) {
-      return loss(absl::StrCat(part, " crc32c ", crc,
-                               " differs from the server's ", want_crc));
+    if (listed[spec->part] != nullptr) {
+      return loss(absl::StrCat("result lists ", spec->name, " twice"));
     }
-    return absl::OkStatus();
-  };
-  const v1::Layout& layout = r.layout();
-  const bool packed = output != v1::OUTPUT_KIND_FAKE_QUANT;
-  const bool fake =
-      output == v1::OUTPUT_KIND_FAKE_QUANT || output == v1::OUTPUT_KIND_BOTH;
-  if (packed) {
-    absl::Status s = check(v1::ShardChunk::PART_CODES, "codes", reply.codes,
-                           layout.packed_bytes(), r.codes_crc32c());
-    if (s.ok()) {
-      s = check(v1::ShardChunk::PART_SCALES, "scales", reply.scales,
-                layout.num_scales() * 4, r.scales_crc32c());
-    }
-    if (s.ok()) {
-      s = check(v1::ShardChunk::PART_ZERO_POINTS, "zero points",
-                reply.zero_points,
-                layout.has_zero_points() ? layout.num_scales() : 0,
-                r.zero_points_crc32c());
-    }
-    if (s.ok()) {
-      s = check(v1::ShardChunk::PART_BLOCK_SCALES, "block scales",
-                reply.block_scales, layout.num_block_scales(),
-                r.block_scales_crc32c());
-    }
-    if (s.ok()) {
-      s = check(v1::ShardChunk::PART_SECOND_SCALES, "second scales",
-                reply.second_scales, layout.num_second_scales() * 4,
-                r.second_scales_crc32c());
-    }
-    if (s.ok()) {
-      s = check(v1::ShardChunk::PART_CODEBOOKS, "codebooks", reply.codebooks,
-                layout.num_codebooks() * layout.codebook_entries() * 4,
-                r.codebooks_crc32c());
-    }
-    if (s.ok()) {
-      s = check(v1::ShardChunk::PART_ZERO_POINTS_F32, "f32 zero points",
-                reply.zero_points_f32,
-                layout.has_zero_points_f32() ? layout.num_scales() * 4 : 0,
-                r.zero_points_f32_crc32c());
-    }
-    if (s.ok()) {
-      s = check(v1::ShardChunk::PART_GROUP_INDEX, "group index",
-                reply.group_index,
-                layout.has_group_index() ? layout.row_length() * 4 : 0,
-                r.group_index_crc32c());
-    }
-    if (s.ok() && layout.has_group_index()) {
-      // Each entry names a group of its row: a client dequantizing through
-      // the index must not read past the scales.
-      std::vector<int32_t> g_idx(reply.group_index.size() / 4);
-      std::memcpy(g_idx.data(), reply.group_index.data(),
-                  reply.group_index.size());
-      absl::Status bad = CheckGroupIndex(
-          static_cast<int64_t>(layout.row_length()),
-          static_cast<int64_t>(layout.group_size()), g_idx);
-      if (!bad.ok()) s = loss(bad.message());
-    }
-    if (!s.ok()) return s;
-  } else if (!reply.codes.empty() || !reply.scales.empty() ||
-             !reply.zero_points.empty() || !reply.block_scales.empty() ||
-             !reply.second_scales.empty() || !reply.codebooks.empty() ||
-             !reply.zero_points_f32.empty() || !reply.group_index.empty()) {
-    return loss("packed parts sent for a fake-quant job");
+    listed[spec->part] = &info;
   }
-  const v1::QuantMethod method = layout.scheme().method();
-  if (method == v1::QUANT_METHOD_AWQ || method == v1::QUANT_METHOD_SMOOTHQUANT) {
-    absl::Status s = check(v1::ShardChunk::PART_CHANNEL_SCALES,
-                           "channel scales", reply.channel_scales,
-                           layout.row_length() * 4, r.channel_scales_crc32c());
-    if (!s.ok()) return s;
-  } else if (!reply.channel_scales.empty()) {
-    return loss("channel scales sent for a method without them");
+  for (const PartSpec& spec : PartTable()) {
+    const std::vector<uint8_t>& bytes = reply.part(spec.part);
+    const auto want = static_cast<uint64_t>(PartBytes(spec, *layout, output));
+    const v1::PartInfo* info = listed[spec.part];
+    if (bytes.size() != want) {
+      return loss(absl::StrCat(spec.name, " has ", bytes.size(),
+                               " bytes, the layout says ", want));
+    }
+    if (want == 0) {
+      if (info != nullptr) {
+        return loss(absl::StrCat("result lists ", spec.name,
+                                 ", which the layout and output do not have"));
+      }
+      continue;
+    }
+    if (info == nullptr || info->bytes() != want) {
+      return loss(absl::StrCat("result lists ",
+                               info == nullptr ? 0 : info->bytes(), " bytes of ",
+                               spec.name, ", the layout says ", want));
+    }
+    if (crc32c[spec.part] != info->crc32c()) {
+      return loss(absl::StrCat(spec.name, " crc32c ", crc32c[spec.part],
+                               " differs from the server's ", info->crc32c()));
+    }
   }
-  if (fake) {
-    return check(v1::ShardChunk::PART_FAKE_QUANT, "fake-quant values",
-                 reply.fake_quant, num_elements * 4, r.fake_quant_crc32c());
+  if (const std::vector<uint8_t>& raw = reply.part(Part::kGroupIndex);
+      !raw.empty()) {
+    // Each entry names a group of its row: a client dequantizing through
+    // the index must not read past the scales.
+    std::vector<int32_t> g_idx(raw.size() / 4);
+    std::memcpy(g_idx.data(), raw.data(), raw.size());
+    absl::Status bad = CheckGroupIndex(*layout, g_idx);
+    if (!bad.ok()) return loss(bad.message());
   }
-  if (!reply.fake_quant.empty()) return loss("fake-quant values not asked for");
   return absl::OkStatus();
 }
 
@@ -342,6 +258,8 @@ absl::Status QuantdClient::RunJob(const JobConfig& config,
 
   const int max_in_flight = std::max(config.max_in_flight_tensors, 1);
   const uint64_t chunk_bytes = std::max<uint64_t>(config.chunk_bytes, 1);
+  QUANTD_ASSIGN_OR_RETURN(const OutputKind output,
+                          OutputKindFromProto(config.output));
 
   JobState state;
   state.max_in_flight = max_in_flight;
@@ -394,7 +312,7 @@ absl::Status QuantdClient::RunJob(const JobConfig& config,
         Pending& p = state.pending[tensor->name];
         p.num_elements = num_elements;
         ExpectParts(tensor->scheme ? *tensor->scheme : config.scheme,
-                    tensor->shape, config.output, p);
+                    tensor->shape, output, p);
         p.sent = absl::Now();
         p.reply.name = tensor->name;
         state.taken.push_back(tensor->name);
@@ -469,14 +387,14 @@ absl::Status QuantdClient::RunJob(const JobConfig& config,
             "\", which is not in flight")));
         continue;
       }
-      std::vector<uint8_t>* buffer = PartBuffer(it->second.reply, shard.part());
+      const PartSpec* spec = PartFromProto(shard.part());
+      std::vector<uint8_t>* buffer =
+          spec == nullptr ? nullptr : &it->second.reply.parts[spec->part];
       // Codebooks may exceed 4 bytes per element (2^b f32 per small group):
       // their bound is what the layout implies.
       const uint64_t bound = std::max<uint64_t>(
           it->second.num_elements * 4 + 64,
-          buffer == nullptr ? 0
-                            : it->second.expected_bytes[static_cast<size_t>(
-                                  shard.part())]);
+          spec == nullptr ? 0 : it->second.expected_bytes[spec->part]);
       if (buffer == nullptr || shard.offset() != buffer->size() ||
           buffer->size() + shard.data().size() > bound) {
         fail(absl::InternalError(absl::StrCat(
@@ -494,7 +412,7 @@ absl::Status QuantdClient::RunJob(const JobConfig& config,
             shard.offset(), ": crc32c mismatch (corrupted in transit)")));
         continue;
       }
-      const auto part = static_cast<size_t>(shard.part());
+      const Part part = spec->part;
       if (buffer->empty()) {
         buffer->reserve(static_cast<size_t>(std::min(
             bound, std::max<uint64_t>(it->second.expected_bytes[part],
@@ -538,8 +456,8 @@ absl::Status QuantdClient::RunJob(const JobConfig& config,
       reply.compute_seconds = result.compute_seconds();
       reply.seconds = absl::ToDoubleSeconds(absl::Now() - done.sent);
       absl::Status verified =
-          VerifyReply(reply, result, config.output, done.num_elements,
-                      done.crc32c);
+          VerifyReply(reply, result, output, done.crc32c);
+      reply.crc32c = done.crc32c;  // checked: writers need not read again
       const std::string name = reply.name;  // reply is moved below
       if (verified.ok()) {
         on_result(name, std::move(reply));

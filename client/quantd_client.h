@@ -39,6 +39,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "kernels/parts.h"
 #include "kernels/scheme.h"
 #include "proto/wire_convert.h"
 #include "quantd/v1/quantizer.grpc.pb.h"
@@ -108,23 +109,19 @@ struct CalibrationSetRequest {
 struct TensorReply {
   std::string name;
   v1::Layout layout;
-  std::vector<uint8_t> codes;        // layout.packed_bytes (packed output)
-  std::vector<uint8_t> scales;       // f32 LE, layout.num_scales of them
-  std::vector<uint8_t> zero_points;  // layout.num_scales if has_zero_points
-  std::vector<uint8_t> fake_quant;   // f32 LE, one per element (fake quant)
-  // AWQ and SmoothQuant (Scheme::method): s, f32 LE, one per input column;
-  // divide the layer's input by s. Empty for the other methods.
-  std::vector<uint8_t> channel_scales;
-  // Float, codebook and HQQ formats (packed output; message Layout states
-  // each part's size and meaning; empty when the layout has none):
-  std::vector<uint8_t> block_scales;     // uint8, layout.num_block_scales
-  std::vector<uint8_t> second_scales;    // f32 LE, layout.num_second_scales
-  std::vector<uint8_t> codebooks;        // f32 LE, num_codebooks * entries
-  std::vector<uint8_t> zero_points_f32;  // f32 LE, layout.num_scales (HQQ)
-  // int32 LE, layout.row_length entries when layout.has_group_index (GPTQ
-  // act_order with dynamic groups: each column's group within its row,
-  // checked to be in range).
-  std::vector<uint8_t> group_index;
+  // The parts (kernels/parts.h), each exactly as many bytes as
+  // PartBytes gives for the layout and the job's output kind, CRC-checked;
+  // empty for the parts the layout or output kind does not have. E.g. a
+  // packed int4_asym_g128 reply has part(Part::kCodes), kScales (f32 LE)
+  // and kZeroPoints; AWQ and SmoothQuant add kChannelScales (s, f32 LE, one
+  // per input column: divide the layer's input by s), GPTQ act_order with
+  // dynamic groups kGroupIndex (int32 LE per column, checked to be in
+  // range).
+  PerPart<std::vector<uint8_t>> parts;
+  const std::vector<uint8_t>& part(Part p) const { return parts[p]; }
+  // CRC-32C of each part's bytes (0 for an empty part), as received and
+  // checked against the server's TensorResult.
+  PerPart<uint32_t> crc32c;
   v1::Metrics metrics;
   // With TensorRequest::calibration: output-space metrics over the set
   // (absent for an IMPORTANCE set), the set's static int8 activation range

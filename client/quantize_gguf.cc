@@ -328,14 +328,14 @@ absl::StatusOr<GgufRunSummary> QuantizeGguf(
             const DispatchInfo& info) -> absl::Status {
           const Piece& piece = pieces[index];
           const std::string& name = tensors[piece.tensor].name;
-          if (reply.codes.size() != piece.out_bytes) {
+          if (reply.part(Part::kCodes).size() != piece.out_bytes) {
             return absl::DataLossError(absl::StrCat(
-                "tensor ", name, ": the server returned ", reply.codes.size(),
+                "tensor ", name, ": the server returned ", reply.part(Part::kCodes).size(),
                 " bytes of ", summary.tensors[piece.tensor].output_type,
                 ", expected ", piece.out_bytes));
           }
           QUANTD_RETURN_IF_ERROR(
-              writer->Write(name, piece.out_offset, reply.codes));
+              writer->Write(name, piece.out_offset, reply.part(Part::kCodes)));
           absl::MutexLock lock(&mu);
           GgufTensorSummary& s = summary.tensors[piece.tensor];
           if (piece.out_offset == 0) s.metrics = reply.metrics;

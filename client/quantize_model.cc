@@ -111,55 +111,44 @@ std::string ShapeText(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
-// Shape of the scales (and zero points) tensor of a layout.
-std::vector<int64_t> ScalesShape(const Layout& layout) {
-  if (layout.scheme.granularity == Granularity::kPerTensor) return {1};
-  return {layout.rows, layout.num_groups / std::max<int64_t>(layout.rows, 1)};
-}
-
-// The float, codebook and HQQ parts of a layout beyond .qweight and
-// .scales, as safetensors entries NAME.<suffix>: block scales (U8, per
-// row), NF4 double quant's second scales and offset, codebooks (one row of
-// 2^bits per group), HQQ's f32 zero points, NVFP4's tensor scale, GPTQ's
-// g_idx.
-struct ExtraPart {
-  const char* suffix;
-  const char* dtype;
+// One safetensors entry NAME.<suffix> of a quantized tensor's output: a
+// row of the part table the layout has (its file suffix, element type and
+// shape: .qweight, .scales, .zero_points, .block_scales, .g_idx, ...), or
+// a per-tensor value of the layout stored as one F32 (NF4 double quant's
+// .scale_offset, NVFP4's .tensor_scale). A fake-quant output is the
+// dequantized values alone, under the tensor's own name (already in the
+// original space, so AWQ's channel scales are not needed).
+struct OutputEntry {
+  std::string suffix;  // "" for the tensor's own name
+  absl::string_view dtype;
   std::vector<int64_t> shape;
+  std::optional<Part> part;       // a part of the reply, or
+  float (*value)(const v1::Layout&) = nullptr;  // a per-tensor value
 };
-std::vector<ExtraPart> ExtraParts(const Layout& layout) {
-  std::vector<ExtraPart> parts;
-  const int64_t rows = std::max<int64_t>(layout.rows, 1);
-  if (layout.num_block_scales > 0) {
-    parts.push_back({"block_scales", "U8", {rows, layout.num_block_scales / rows}});
+std::vector<OutputEntry> OutputEntries(const Layout& layout, bool fake_quant) {
+  std::vector<OutputEntry> entries;
+  for (const PartSpec& spec : PartTable()) {
+    const bool wanted = fake_quant ? spec.part == Part::kFakeQuant
+                                   : PartBytes(spec, layout, OutputKind::kPacked) > 0;
+    if (!wanted) continue;
+    entries.push_back({std::string(spec.file_suffix),
+                       PartElementName(spec.element), spec.file_shape(layout),
+                       spec.part});
   }
+  if (fake_quant) return entries;
   if (layout.num_second_scales > 0) {
-    parts.push_back({"second_scales", "F32", {layout.num_second_scales}});
-    parts.push_back({"scale_offset", "F32", {1}});
-  }
-  if (layout.num_codebooks > 0) {
-    parts.push_back(
-        {"codebooks", "F32", {layout.num_codebooks, layout.codebook_entries}});
-  }
-  if (layout.float_zero_points) {
-    parts.push_back({"zero_points", "F32", ScalesShape(layout)});
+    entries.push_back({"scale_offset", "F32", {1}, std::nullopt,
+                       [](const v1::Layout& l) { return l.scale_offset(); }});
   }
   if (layout.scheme.format == "modelopt_nvfp4") {
-    parts.push_back({"tensor_scale", "F32", {1}});
+    entries.push_back({"tensor_scale", "F32", {1}, std::nullopt,
+                       [](const v1::Layout& l) { return l.tensor_scale(); }});
   }
-  // GPTQ act_order with dynamic groups: each input column's group within
-  // its row (GPTQ checkpoints' g_idx).
-  if (layout.group_index) {
-    parts.push_back({"g_idx", "I32", {layout.row_length}});
-  }
-  // AWQ and SmoothQuant: the codes quantize W diag(s); s is stored so the
-  // layer's input can be divided by it.
-  if (!layout.IsBlockFormat() &&
-      (layout.scheme.method.method == Method::kAwq ||
-       layout.scheme.method.method == Method::kSmoothQuant)) {
-    parts.push_back({"channel_scales", "F32", {layout.row_length}});
-  }
-  return parts;
+  return entries;
+}
+
+std::string EntryName(const std::string& tensor, const OutputEntry& entry) {
+  return entry.suffix.empty() ? tensor : absl::StrCat(tensor, ".", entry.suffix);
 }
 
 // A tensor to send, and what the output expects of it.
@@ -334,16 +323,11 @@ class Manifest {
   absl::Mutex mu_;
 };
 
-// The output tensors of one quantized tensor and their dtypes.
+// The output tensors of one quantized tensor.
 std::vector<std::string> OutputNames(const Item& item, bool fake_quant) {
-  const std::string& name = item.tensor->name;
-  if (fake_quant) return {name};
-  if (item.layout.IsBlockFormat()) return {name + ".qweight"};
-  std::vector<std::string> names = {name + ".qweight"};
-  if (item.layout.num_groups > 0) names.push_back(name + ".scales");
-  if (!item.scheme.symmetric) names.push_back(name + ".zero_points");
-  for (const ExtraPart& p : ExtraParts(item.layout)) {
-    names.push_back(absl::StrCat(name, ".", p.suffix));
+  std::vector<std::string> names;
+  for (const OutputEntry& e : OutputEntries(item.layout, fake_quant)) {
+    names.push_back(EntryName(item.tensor->name, e));
   }
   return names;
 }
@@ -422,83 +406,56 @@ class Store {
                       const DispatchInfo& info) {
     const Item& item = items_[index];
     const std::string& name = item.tensor->name;
-    std::vector<std::pair<std::string, const std::vector<uint8_t>*>> parts;
+    struct Entry {
+      std::string name;
+      const std::vector<uint8_t>* bytes;
+      uint32_t crc32c;  // the reply's checked CRC, or of a scalar
+    };
+    std::vector<Entry> parts;
     std::list<std::vector<uint8_t>> scalars;  // per-tensor f32 values
-    if (options_.fake_quant) {
-      parts.emplace_back(name, &reply.fake_quant);
-    } else {
-      const Layout& want = item.layout;
-      const v1::Layout& got = reply.layout;
-      if (got.packed_bytes() != static_cast<uint64_t>(want.packed_bytes) ||
-          got.num_scales() != static_cast<uint64_t>(want.num_groups) ||
-          got.has_zero_points() != !want.scheme.symmetric ||
-          got.bits() != static_cast<uint32_t>(want.bits)) {
+    const Layout& want = item.layout;
+    if (!options_.fake_quant) {
+      // The reply's layout is the one its scheme and shape give (the client
+      // checked); it must be the one this output was planned for.
+      absl::StatusOr<Layout> got = LayoutFromProto(reply.layout);
+      v1::Layout want_proto;
+      LayoutToProto(want, &want_proto);
+      want_proto.set_tensor_scale(reply.layout.tensor_scale());
+      want_proto.set_scale_offset(reply.layout.scale_offset());
+      if (!got.ok() ||
+          want_proto.SerializeAsString() != reply.layout.SerializeAsString()) {
         return absl::InternalError(absl::StrCat(
-            "tensor \"", name, "\": server layout (", got.bits(), " bits, ",
-            got.packed_bytes(), " packed bytes, ", got.num_scales(),
-            " scales) differs from the client's (", want.bits, " bits, ",
-            want.packed_bytes, " packed bytes, ", want.num_groups, " scales)"));
+            "tensor \"", name, "\": server layout (", reply.layout.bits(),
+            " bits, ", reply.layout.packed_bytes(), " packed bytes, ",
+            reply.layout.num_scales(), " scales, ",
+            reply.layout.num_block_scales(), " block scales) differs from the "
+            "client's (", want.bits, " bits, ", want.packed_bytes,
+            " packed bytes, ", want.num_groups, " scales, ",
+            want.num_block_scales, " block scales)"));
       }
-      if (want.IsBlockFormat()) {
-        const GgmlFormatTraits* ggml = GgmlFormatOf(want.scheme);
-        if (got.block_size() != static_cast<uint32_t>(want.block_size) ||
-            got.block_bytes() != static_cast<uint32_t>(want.block_bytes) ||
-            ggml == nullptr ||
-            got.ggml_type() != static_cast<uint32_t>(ggml->type)) {
-          return absl::InternalError(absl::StrCat(
-              "tensor \"", name, "\": server block layout (", got.block_size(),
-              " elements, ", got.block_bytes(), " bytes, ggml type ",
-              got.ggml_type(), ") differs from the client's"));
-        }
-      }
-      if (got.num_block_scales() != static_cast<uint64_t>(want.num_block_scales) ||
-          got.num_second_scales() != static_cast<uint64_t>(want.num_second_scales) ||
-          got.num_codebooks() != static_cast<uint64_t>(want.num_codebooks) ||
-          got.codebook_entries() != static_cast<uint32_t>(want.codebook_entries) ||
-          got.has_zero_points_f32() != want.float_zero_points ||
-          got.has_group_index() != want.group_index) {
-        return absl::InternalError(absl::StrCat(
-            "tensor \"", name, "\": server layout's block scales, second "
-            "scales, codebooks, f32 zero points or group index differ from "
-            "the client's"));
-      }
-      parts.emplace_back(name + ".qweight", &reply.codes);
-      if (!want.IsBlockFormat() && want.num_groups > 0) {
-        parts.emplace_back(name + ".scales", &reply.scales);
-      }
-      if (got.has_zero_points()) {
-        parts.emplace_back(name + ".zero_points", &reply.zero_points);
-      }
-      for (const ExtraPart& p : ExtraParts(want)) {
-        const std::string part_name = absl::StrCat(name, ".", p.suffix);
-        const absl::string_view suffix = p.suffix;
-        const std::vector<uint8_t>* bytes = nullptr;
-        if (suffix == "block_scales") bytes = &reply.block_scales;
-        if (suffix == "second_scales") bytes = &reply.second_scales;
-        if (suffix == "codebooks") bytes = &reply.codebooks;
-        if (suffix == "zero_points") bytes = &reply.zero_points_f32;
-        if (suffix == "channel_scales") bytes = &reply.channel_scales;
-        if (suffix == "g_idx") bytes = &reply.group_index;
-        if (suffix == "scale_offset" || suffix == "tensor_scale") {
-          const float v = suffix == "scale_offset" ? got.scale_offset()
-                                                   : got.tensor_scale();
-          std::vector<uint8_t>& scalar = scalars.emplace_back(sizeof(float));
-          std::memcpy(scalar.data(), &v, sizeof(float));
-          bytes = &scalar;
-        }
-        parts.emplace_back(part_name, bytes);
+    }
+    for (const OutputEntry& e : OutputEntries(want, options_.fake_quant)) {
+      if (e.part.has_value()) {
+        parts.push_back({EntryName(name, e), &reply.part(*e.part),
+                         reply.crc32c[*e.part]});
+      } else {
+        const float v = e.value(reply.layout);
+        std::vector<uint8_t>& scalar = scalars.emplace_back(sizeof(float));
+        std::memcpy(scalar.data(), &v, sizeof(float));
+        parts.push_back({EntryName(name, e), &scalar,
+                         Crc32c(scalar.data(), scalar.size())});
       }
     }
     OrderedJson crcs = OrderedJson::object();
     uint64_t bytes_out = 0;
-    for (const auto& [part, bytes] : parts) {
-      absl::Status status = writer_.Write(part, 0, *bytes);
+    for (const Entry& entry : parts) {
+      absl::Status status = writer_.Write(entry.name, 0, *entry.bytes);
       if (!status.ok()) {
         RecordIoError(status);
         return status;
       }
-      crcs[part] = Crc32c(bytes->data(), bytes->size());
-      bytes_out += bytes->size();
+      crcs[entry.name] = entry.crc32c;
+      bytes_out += entry.bytes->size();
     }
     TensorSummary& summary = summaries_[item.summary];
     OrderedJson line;
@@ -1113,23 +1070,9 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
     }
     metadata[absl::StrCat("quantd.", tensor->name)] =
         LayoutMetadata(item.layout, tensor->dtype, options.fake_quant);
-    if (options.fake_quant) {
-      entries.push_back({tensor->name, "F32", tensor->shape});
-    } else {
+    for (const OutputEntry& e : OutputEntries(item.layout, options.fake_quant)) {
       entries.push_back(
-          {tensor->name + ".qweight", "U8", {item.layout.packed_bytes}});
-      if (!item.layout.IsBlockFormat() && item.layout.num_groups > 0) {
-        entries.push_back(
-            {tensor->name + ".scales", "F32", ScalesShape(item.layout)});
-      }
-      if (!item.layout.IsBlockFormat() && !item.scheme.symmetric) {
-        entries.push_back(
-            {tensor->name + ".zero_points", "U8", ScalesShape(item.layout)});
-      }
-      for (const ExtraPart& p : ExtraParts(item.layout)) {
-        entries.push_back({absl::StrCat(tensor->name, ".", p.suffix), p.dtype,
-                           p.shape});
-      }
+          {EntryName(tensor->name, e), std::string(e.dtype), e.shape});
     }
     item.summary = summaries.size();
     send_bytes += tensor->data.size();

@@ -3,12 +3,17 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <string>
+#include <vector>
+
+#include <google/protobuf/util/message_differencer.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/ggml_formats.h"
 #include "kernels/quantize.h"
+#include "kernels/status_macros.h"
 
 namespace quantd {
 
@@ -318,6 +323,54 @@ void LayoutToProto(const Layout& layout, v1::Layout* proto) {
   proto->set_codebook_entries(static_cast<uint32_t>(layout.codebook_entries));
   proto->set_has_zero_points_f32(layout.float_zero_points);
   proto->set_has_group_index(layout.group_index);
+}
+
+absl::StatusOr<Layout> LayoutFromProto(const v1::Layout& proto) {
+  QUANTD_ASSIGN_OR_RETURN(Scheme scheme, SchemeFromProto(proto.scheme()));
+  std::vector<int64_t> shape;
+  shape.reserve(static_cast<size_t>(proto.shape_size()));
+  for (uint64_t d : proto.shape()) {
+    if (d > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layout: dimension ", d, " out of range"));
+    }
+    shape.push_back(static_cast<int64_t>(d));
+  }
+  QUANTD_ASSIGN_OR_RETURN(Layout layout, MakeLayout(scheme, shape));
+  v1::Layout want;
+  LayoutToProto(layout, &want);
+  want.set_tensor_scale(proto.tensor_scale());
+  want.set_scale_offset(proto.scale_offset());
+  google::protobuf::util::MessageDifferencer differencer;
+  std::string differences;
+  differencer.ReportDifferencesToString(&differences);
+  if (!differencer.Compare(want, proto)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "layout differs from what scheme ", SchemeToString(scheme),
+        " and its shape give: ", absl::StripTrailingAsciiWhitespace(differences)));
+  }
+  return layout;
+}
+
+v1::ShardChunk::Part PartToProto(Part part) {
+  return static_cast<v1::ShardChunk::Part>(SpecOf(part).wire);
+}
+
+const PartSpec* PartFromProto(int part) { return SpecOfWire(part); }
+
+absl::StatusOr<OutputKind> OutputKindFromProto(int output) {
+  switch (output) {
+    case v1::OUTPUT_KIND_UNSPECIFIED:
+    case v1::OUTPUT_KIND_PACKED:
+      return OutputKind::kPacked;
+    case v1::OUTPUT_KIND_FAKE_QUANT:
+      return OutputKind::kFakeQuant;
+    case v1::OUTPUT_KIND_BOTH:
+      return OutputKind::kBoth;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown output kind ", output));
+  }
 }
 
 v1::LayoutKind LayoutKindToProto(LayoutKind kind) {

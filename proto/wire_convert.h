@@ -16,6 +16,7 @@
 #include "absl/types/span.h"
 #include "kernels/calibration.h"
 #include "kernels/metrics.h"
+#include "kernels/parts.h"
 #include "kernels/scheme.h"
 #include "quantd/v1/quantizer.pb.h"
 
@@ -29,6 +30,17 @@ v1::DType DTypeToProto(DType dtype);
 // scale_offset) are the caller's to set from the quantized result.
 void LayoutToProto(const Layout& layout, v1::Layout* proto);
 v1::LayoutKind LayoutKindToProto(LayoutKind kind);
+// The Layout a received v1::Layout describes: MakeLayout of its scheme and
+// shape, which must give back every field LayoutToProto sets (the
+// per-tensor values aside). InvalidArgument naming the first field that
+// differs, or what SchemeFromProto / MakeLayout refuse.
+absl::StatusOr<Layout> LayoutFromProto(const v1::Layout& proto);
+// The ShardChunk.Part of a part-table row (PartSpec::wire), and back:
+// nullptr for PART_UNSPECIFIED or a value the table lacks.
+v1::ShardChunk::Part PartToProto(Part part);
+// UNSPECIFIED means packed. InvalidArgument for an unknown value.
+absl::StatusOr<OutputKind> OutputKindFromProto(int output);
+const PartSpec* PartFromProto(int part);
 // Appends one FormatInfo per format: the int formats of FormatTable(), then
 // the ggml block formats of GgmlFormatTable(), in table order, then the
 // float formats, kmeans1..8, pot2..8 and hqq1..8 (bits_per_weight at their

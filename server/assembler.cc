@@ -394,15 +394,13 @@ absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnStart(
     }
     default_range_ = *range;
   }
-  switch (start.options().output()) {
-    case v1::OUTPUT_KIND_UNSPECIFIED:
-    case v1::OUTPUT_KIND_PACKED: output_ = OutputKind::kPacked; break;
-    case v1::OUTPUT_KIND_FAKE_QUANT: output_ = OutputKind::kFakeQuant; break;
-    case v1::OUTPUT_KIND_BOTH: output_ = OutputKind::kBoth; break;
-    default:
-      return Bad("", absl::StrCat("unknown JobOptions.output ",
-                                  start.options().output()));
+  absl::StatusOr<OutputKind> output =
+      OutputKindFromProto(start.options().output());
+  if (!output.ok()) {
+    return Bad("", absl::StrCat("unknown JobOptions.output ",
+                                start.options().output()));
   }
+  output_ = *output;
   started_ = true;
   Event ev;
   ev.kind = Event::kStart;

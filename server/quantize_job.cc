@@ -31,6 +31,15 @@ absl::Status Cancelled(const std::string& name) {
   return absl::CancelledError(absl::StrCat("tensor ", name, ": cancelled"));
 }
 
+// A result while the job computes it: the int layout's typed buffers (also
+// the codes of every other family) and AWQ's / SmoothQuant's channel
+// scales, which become parts when the job ends; the other families' extra
+// parts go to TensorOutput::parts as their kernels return them.
+struct Working {
+  QuantizedTensor quantized;
+  std::vector<float> channel_scales;
+};
+
 }  // namespace
 
 int64_t TensorWorkingSetBytes(const Layout& layout, DType dtype,
@@ -94,12 +103,12 @@ int64_t TensorWorkingSetBytes(const Layout& layout, DType dtype,
 
 namespace {
 
-// Quantizes `src` into out.quantized with the layout's block format and
+// Quantizes `src` into work.quantized with the layout's block format and
 // measures the round trip through ggml's dequantizer. The dequantized values
 // are left in `w_hat` (n floats) for a fake-quant output or a calibration
 // set's output error; otherwise it stays empty.
 absl::Status RunBlockFormat(const TensorInput& input, const float* src,
-                            const std::atomic<bool>& cancelled,
+                            const std::atomic<bool>& cancelled, Working& work,
                             TensorOutput& out, std::vector<float>& w_hat) {
   const Layout& layout = input.layout;
   const GgmlFormatTraits* block = GgmlFormatOf(layout.scheme);
@@ -118,7 +127,7 @@ absl::Status RunBlockFormat(const TensorInput& input, const float* src,
   }
   QUANTD_RETURN_IF_ERROR(GgmlQuantize(*block, src, layout.rows,
                                       layout.row_length, importance,
-                                      out.quantized.codes.data()));
+                                      work.quantized.codes.data()));
   if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
   // One pass in L1: the dequantized values exist in full only when they are
   // sent or measured against a calibration set.
@@ -127,7 +136,7 @@ absl::Status RunBlockFormat(const TensorInput& input, const float* src,
   }
   QUANTD_ASSIGN_OR_RETURN(
       out.metrics,
-      GgmlDequantizeAndMeasure(*block, out.quantized.codes.data(), layout.rows,
+      GgmlDequantizeAndMeasure(*block, work.quantized.codes.data(), layout.rows,
                                layout.row_length, src,
                                w_hat.empty() ? nullptr : w_hat.data()));
   if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
@@ -139,7 +148,7 @@ absl::Status RunBlockFormat(const TensorInput& input, const float* src,
 // moves its parts into `out` and measures the round trip through the
 // kernel's dequantizer, whose values are left in `w_hat` (n floats).
 absl::Status RunOtherFormat(const TensorInput& input, const float* src,
-                            const std::atomic<bool>& cancelled,
+                            const std::atomic<bool>& cancelled, Working& work,
                             TensorOutput& out, std::vector<float>& w_hat) {
   const Layout& layout = input.layout;
   const auto n = static_cast<size_t>(layout.num_elements);
@@ -147,6 +156,10 @@ absl::Status RunOtherFormat(const TensorInput& input, const float* src,
   double bits_per_weight = 0;
   std::vector<uint8_t> codes;
   std::vector<float> scales;
+  std::vector<uint8_t> block_scales;
+  std::vector<float> second_scales;
+  std::vector<float> codebooks;
+  std::vector<float> zero_points_f32;
   switch (layout.kind) {
     case LayoutKind::kFloat: {
       QUANTD_ASSIGN_OR_RETURN(FloatFormatOptions options,
@@ -161,8 +174,8 @@ absl::Status RunOtherFormat(const TensorInput& input, const float* src,
       if (q.options.double_quant) out.scale_offset = q.scale_offset;
       codes = std::move(q.codes);
       scales = std::move(q.scales);
-      out.block_scales = std::move(q.block_scales);
-      out.second_scales = std::move(q.second_scales);
+      block_scales = std::move(q.block_scales);
+      second_scales = std::move(q.second_scales);
       break;
     }
     case LayoutKind::kCodebook: {
@@ -181,7 +194,7 @@ absl::Status RunOtherFormat(const TensorInput& input, const float* src,
       bits_per_weight = q.BitsPerWeight();
       codes = std::move(q.codes);
       scales = std::move(q.scales);
-      out.codebooks = std::move(q.codebooks);
+      codebooks = std::move(q.codebooks);
       break;
     }
     case LayoutKind::kHqq: {
@@ -194,31 +207,21 @@ absl::Status RunOtherFormat(const TensorInput& input, const float* src,
       bits_per_weight = q.BitsPerWeight();
       codes = std::move(q.codes);
       scales = std::move(q.scales);
-      out.zero_points_f32 = std::move(q.zero_points);
+      zero_points_f32 = std::move(q.zero_points);
       break;
     }
     case LayoutKind::kInt:
     case LayoutKind::kGgmlBlock:
       return absl::InternalError("RunOtherFormat called for an int or ggml layout");
   }
-  // The layout promised these sizes to the client; a mismatch is a bug.
-  const auto sized = [](size_t got, int64_t want) {
-    return got == static_cast<size_t>(want);
-  };
-  if (!sized(codes.size(), layout.packed_bytes) ||
-      !sized(scales.size(), layout.num_groups) ||
-      !sized(out.block_scales.size(), layout.num_block_scales) ||
-      !sized(out.second_scales.size(), layout.num_second_scales) ||
-      !sized(out.codebooks.size(),
-             layout.num_codebooks * layout.codebook_entries) ||
-      !sized(out.zero_points_f32.size(),
-             layout.float_zero_points ? layout.num_groups : 0)) {
-    return absl::InternalError(absl::StrCat(
-        "format ", layout.scheme.format,
-        ": the kernel's parts differ from the layout's sizes"));
-  }
-  out.quantized.codes = std::move(codes);
-  out.quantized.scales = std::move(scales);
+  // RunQuantizeJob checks every part's size against the layout.
+  out.parts[Part::kBlockScales] = PartBuffer::Adopt(std::move(block_scales));
+  out.parts[Part::kSecondScales] = PartBuffer::Adopt(std::move(second_scales));
+  out.parts[Part::kCodebooks] = PartBuffer::Adopt(std::move(codebooks));
+  out.parts[Part::kZeroPointsF32] =
+      PartBuffer::Adopt(std::move(zero_points_f32));
+  work.quantized.codes = std::move(codes);
+  work.quantized.scales = std::move(scales);
   out.metrics = ComputeErrorMetrics(src, w_hat.data(), n);
   out.metrics.bits_per_weight = bits_per_weight;
   if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
@@ -268,12 +271,12 @@ absl::Status MeasureWithCalibration(const TensorInput& input, const float* src,
 
 // Whether the integer-only check applies: int8 codes, symmetric, one scale
 // per output channel or per tensor, a set with held-back rows and stats.
-bool WantsIntegerCheck(const TensorInput& input, const TensorOutput& out) {
+bool WantsIntegerCheck(const TensorInput& input, const Working& work) {
   const Layout& layout = input.layout;
   if (input.calibration == nullptr || input.calibration->holdout_rows() == 0 ||
       !input.calibration->has_stats() || layout.kind != LayoutKind::kInt ||
       layout.bits != 8 || !layout.scheme.symmetric ||
-      out.quantized.codes.empty() || layout.scheme.method.method == Method::kAwq) {
+      work.quantized.codes.empty() || layout.scheme.method.method == Method::kAwq) {
     return false;
   }
   return layout.scheme.granularity == Granularity::kPerChannel ||
@@ -285,7 +288,7 @@ bool WantsIntegerCheck(const TensorInput& input, const TensorOutput& out) {
 // static range; with SmoothQuant's factors s the inputs are x / s, whose
 // range is the min-max of the set's per-channel extremes divided by s.
 absl::Status RunIntegerCheck(const TensorInput& input, const float* src,
-                             TensorOutput& out) {
+                             const Working& work, TensorOutput& out) {
   const CalibrationSet& set = *input.calibration;
   CalibrationResult& result = *out.calibration;
   if (!result.activation_range.has_value()) return absl::OkStatus();
@@ -295,22 +298,22 @@ absl::Status RunIntegerCheck(const TensorInput& input, const float* src,
                                      set.name(), "': W8A8 check: ", s.message()));
   };
   ActivationRange range = *result.activation_range;
-  if (!out.channel_scales.empty()) {
+  if (!work.channel_scales.empty()) {
     absl::StatusOr<ChannelStats> stats = set.accumulator().Stats();
     if (!stats.ok()) return named(stats.status());
     float lo = 0.0f;
     float hi = 0.0f;
-    for (size_t j = 0; j < out.channel_scales.size(); ++j) {
-      lo = std::min(lo, stats->min[j] / out.channel_scales[j]);
-      hi = std::max(hi, stats->max[j] / out.channel_scales[j]);
+    for (size_t j = 0; j < work.channel_scales.size(); ++j) {
+      lo = std::min(lo, stats->min[j] / work.channel_scales[j]);
+      hi = std::max(hi, stats->max[j] / work.channel_scales[j]);
     }
     range = Int8Range(lo, hi, result.range_options.symmetric);
   }
-  absl::StatusOr<W8A8Weights> weights = W8A8Weights::From(out.quantized);
+  absl::StatusOr<W8A8Weights> weights = W8A8Weights::From(work.quantized);
   if (!weights.ok()) return named(weights.status());
   W8A8Activations act =
       W8A8Activations::FromRange(range, result.range_options.symmetric);
-  act.smooth = out.channel_scales;
+  act.smooth = work.channel_scales;
   const int64_t m = set.holdout_rows();
   const Layout& layout = input.layout;
   absl::StatusOr<W8A8Report> report =
@@ -360,12 +363,12 @@ absl::Status CheckMethodInput(const TensorInput& input) {
 }
 
 // GPTQ, AWQ or SmoothQuant of `src` on the tensor's calibration set (checked
-// by CheckMethodInput): fills out.quantized, out.channel_scales (AWQ,
+// by CheckMethodInput): fills work.quantized, work.channel_scales (AWQ,
 // SmoothQuant) and the weight-space metrics, and leaves W_hat in the
 // original space (scales folded back) in `w_hat`.
 absl::Status RunMethod(const TensorInput& input, const float* src,
-                       const std::atomic<bool>& cancelled, TensorOutput& out,
-                       std::vector<float>& w_hat) {
+                       const std::atomic<bool>& cancelled, Working& work,
+                       TensorOutput& out, std::vector<float>& w_hat) {
   const Layout& layout = input.layout;
   const MethodOptions& m = layout.scheme.method;
   const CalibrationSet& set = *input.calibration;
@@ -388,14 +391,14 @@ absl::Status RunMethod(const TensorInput& input, const float* src,
         QUANTD_ASSIGN_OR_RETURN(
             GptqGgmlResult r,
             GptqGgmlQuantize(*block, src, layout.rows, cols, gram, options));
-        if (r.bytes.size() != out.quantized.codes.size()) {
+        if (r.bytes.size() != work.quantized.codes.size()) {
           return absl::InternalError("gptq returned blocks of the wrong size");
         }
-        out.quantized.codes = std::move(r.bytes);
+        work.quantized.codes = std::move(r.bytes);
         if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
         QUANTD_ASSIGN_OR_RETURN(
             out.metrics,
-            GgmlDequantizeAndMeasure(*block, out.quantized.codes.data(),
+            GgmlDequantizeAndMeasure(*block, work.quantized.codes.data(),
                                      layout.rows, cols, src, w_hat.data()));
         out.metrics.bits_per_weight = layout.BitsPerWeight();
         return absl::OkStatus();
@@ -411,9 +414,9 @@ absl::Status RunMethod(const TensorInput& input, const float* src,
       if (r.quantized.layout.group_index != layout.group_index) {
         return absl::InternalError("gptq's group index differs from the layout");
       }
-      out.quantized = std::move(r.quantized);
+      work.quantized = std::move(r.quantized);
       if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
-      out.metrics = DequantizeAndMeasure(out.quantized, src, w_hat.data());
+      out.metrics = DequantizeAndMeasure(work.quantized, src, w_hat.data());
       return absl::OkStatus();
     }
     case Method::kAwq: {
@@ -425,8 +428,8 @@ absl::Status RunMethod(const TensorInput& input, const float* src,
       options.fake_quant = true;
       QUANTD_ASSIGN_OR_RETURN(
           AwqResult r, AwqQuantize(src, layout, mean_abs, gram, options));
-      out.quantized = std::move(r.quantized);
-      out.channel_scales = std::move(r.scales);
+      work.quantized = std::move(r.quantized);
+      work.channel_scales = std::move(r.scales);
       w_hat = std::move(r.fake_quant);
       break;
     }
@@ -443,15 +446,15 @@ absl::Status RunMethod(const TensorInput& input, const float* src,
           SmoothQuantResult r,
           SmoothQuant(src, layout.rows, cols, max_abs, &gram, options));
       if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
-      QUANTD_RETURN_IF_ERROR(Quantize(r.smoothed_weight.data(), out.quantized));
-      Dequantize(out.quantized, w_hat.data());
+      QUANTD_RETURN_IF_ERROR(Quantize(r.smoothed_weight.data(), work.quantized));
+      Dequantize(work.quantized, w_hat.data());
       for (int64_t i = 0; i < layout.rows; ++i) {
         float* row = w_hat.data() + i * cols;
         for (int64_t j = 0; j < cols; ++j) {
           row[j] /= r.scales[static_cast<size_t>(j)];
         }
       }
-      out.channel_scales = std::move(r.scales);
+      work.channel_scales = std::move(r.scales);
       break;
     }
   }
@@ -488,7 +491,8 @@ absl::StatusOr<TensorOutput> RunQuantizeJob(TensorInput& input,
   TensorOutput out;
   out.name = input.name;
   out.bytes_in = input.bytes;
-  out.quantized = AllocateQuantized(layout);
+  Working work;
+  work.quantized = AllocateQuantized(layout);
   if (input.calibration != nullptr) {
     out.calibration.emplace();
     out.calibration->calibration = input.calibration->name();
@@ -497,23 +501,23 @@ absl::StatusOr<TensorOutput> RunQuantizeJob(TensorInput& input,
   std::vector<float> w_hat;
   if (absl::Status s = CheckMethodInput(input); !s.ok()) return s;
   if (layout.scheme.method.method != Method::kRtn) {
-    absl::Status s = RunMethod(input, src, cancelled, out, w_hat);
+    absl::Status s = RunMethod(input, src, cancelled, work, out, w_hat);
     if (absl::IsCancelled(s)) return s;
     if (!s.ok()) return NameTensor(input.name, s);
   } else if (layout.IsBlockFormat()) {
-    absl::Status s = RunBlockFormat(input, src, cancelled, out, w_hat);
+    absl::Status s = RunBlockFormat(input, src, cancelled, work, out, w_hat);
     if (absl::IsCancelled(s)) return s;
     if (!s.ok()) return NameTensor(input.name, s);
   } else if (layout.kind != LayoutKind::kInt) {
-    absl::Status s = RunOtherFormat(input, src, cancelled, out, w_hat);
+    absl::Status s = RunOtherFormat(input, src, cancelled, work, out, w_hat);
     if (absl::IsCancelled(s)) return s;
     if (!s.ok()) return NameTensor(input.name, s);
   } else {
     absl::Status s =
         input.imported_scales.empty()
-            ? Quantize(src, out.quantized)
+            ? Quantize(src, work.quantized)
             : QuantizeWithScales(src, input.imported_scales,
-                                 input.imported_zero_points, out.quantized);
+                                 input.imported_zero_points, work.quantized);
     if (!s.ok()) return NameTensor(input.name, s);
     if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
     // One pass: the dequantized values exist in full only when they are
@@ -521,15 +525,15 @@ absl::StatusOr<TensorOutput> RunQuantizeJob(TensorInput& input,
     if (input.output != OutputKind::kPacked || input.calibration != nullptr) {
       w_hat.resize(n);
     }
-    out.metrics = DequantizeAndMeasure(out.quantized, src,
+    out.metrics = DequantizeAndMeasure(work.quantized, src,
                                        w_hat.empty() ? nullptr : w_hat.data());
   }
   if (input.calibration != nullptr) {
     absl::Status s = MeasureWithCalibration(input, src, w_hat, *out.calibration);
     if (!s.ok()) return s;
     if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
-    if (WantsIntegerCheck(input, out)) {
-      s = RunIntegerCheck(input, src, out);
+    if (WantsIntegerCheck(input, work)) {
+      s = RunIntegerCheck(input, src, work, out);
       if (!s.ok()) return s;
       if (cancelled.load(std::memory_order_relaxed)) return Cancelled(input.name);
     }
@@ -539,47 +543,32 @@ absl::StatusOr<TensorOutput> RunQuantizeJob(TensorInput& input,
   std::vector<float>().swap(input.storage);
   std::vector<float>().swap(f32);
 
-  const QuantizedTensor& q = out.quantized;
-  out.send_packed = input.output != OutputKind::kFakeQuant;
-  if (out.send_packed) {
-    out.codes_crc32c = Crc32c(q.codes.data(), q.codes.size());
-    out.scales_crc32c = Crc32c(q.scales.data(), q.scales.size() * sizeof(float));
-    out.zero_points_crc32c = Crc32c(q.zero_points.data(), q.zero_points.size());
-    out.bytes_out += static_cast<int64_t>(
-        q.codes.size() + q.scales.size() * sizeof(float) + q.zero_points.size());
-    out.block_scales_crc32c =
-        Crc32c(out.block_scales.data(), out.block_scales.size());
-    out.second_scales_crc32c = Crc32c(
-        out.second_scales.data(), out.second_scales.size() * sizeof(float));
-    out.codebooks_crc32c =
-        Crc32c(out.codebooks.data(), out.codebooks.size() * sizeof(float));
-    out.zero_points_f32_crc32c = Crc32c(
-        out.zero_points_f32.data(), out.zero_points_f32.size() * sizeof(float));
-    out.group_index_crc32c = Crc32c(q.group_index.data(),
-                                    q.group_index.size() * sizeof(int32_t));
-    out.bytes_out += static_cast<int64_t>(
-        out.block_scales.size() +
-        (out.second_scales.size() + out.codebooks.size() +
-         out.zero_points_f32.size()) * sizeof(float) +
-        q.group_index.size() * sizeof(int32_t));
-  } else {
-    // Fake quant only: the extra parts are not sent.
-    out.block_scales.clear();
-    out.second_scales.clear();
-    out.codebooks.clear();
-    out.zero_points_f32.clear();
-  }
-  if (!out.channel_scales.empty()) {
-    out.channel_scales_crc32c = Crc32c(out.channel_scales.data(),
-                                       out.channel_scales.size() * sizeof(float));
-    out.bytes_out +=
-        static_cast<int64_t>(out.channel_scales.size() * sizeof(float));
-  }
-  if (input.output != OutputKind::kPacked) {
-    out.fake_quant = std::move(w_hat);
-    out.fake_quant_crc32c =
-        Crc32c(out.fake_quant.data(), out.fake_quant.size() * sizeof(float));
-    out.bytes_out += static_cast<int64_t>(out.fake_quant.size() * sizeof(float));
+  QuantizedTensor& q = work.quantized;
+  out.layout = std::move(q.layout);
+  out.parts[Part::kCodes] = PartBuffer::Adopt(std::move(q.codes));
+  out.parts[Part::kScales] = PartBuffer::Adopt(std::move(q.scales));
+  out.parts[Part::kZeroPoints] = PartBuffer::Adopt(std::move(q.zero_points));
+  out.parts[Part::kGroupIndex] = PartBuffer::Adopt(std::move(q.group_index));
+  out.parts[Part::kChannelScales] =
+      PartBuffer::Adopt(std::move(work.channel_scales));
+  out.parts[Part::kFakeQuant] = PartBuffer::Adopt(std::move(w_hat));
+  // Every part is what the table says the layout implies (the client
+  // checks the same), or it is not sent; anything else is a bug.
+  for (const PartSpec& spec : PartTable()) {
+    PartBuffer& part = out.parts[spec.part];
+    if (!PartSent(spec, input.output)) {
+      part = PartBuffer();
+      continue;
+    }
+    const int64_t want = PartBytes(spec, out.layout, input.output);
+    if (static_cast<int64_t>(part.size()) != want) {
+      return absl::InternalError(absl::StrCat(
+          "tensor ", input.name, ": ", spec.name, " of format ",
+          out.layout.scheme.format, " have ", part.size(),
+          " bytes, the layout says ", want));
+    }
+    out.crc32c[spec.part] = Crc32c(part.bytes().data(), part.size());
+    out.bytes_out += want;
   }
   out.compute_seconds = absl::ToDoubleSeconds(absl::Now() - start);
   return out;

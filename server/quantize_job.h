@@ -11,9 +11,11 @@
 // codebook and HQQ formats (LayoutKind::kFloat, kCodebook, kHqq) go through
 // their kernels (float_formats.h, nonuniform.h, hqq.h) and dequantizers;
 // their metrics are ComputeErrorMetrics of that round trip with the
-// kernel's own bits per weight, and their extra parts (block scales, second
-// scales, codebooks, f32 zero points) and per-tensor values are fields of
-// TensorOutput.
+// kernel's own bits per weight. Whatever the family, the result is the
+// rows of the part table (kernels/parts.h) the layout implies.
+//
+// Thread-compatible: a job's input and output belong to the worker that
+// runs it.
 #ifndef QUANTD_SERVER_QUANTIZE_JOB_H_
 #define QUANTD_SERVER_QUANTIZE_JOB_H_
 
@@ -28,14 +30,13 @@
 #include "absl/status/statusor.h"
 #include "kernels/calibration.h"
 #include "kernels/metrics.h"
+#include "kernels/parts.h"
 #include "kernels/quantize.h"
 #include "kernels/scheme.h"
 #include "kernels/w8a8.h"
 #include "server/calibration_set.h"
 
 namespace quantd {
-
-enum class OutputKind { kPacked, kFakeQuant, kBoth };
 
 struct TensorInput {
   std::string name;
@@ -85,38 +86,21 @@ struct CalibrationResult {
 
 struct TensorOutput {
   std::string name;
-  QuantizedTensor quantized;
-  std::vector<float> fake_quant;  // empty unless the output kind asks for it
-  bool send_packed = true;
+  Layout layout;
+  // What is sent, part by part (kernels/parts.h): every part the layout and
+  // the output kind imply, sized as PartBytes says, straight from the
+  // kernels' result buffers; empty for the others. With AWQ and
+  // SmoothQuant, Part::kChannelScales holds s, one f32 per input column
+  // (> 0): the codes quantize W diag(s), so the layer's input must be
+  // divided by s.
+  PerPart<PartBuffer> parts;
+  PerPart<uint32_t> crc32c;  // of each part's bytes (0 for an empty one)
   ErrorMetrics metrics;
   int64_t bytes_in = 0;
-  int64_t bytes_out = 0;
+  int64_t bytes_out = 0;  // the sum of the parts' sizes
   double compute_seconds = 0;
-  uint32_t codes_crc32c = 0;
-  uint32_t scales_crc32c = 0;
-  uint32_t zero_points_crc32c = 0;
-  uint32_t fake_quant_crc32c = 0;
-  // AWQ and SmoothQuant: s, one per input column (> 0); the codes quantize
-  // W diag(s), so the layer's input must be divided by s. Sent with every
-  // output kind (PART_CHANNEL_SCALES). Empty for the other methods.
-  std::vector<float> channel_scales;
-  uint32_t channel_scales_crc32c = 0;
-  // Float, codebook and HQQ formats (empty otherwise; message Layout states
-  // each): uint8 block scales (MX E8M0, NVFP4 E4M3, NF4 dq codes), NF4 dq's
-  // f32 second-level scales, the codebook tables, HQQ's f32 zero points.
-  // quantized.codes and quantized.scales hold the codes and f32 scales.
-  std::vector<uint8_t> block_scales;
-  std::vector<float> second_scales;
-  std::vector<float> codebooks;
-  std::vector<float> zero_points_f32;
   float tensor_scale = 0.0f;  // NVFP4's g; 0 otherwise
   float scale_offset = 0.0f;  // NF4 dq's offset; 0 otherwise
-  uint32_t block_scales_crc32c = 0;
-  uint32_t second_scales_crc32c = 0;
-  uint32_t codebooks_crc32c = 0;
-  uint32_t zero_points_f32_crc32c = 0;
-  // quantized.group_index (GPTQ act-order groups), PART_GROUP_INDEX.
-  uint32_t group_index_crc32c = 0;
   std::optional<CalibrationResult> calibration;  // with a calibration set
 };
 

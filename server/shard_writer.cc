@@ -17,60 +17,10 @@ ShardWriter::ShardWriter(TensorOutput output, double queue_seconds,
   SkipEmptyParts();
 }
 
-const char* ShardWriter::PartData(Part part, int64_t* size) const {
-  const QuantizedTensor& q = output_.quantized;
-  *size = 0;
-  switch (part) {
-    case kCodes:
-      if (!output_.send_packed) return nullptr;
-      *size = static_cast<int64_t>(q.codes.size());
-      return reinterpret_cast<const char*>(q.codes.data());
-    case kScales:
-      if (!output_.send_packed) return nullptr;
-      *size = static_cast<int64_t>(q.scales.size() * sizeof(float));
-      return reinterpret_cast<const char*>(q.scales.data());
-    case kZeroPoints:
-      if (!output_.send_packed) return nullptr;
-      *size = static_cast<int64_t>(q.zero_points.size());
-      return reinterpret_cast<const char*>(q.zero_points.data());
-    case kBlockScales:
-      if (!output_.send_packed) return nullptr;
-      *size = static_cast<int64_t>(output_.block_scales.size());
-      return reinterpret_cast<const char*>(output_.block_scales.data());
-    case kSecondScales:
-      if (!output_.send_packed) return nullptr;
-      *size = static_cast<int64_t>(output_.second_scales.size() * sizeof(float));
-      return reinterpret_cast<const char*>(output_.second_scales.data());
-    case kCodebooks:
-      if (!output_.send_packed) return nullptr;
-      *size = static_cast<int64_t>(output_.codebooks.size() * sizeof(float));
-      return reinterpret_cast<const char*>(output_.codebooks.data());
-    case kZeroPointsF32:
-      if (!output_.send_packed) return nullptr;
-      *size =
-          static_cast<int64_t>(output_.zero_points_f32.size() * sizeof(float));
-      return reinterpret_cast<const char*>(output_.zero_points_f32.data());
-    case kGroupIndex:
-      if (!output_.send_packed) return nullptr;
-      *size = static_cast<int64_t>(q.group_index.size() * sizeof(int32_t));
-      return reinterpret_cast<const char*>(q.group_index.data());
-    case kFakeQuant:
-      *size = static_cast<int64_t>(output_.fake_quant.size() * sizeof(float));
-      return reinterpret_cast<const char*>(output_.fake_quant.data());
-    case kChannelScales:
-      *size = static_cast<int64_t>(output_.channel_scales.size() * sizeof(float));
-      return reinterpret_cast<const char*>(output_.channel_scales.data());
-    case kResult:
-      return nullptr;
-  }
-  return nullptr;
-}
-
 void ShardWriter::SkipEmptyParts() {
-  while (part_ < kResult) {
-    int64_t size;
-    PartData(static_cast<Part>(part_), &size);
-    if (offset_ < size) return;
+  while (part_ < kNumParts &&
+         offset_ >= static_cast<int64_t>(
+                        output_.parts[PartTable()[part_].part].size())) {
     ++part_;
     offset_ = 0;
   }
@@ -78,11 +28,11 @@ void ShardWriter::SkipEmptyParts() {
 
 bool ShardWriter::Next(v1::QuantizeResponse* response) {
   response->Clear();
-  if (part_ > kResult) return false;
-  if (part_ == kResult) {
+  if (part_ > kNumParts) return false;
+  if (part_ == kNumParts) {
     v1::TensorResult* r = response->mutable_result();
     r->set_tensor(output_.name);
-    LayoutToProto(output_.quantized.layout, r->mutable_layout());
+    LayoutToProto(output_.layout, r->mutable_layout());
     r->mutable_layout()->set_tensor_scale(output_.tensor_scale);
     r->mutable_layout()->set_scale_offset(output_.scale_offset);
     MetricsToProto(output_.metrics, r->mutable_metrics());
@@ -90,16 +40,14 @@ bool ShardWriter::Next(v1::QuantizeResponse* response) {
     r->set_bytes_out(static_cast<uint64_t>(output_.bytes_out));
     r->set_queue_seconds(queue_seconds_);
     r->set_compute_seconds(output_.compute_seconds);
-    r->set_codes_crc32c(output_.codes_crc32c);
-    r->set_scales_crc32c(output_.scales_crc32c);
-    r->set_zero_points_crc32c(output_.zero_points_crc32c);
-    r->set_fake_quant_crc32c(output_.fake_quant_crc32c);
-    r->set_channel_scales_crc32c(output_.channel_scales_crc32c);
-    r->set_block_scales_crc32c(output_.block_scales_crc32c);
-    r->set_second_scales_crc32c(output_.second_scales_crc32c);
-    r->set_codebooks_crc32c(output_.codebooks_crc32c);
-    r->set_zero_points_f32_crc32c(output_.zero_points_f32_crc32c);
-    r->set_group_index_crc32c(output_.group_index_crc32c);
+    for (const PartSpec& spec : PartTable()) {
+      const PartBuffer& part = output_.parts[spec.part];
+      if (part.empty()) continue;
+      v1::PartInfo* info = r->add_parts();
+      info->set_part(PartToProto(spec.part));
+      info->set_bytes(part.size());
+      info->set_crc32c(output_.crc32c[spec.part]);
+    }
     if (const auto& c = output_.calibration; c.has_value()) {
       if (c->output_error) {
         OutputErrorToProto(*c->output_error, c->calibration, c->tokens,
@@ -130,23 +78,18 @@ bool ShardWriter::Next(v1::QuantizeResponse* response) {
     ++part_;
     return true;
   }
-  int64_t size;
-  const char* data = PartData(static_cast<Part>(part_), &size);
-  const int64_t n = std::min(max_chunk_bytes_, size - offset_);
+  const PartSpec& spec = PartTable()[part_];
+  const absl::Span<const uint8_t> bytes = output_.parts[spec.part].bytes();
+  const auto n = static_cast<size_t>(std::min<int64_t>(
+      max_chunk_bytes_, static_cast<int64_t>(bytes.size()) - offset_));
+  const uint8_t* data = bytes.data() + offset_;
   v1::ShardChunk* chunk = response->mutable_shard();
   chunk->set_tensor(output_.name);
-  static constexpr v1::ShardChunk::Part kWireParts[] = {
-      v1::ShardChunk::PART_CODES, v1::ShardChunk::PART_SCALES,
-      v1::ShardChunk::PART_ZERO_POINTS, v1::ShardChunk::PART_BLOCK_SCALES,
-      v1::ShardChunk::PART_SECOND_SCALES, v1::ShardChunk::PART_CODEBOOKS,
-      v1::ShardChunk::PART_ZERO_POINTS_F32, v1::ShardChunk::PART_GROUP_INDEX,
-      v1::ShardChunk::PART_FAKE_QUANT, v1::ShardChunk::PART_CHANNEL_SCALES};
-  static_assert(std::size(kWireParts) == kResult);
-  chunk->set_part(kWireParts[part_]);
+  chunk->set_part(PartToProto(spec.part));
   chunk->set_offset(static_cast<uint64_t>(offset_));
-  chunk->set_data(data + offset_, static_cast<size_t>(n));
-  chunk->set_crc32c(Crc32c(data + offset_, static_cast<size_t>(n)));
-  offset_ += n;
+  chunk->set_data(data, n);
+  chunk->set_crc32c(Crc32c(data, n));
+  offset_ += static_cast<int64_t>(n);
   SkipEmptyParts();
   return true;
 }

@@ -1,10 +1,8 @@
 // Turns one finished tensor into its response messages, one at a time, so a
-// reactor builds each message just before writing it: ShardChunks for codes,
-// scales, zero points, the float / codebook / HQQ parts (block scales,
-// second scales, codebooks, f32 zero points), GPTQ's group index and
-// fake-quant values, then
-// channel scales (each part in order, at most
-// max_chunk_bytes of data per message), then the TensorResult.
+// reactor builds each message just before writing it: ShardChunks for each
+// non-empty part of TensorOutput::parts in the part table's order
+// (kernels/parts.h), at most max_chunk_bytes of data per message, then the
+// TensorResult listing every part sent with its size and CRC-32C.
 //
 //   ShardWriter writer(std::move(output), queue_seconds, 1 << 20);
 //   v1::QuantizeResponse response;
@@ -27,31 +25,16 @@ class ShardWriter {
 
   // Fills `response` with the next message; false when all were produced.
   bool Next(v1::QuantizeResponse* response);
-  bool done() const { return part_ > kResult; }
+  bool done() const { return part_ > kNumParts; }
   const TensorOutput& output() const { return output_; }
 
  private:
-  enum Part {
-    kCodes,
-    kScales,
-    kZeroPoints,
-    kBlockScales,
-    kSecondScales,
-    kCodebooks,
-    kZeroPointsF32,
-    kGroupIndex,
-    kFakeQuant,
-    kChannelScales,
-    kResult
-  };
-  // Bytes of `part` to send (empty when it is not sent).
-  const char* PartData(Part part, int64_t* size) const;
   void SkipEmptyParts();
 
   TensorOutput output_;
   double queue_seconds_;
   int64_t max_chunk_bytes_;
-  int part_ = kCodes;
+  size_t part_ = 0;  // PartTable() row; kNumParts: the result; then done
   int64_t offset_ = 0;
 };
 

@@ -365,20 +365,22 @@ class FakeQuantizer final : public v1::Quantizer::Service {
         shard->set_crc32c(Crc32c(p, size));
         stream->Write(response);
       }
-      return Crc32c(p, size);
+      if (size > 0) {  // the result lists every part sent
+        v1::PartInfo* info = result.add_parts();
+        info->set_part(part);
+        info->set_bytes(size);
+        info->set_crc32c(Crc32c(p, size));
+      }
     };
     if (output != v1::OUTPUT_KIND_FAKE_QUANT) {
-      result.set_codes_crc32c(
-          send(v1::ShardChunk::PART_CODES, codes.data(), codes.size()));
-      result.set_scales_crc32c(
-          send(v1::ShardChunk::PART_SCALES, scales.data(), scales.size()));
-      result.set_zero_points_crc32c(send(v1::ShardChunk::PART_ZERO_POINTS,
+      send(v1::ShardChunk::PART_CODES, codes.data(), codes.size());
+      send(v1::ShardChunk::PART_SCALES, scales.data(), scales.size());
+      send(v1::ShardChunk::PART_ZERO_POINTS,
                                          zero_points.data(),
-                                         zero_points.size()));
+                                         zero_points.size());
     }
     if (output != v1::OUTPUT_KIND_PACKED) {
-      result.set_fake_quant_crc32c(
-          send(v1::ShardChunk::PART_FAKE_QUANT, w_hat.data(), n * 4));
+      send(v1::ShardChunk::PART_FAKE_QUANT, w_hat.data(), n * 4);
     }
     v1::QuantizeResponse response;
     *response.mutable_result() = result;

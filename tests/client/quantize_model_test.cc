@@ -172,22 +172,28 @@ class FakeQuantizer final : public v1::Quantizer::Service {
         shard->set_crc32c(Crc32c(shard->data().data(), shard->data().size()));
         stream->Write(response);
       }
-      return Crc32c(p, size);
+      if (size > 0) {  // the result lists every part sent
+        v1::PartInfo* info = result.add_parts();
+        info->set_part(part);
+        info->set_bytes(size);
+        info->set_crc32c(Crc32c(p, size));
+      }
     };
     if (output != v1::OUTPUT_KIND_FAKE_QUANT) {
-      result.set_codes_crc32c(
-          send(v1::ShardChunk::PART_CODES, q.codes.data(), q.codes.size()) ^
-          (corrupt ? 1u : 0u));
-      result.set_scales_crc32c(send(v1::ShardChunk::PART_SCALES,
-                                    q.scales.data(), q.scales.size() * 4));
-      result.set_zero_points_crc32c(send(v1::ShardChunk::PART_ZERO_POINTS,
+      send(v1::ShardChunk::PART_CODES, q.codes.data(), q.codes.size());
+      if (corrupt) {
+        v1::PartInfo* codes = result.mutable_parts(0);
+        codes->set_crc32c(codes->crc32c() ^ 1u);
+      }
+      send(v1::ShardChunk::PART_SCALES,
+                                    q.scales.data(), q.scales.size() * 4);
+      send(v1::ShardChunk::PART_ZERO_POINTS,
                                          q.zero_points.data(),
-                                         q.zero_points.size()));
+                                         q.zero_points.size());
     }
     if (output == v1::OUTPUT_KIND_FAKE_QUANT ||
         output == v1::OUTPUT_KIND_BOTH) {
-      result.set_fake_quant_crc32c(
-          send(v1::ShardChunk::PART_FAKE_QUANT, w_hat.data(), n * 4));
+      send(v1::ShardChunk::PART_FAKE_QUANT, w_hat.data(), n * 4);
     }
     v1::QuantizeResponse response;
     *response.mutable_result() = result;
@@ -755,9 +761,9 @@ TEST_F(QuantizeModelTest, ClientChecksChunkingAndReportsEachTensor) {
       config, source,
       [&](const std::string& name, absl::StatusOr<TensorReply> reply) {
         ASSERT_TRUE(reply.ok()) << reply.status();
-        EXPECT_EQ(reply->codes.size(), 3000u);
-        EXPECT_EQ(reply->scales.size(), 30u * 4);
-        EXPECT_TRUE(reply->zero_points.empty());
+        EXPECT_EQ(reply->part(Part::kCodes).size(), 3000u);
+        EXPECT_EQ(reply->part(Part::kScales).size(), 30u * 4);
+        EXPECT_TRUE(reply->part(Part::kZeroPoints).empty());
         EXPECT_EQ(reply->layout.bits(), 8u);
         names.push_back(name);
       });

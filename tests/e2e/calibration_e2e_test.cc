@@ -143,7 +143,7 @@ TEST_F(CalibrationE2eTest, ChunkedActivationsGiveTheOutputErrorOfTheWholeX) {
     EXPECT_EQ(r.output_metrics->calibration(), "blk.0.attn_in");
     EXPECT_EQ(r.output_metrics->tokens(), static_cast<uint64_t>(kTokens));
     const Direct d =
-        DirectOutputError(x, kTokens, w, Floats(r.fake_quant), kOut, kIn);
+        DirectOutputError(x, kTokens, w, Floats(r.part(Part::kFakeQuant)), kOut, kIn);
     EXPECT_NEAR(r.output_metrics->relative_error(), d.relative_error,
                 1e-4 * d.relative_error);
     EXPECT_NEAR(r.output_metrics->sqnr_db(), d.sqnr_db, 1e-3);
@@ -171,7 +171,7 @@ TEST_F(CalibrationE2eTest, ChunkedActivationsGiveTheOutputErrorOfTheWholeX) {
   std::vector<uint8_t> local(static_cast<size_t>(kOut * kIn / 32 * q4_0->block_bytes));
   ASSERT_TRUE(GgmlQuantize(*q4_0, w.data(), kOut, kIn, importance.data(),
                            local.data()).ok());
-  EXPECT_EQ(v.codes, local);
+  EXPECT_EQ(v.part(Part::kCodes), local);
   EXPECT_FALSE(replies->at("blk.0.attn_q").importance_from_calibration);
   ExpectBudgetBackToZero();
 }
@@ -272,7 +272,7 @@ TEST_F(CalibrationE2eTest, GramAndImportanceSets) {
   const TensorReply& r = replies->at("int4");
   ASSERT_TRUE(r.output_metrics.has_value());
   EXPECT_EQ(r.output_metrics->tokens(), static_cast<uint64_t>(kTokens));
-  const Direct d = DirectOutputError(x, kTokens, w, Floats(r.fake_quant), kOut, kIn);
+  const Direct d = DirectOutputError(x, kTokens, w, Floats(r.part(Part::kFakeQuant)), kOut, kIn);
   EXPECT_NEAR(r.output_metrics->relative_error(), d.relative_error,
               1e-4 * d.relative_error);
   EXPECT_FALSE(r.activation_range.has_value());  // G has no ranges
@@ -282,7 +282,7 @@ TEST_F(CalibrationE2eTest, GramAndImportanceSets) {
   EXPECT_TRUE(from_set.importance_from_calibration);
   EXPECT_FALSE(from_set.output_metrics.has_value());
   EXPECT_FALSE(from_header.importance_from_calibration);
-  EXPECT_EQ(from_set.codes, from_header.codes);
+  EXPECT_EQ(from_set.part(Part::kCodes), from_header.part(Part::kCodes));
   ExpectBudgetBackToZero();
 }
 

@@ -300,13 +300,20 @@ TEST_F(FormatsE2eTest, EveryPartEqualsTheLocalKernels) {
     ASSERT_TRUE(got.ok()) << got.status();
     const v1::Layout& l = got->layout;
     EXPECT_EQ(l.kind(), want.kind);
-    EXPECT_EQ(got->codes, want.codes);
-    EXPECT_EQ(got->scales, want.scales);
-    EXPECT_TRUE(got->zero_points.empty());
-    EXPECT_EQ(got->block_scales, want.block_scales);
-    EXPECT_EQ(got->second_scales, want.second_scales);
-    EXPECT_EQ(got->codebooks, want.codebooks);
-    EXPECT_EQ(got->zero_points_f32, want.zero_points_f32);
+    EXPECT_EQ(got->part(Part::kCodes), want.codes);
+    EXPECT_EQ(got->part(Part::kScales), want.scales);
+    EXPECT_TRUE(got->part(Part::kZeroPoints).empty());
+    EXPECT_EQ(got->part(Part::kBlockScales), want.block_scales);
+    EXPECT_EQ(got->part(Part::kSecondScales), want.second_scales);
+    EXPECT_EQ(got->part(Part::kCodebooks), want.codebooks);
+    EXPECT_EQ(got->part(Part::kZeroPointsF32), want.zero_points_f32);
+    // The reply carries each part's checked CRC-32C, so writers need not
+    // read the bytes again.
+    for (const PartSpec& spec : PartTable()) {
+      const std::vector<uint8_t>& bytes = got->part(spec.part);
+      EXPECT_EQ(got->crc32c[spec.part], Crc32c(bytes.data(), bytes.size()))
+          << spec.name;
+    }
     EXPECT_EQ(l.tensor_scale(), want.tensor_scale);
     EXPECT_EQ(l.scale_offset(), want.scale_offset);
     // The layout alone sizes every part.
@@ -318,9 +325,9 @@ TEST_F(FormatsE2eTest, EveryPartEqualsTheLocalKernels) {
               want.codebooks.size());
     EXPECT_EQ(l.has_zero_points_f32(), !want.zero_points_f32.empty());
     // Fake quant: the kernel's dequantizer, bit for bit.
-    ASSERT_EQ(got->fake_quant.size(), want.w_hat.size() * 4);
-    EXPECT_EQ(0, std::memcmp(got->fake_quant.data(), want.w_hat.data(),
-                             got->fake_quant.size()));
+    ASSERT_EQ(got->part(Part::kFakeQuant).size(), want.w_hat.size() * 4);
+    EXPECT_EQ(0, std::memcmp(got->part(Part::kFakeQuant).data(), want.w_hat.data(),
+                             got->part(Part::kFakeQuant).size()));
     // Metrics: ComputeErrorMetrics of the round trip, the kernel's bpw.
     const ErrorMetrics m =
         ComputeErrorMetrics(w.data(), want.w_hat.data(), w.size());
@@ -359,15 +366,15 @@ TEST_F(FormatsE2eTest, FakeQuantOnlySendsNoPackedParts) {
         ViaClient(c.scheme, "lm_head.weight", {c.rows, c.cols}, w,
                   v1::OUTPUT_KIND_FAKE_QUANT);
     ASSERT_TRUE(got.ok()) << got.status();
-    EXPECT_TRUE(got->codes.empty());
-    EXPECT_TRUE(got->scales.empty());
-    EXPECT_TRUE(got->block_scales.empty());
-    EXPECT_TRUE(got->second_scales.empty());
-    EXPECT_TRUE(got->codebooks.empty());
-    EXPECT_TRUE(got->zero_points_f32.empty());
-    ASSERT_EQ(got->fake_quant.size(), want.w_hat.size() * 4);
-    EXPECT_EQ(0, std::memcmp(got->fake_quant.data(), want.w_hat.data(),
-                             got->fake_quant.size()));
+    EXPECT_TRUE(got->part(Part::kCodes).empty());
+    EXPECT_TRUE(got->part(Part::kScales).empty());
+    EXPECT_TRUE(got->part(Part::kBlockScales).empty());
+    EXPECT_TRUE(got->part(Part::kSecondScales).empty());
+    EXPECT_TRUE(got->part(Part::kCodebooks).empty());
+    EXPECT_TRUE(got->part(Part::kZeroPointsF32).empty());
+    ASSERT_EQ(got->part(Part::kFakeQuant).size(), want.w_hat.size() * 4);
+    EXPECT_EQ(0, std::memcmp(got->part(Part::kFakeQuant).data(), want.w_hat.data(),
+                             got->part(Part::kFakeQuant).size()));
     EXPECT_EQ(got->bytes_out, w.size() * 4);
   }
 }
@@ -379,10 +386,10 @@ TEST_F(FormatsE2eTest, PackedOnlyHasEveryPartAndNoFakeQuant) {
     absl::StatusOr<TensorReply> got =
         ViaClient(scheme, "w", {4, 128}, w, v1::OUTPUT_KIND_PACKED);
     ASSERT_TRUE(got.ok()) << got.status();
-    EXPECT_FALSE(got->codes.empty());
-    EXPECT_TRUE(got->fake_quant.empty());
-    EXPECT_FALSE(got->block_scales.empty() && got->codebooks.empty() &&
-                 got->zero_points_f32.empty());
+    EXPECT_FALSE(got->part(Part::kCodes).empty());
+    EXPECT_TRUE(got->part(Part::kFakeQuant).empty());
+    EXPECT_FALSE(got->part(Part::kBlockScales).empty() && got->part(Part::kCodebooks).empty() &&
+                 got->part(Part::kZeroPointsF32).empty());
   }
 }
 
@@ -635,11 +642,11 @@ TEST_F(FormatsE2eTest, ImportedScalesGiveTheirCodes) {
                     .ok());
     ASSERT_TRUE(reply.has_value() && reply->ok()) << reply->status();
     const TensorReply& r = **reply;
-    EXPECT_EQ(r.codes, packed);
-    EXPECT_EQ(r.scales, Bytes(scales));
-    EXPECT_EQ(r.zero_points, zps);
-    ASSERT_EQ(r.fake_quant.size(), w_hat.size() * 4);
-    EXPECT_EQ(0, std::memcmp(r.fake_quant.data(), w_hat.data(), r.fake_quant.size()));
+    EXPECT_EQ(r.part(Part::kCodes), packed);
+    EXPECT_EQ(r.part(Part::kScales), Bytes(scales));
+    EXPECT_EQ(r.part(Part::kZeroPoints), zps);
+    ASSERT_EQ(r.part(Part::kFakeQuant).size(), w_hat.size() * 4);
+    EXPECT_EQ(0, std::memcmp(r.part(Part::kFakeQuant).data(), w_hat.data(), r.part(Part::kFakeQuant).size()));
   }
 }
 

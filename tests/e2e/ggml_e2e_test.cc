@@ -25,6 +25,7 @@
 namespace quantd {
 namespace {
 
+using testing::PartCrc;
 using testing::AppendTensor;
 using testing::ChannelTo;
 using testing::RandomWeights;
@@ -204,8 +205,8 @@ TEST_F(GgmlE2eTest, EveryFormatGivesTheKernelsBytesAndDequantizedValues) {
     EXPECT_EQ(l.ggml_type(), static_cast<uint32_t>(f.type));
     EXPECT_EQ(l.num_scales(), 0u);
     EXPECT_FALSE(l.has_zero_points());
-    EXPECT_EQ(a.result.codes_crc32c(), Crc32c(want->data(), want->size()));
-    EXPECT_EQ(a.result.fake_quant_crc32c(),
+    EXPECT_EQ(PartCrc(a.result, v1::ShardChunk::PART_CODES), Crc32c(want->data(), want->size()));
+    EXPECT_EQ(PartCrc(a.result, v1::ShardChunk::PART_FAKE_QUANT),
               Crc32c(a.fake_quant.data(), a.fake_quant.size()));
 
     // The kernels' fused measure (tested against ComputeErrorMetrics in
@@ -287,18 +288,18 @@ TEST_F(GgmlE2eTest, ImportanceWeightsGiveTheKernelsBytes) {
       continue;
     }
     ASSERT_TRUE(reply.ok()) << reply.status();
-    EXPECT_EQ(reply->codes, *want);
+    EXPECT_EQ(reply->part(Part::kCodes), *want);
     const std::vector<float> want_hat = Dequantized(f, *want, rows, row_length);
-    ASSERT_EQ(reply->fake_quant.size(), want_hat.size() * 4);
-    EXPECT_EQ(0, std::memcmp(reply->fake_quant.data(), want_hat.data(),
-                             reply->fake_quant.size()));
+    ASSERT_EQ(reply->part(Part::kFakeQuant).size(), want_hat.size() * 4);
+    EXPECT_EQ(0, std::memcmp(reply->part(Part::kFakeQuant).data(), want_hat.data(),
+                             reply->part(Part::kFakeQuant).size()));
     absl::StatusOr<std::vector<uint8_t>> plain =
         LocalBytes(f, w, rows, row_length, {});
     ASSERT_TRUE(plain.ok()) << plain.status();
     if (f.uses_importance) {
-      EXPECT_NE(reply->codes, *plain) << "weights did not change the result";
+      EXPECT_NE(reply->part(Part::kCodes), *plain) << "weights did not change the result";
     } else {
-      EXPECT_EQ(reply->codes, *plain) << "weights must be ignored";
+      EXPECT_EQ(reply->part(Part::kCodes), *plain) << "weights must be ignored";
     }
   }
 }
@@ -344,7 +345,7 @@ TEST_F(GgmlE2eTest, BadImportanceWeightsAreInvalidArgumentNamingTheTensor) {
   absl::StatusOr<TensorReply> good =
       ViaClient("Q8_0", "after", {4, 64}, w, std::vector<float>(64, 1.0f));
   ASSERT_TRUE(good.ok()) << good.status();
-  EXPECT_EQ(good->codes, *LocalBytes(*FindGgmlFormat("Q8_0"), w, 4, 64, {}));
+  EXPECT_EQ(good->part(Part::kCodes), *LocalBytes(*FindGgmlFormat("Q8_0"), w, 4, 64, {}));
 }
 
 TEST_F(GgmlE2eTest, RowNotWholeBlocksIsInvalidArgumentNamingTheTensor) {

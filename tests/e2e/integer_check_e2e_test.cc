@@ -139,7 +139,7 @@ TEST_F(IntegerCheckE2eTest, W8A8CheckOnHeldBackRowsMatchesTheIntegerPath) {
   // The local kernel on the same codes, range and rows gives the same figures.
   QuantizedTensor q = AllocateQuantized(*MakeLayout(*ParseScheme("int8"), {kOut, kIn}));
   ASSERT_TRUE(Quantize(w.data(), q).ok());
-  ASSERT_EQ(r.codes, q.codes);
+  ASSERT_EQ(r.part(Part::kCodes), q.codes);
   auto weights = W8A8Weights::From(q);
   ASSERT_TRUE(weights.ok()) << weights.status();
   W8A8Activations act;
@@ -196,7 +196,7 @@ TEST_F(IntegerCheckE2eTest, SmoothQuantChecksTheSmoothedInputs) {
   ASSERT_TRUE(replies.ok()) << replies.status();
   const TensorReply& sq = replies->at("sq");
   ASSERT_TRUE(sq.w8a8.has_value());
-  const std::vector<float> s = Floats(sq.channel_scales);
+  const std::vector<float> s = Floats(sq.part(Part::kChannelScales));
   ASSERT_EQ(s.size(), static_cast<size_t>(kIn));
   // The range of x / s from the per-channel extremes.
   float lo = 0, hi = 0;
@@ -347,15 +347,15 @@ TEST_F(IntegerCheckE2eTest, GptqOntoGgmlBlocksMatchesTheLocalKernel) {
     options.measure_output_error = false;
     auto local = GptqGgmlQuantize(*block, w.data(), kOut, kIn, gram, options);
     ASSERT_TRUE(local.ok()) << local.status();
-    EXPECT_EQ(gptq.codes, local->bytes);
+    EXPECT_EQ(gptq.part(Part::kCodes), local->bytes);
     std::vector<float> w_hat(w.size());
     ASSERT_TRUE(GgmlDequantize(*block, local->bytes.data(), kOut, kIn,
                                w_hat.data()).ok());
-    EXPECT_EQ(Floats(gptq.fake_quant), w_hat);
+    EXPECT_EQ(Floats(gptq.part(Part::kFakeQuant)), w_hat);
   }
   const TensorReply& ao = replies->at("Q4_K+gptq(act_order)");
   EXPECT_TRUE(ao.layout.scheme().gptq().act_order());
-  EXPECT_EQ(ao.codes.size(), replies->at("Q4_K").codes.size());
+  EXPECT_EQ(ao.part(Part::kCodes).size(), replies->at("Q4_K").part(Part::kCodes).size());
 }
 
 TEST_F(IntegerCheckE2eTest, MethodsOtherThanGptqOnBlockFormatsAreRefused) {

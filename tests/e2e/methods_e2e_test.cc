@@ -139,8 +139,8 @@ TEST_F(MethodsE2eTest, GptqAndAwqBeatRoundToNearestAndMatchTheLocalKernels) {
                   prefix.c_str(), e_rtn, e_gptq, e_awq);
       EXPECT_LT(e_gptq, e_rtn);
       EXPECT_LT(e_awq, e_rtn);
-      EXPECT_TRUE(rtn.channel_scales.empty());
-      EXPECT_TRUE(gptq.channel_scales.empty());
+      EXPECT_TRUE(rtn.part(Part::kChannelScales).empty());
+      EXPECT_TRUE(gptq.part(Part::kChannelScales).empty());
       EXPECT_EQ(gptq.layout.scheme().method(), v1::QUANT_METHOD_GPTQ);
 
       const Layout layout = *MakeLayout(*ParseScheme(base), {kOut, kIn});
@@ -150,11 +150,11 @@ TEST_F(MethodsE2eTest, GptqAndAwqBeatRoundToNearestAndMatchTheLocalKernels) {
       absl::StatusOr<GptqResult> local =
           GptqQuantize(weights[i].data(), layout, Gram(), gptq_options);
       ASSERT_TRUE(local.ok()) << local.status();
-      EXPECT_EQ(gptq.codes, local->quantized.codes);
-      EXPECT_EQ(gptq.scales, Bytes(local->quantized.scales));
+      EXPECT_EQ(gptq.part(Part::kCodes), local->quantized.codes);
+      EXPECT_EQ(gptq.part(Part::kScales), Bytes(local->quantized.scales));
       std::vector<float> w_hat(weights[i].size());
       Dequantize(local->quantized, w_hat.data());
-      EXPECT_EQ(Floats(gptq.fake_quant), w_hat);
+      EXPECT_EQ(Floats(gptq.part(Part::kFakeQuant)), w_hat);
       EXPECT_NEAR(e_gptq,
                   *OutputRelativeError(weights[i].data(), w_hat.data(), kOut,
                                        kIn, Gram()),
@@ -167,10 +167,10 @@ TEST_F(MethodsE2eTest, GptqAndAwqBeatRoundToNearestAndMatchTheLocalKernels) {
       absl::StatusOr<AwqResult> local_awq =
           AwqQuantize(weights[i].data(), layout, mean_abs, Gram(), awq_options);
       ASSERT_TRUE(local_awq.ok()) << local_awq.status();
-      EXPECT_EQ(awq.codes, local_awq->quantized.codes);
-      EXPECT_EQ(awq.scales, Bytes(local_awq->quantized.scales));
-      EXPECT_EQ(awq.channel_scales, Bytes(local_awq->scales));
-      EXPECT_EQ(Floats(awq.fake_quant), local_awq->fake_quant);
+      EXPECT_EQ(awq.part(Part::kCodes), local_awq->quantized.codes);
+      EXPECT_EQ(awq.part(Part::kScales), Bytes(local_awq->quantized.scales));
+      EXPECT_EQ(awq.part(Part::kChannelScales), Bytes(local_awq->scales));
+      EXPECT_EQ(Floats(awq.part(Part::kFakeQuant)), local_awq->fake_quant);
       EXPECT_NEAR(e_awq, local_awq->output_error, 1e-4 * e_awq);
     }
   }
@@ -217,20 +217,20 @@ TEST_F(MethodsE2eTest, GptqActOrderWithDynamicGroupsReturnsTheGroupIndex) {
     absl::StatusOr<GptqResult> local =
         GptqQuantize(w.data(), layout, Gram(), options);
     ASSERT_TRUE(local.ok()) << local.status();
-    EXPECT_EQ(r.codes, local->quantized.codes);
-    EXPECT_EQ(r.scales, Bytes(local->quantized.scales));
-    EXPECT_EQ(r.zero_points, local->quantized.zero_points);
-    EXPECT_EQ(r.group_index, Bytes(local->quantized.group_index));
+    EXPECT_EQ(r.part(Part::kCodes), local->quantized.codes);
+    EXPECT_EQ(r.part(Part::kScales), Bytes(local->quantized.scales));
+    EXPECT_EQ(r.part(Part::kZeroPoints), local->quantized.zero_points);
+    EXPECT_EQ(r.part(Part::kGroupIndex), Bytes(local->quantized.group_index));
     if (!indexed) {
-      EXPECT_TRUE(r.group_index.empty());
+      EXPECT_TRUE(r.part(Part::kGroupIndex).empty());
       errors[scheme] = r.output_metrics->relative_error();
       continue;
     }
     // The index is the quantization order's groups: the j-th column of
     // perm is in group j / group_size.
     std::vector<int32_t> g_idx(kIn);
-    ASSERT_EQ(r.group_index.size(), g_idx.size() * 4);
-    std::memcpy(g_idx.data(), r.group_index.data(), r.group_index.size());
+    ASSERT_EQ(r.part(Part::kGroupIndex).size(), g_idx.size() * 4);
+    std::memcpy(g_idx.data(), r.part(Part::kGroupIndex).data(), r.part(Part::kGroupIndex).size());
     for (size_t j = 0; j < local->perm.size(); ++j) {
       ASSERT_EQ(g_idx[local->perm[j]],
                 static_cast<int32_t>(j / layout.group_size));
@@ -238,14 +238,14 @@ TEST_F(MethodsE2eTest, GptqActOrderWithDynamicGroupsReturnsTheGroupIndex) {
     // Rebuilt from the reply's bytes alone, it dequantizes to the server's
     // fake quant.
     QuantizedTensor q = AllocateQuantized(layout);
-    q.codes = r.codes;
-    std::memcpy(q.scales.data(), r.scales.data(), r.scales.size());
-    q.zero_points = r.zero_points;
+    q.codes = r.part(Part::kCodes);
+    std::memcpy(q.scales.data(), r.part(Part::kScales).data(), r.part(Part::kScales).size());
+    q.zero_points = r.part(Part::kZeroPoints);
     q.group_index = g_idx;
     ASSERT_TRUE(CheckGroupIndex(layout, q.group_index).ok());
     std::vector<float> w_hat(w.size());
     Dequantize(q, w_hat.data());
-    EXPECT_EQ(Floats(r.fake_quant), w_hat);
+    EXPECT_EQ(Floats(r.part(Part::kFakeQuant)), w_hat);
     EXPECT_NEAR(r.output_metrics->relative_error(),
                 *OutputRelativeError(w.data(), w_hat.data(), kOut, kIn, Gram()),
                 1e-4 * r.output_metrics->relative_error());
@@ -290,11 +290,11 @@ TEST_F(MethodsE2eTest, SmoothQuantReturnsItsScalesAndTheSmoothedCodes) {
     absl::StatusOr<SmoothQuantResult> local =
         SmoothQuant(w.data(), kOut, kIn, max_abs, &gram, options);
     ASSERT_TRUE(local.ok()) << local.status();
-    EXPECT_EQ(r.channel_scales, Bytes(local->scales));
+    EXPECT_EQ(r.part(Part::kChannelScales), Bytes(local->scales));
     QuantizedTensor q = AllocateQuantized(*MakeLayout(*ParseScheme("int8"), {kOut, kIn}));
     ASSERT_TRUE(Quantize(local->smoothed_weight.data(), q).ok());
-    EXPECT_EQ(r.codes, q.codes);
-    EXPECT_EQ(r.scales, Bytes(q.scales));
+    EXPECT_EQ(r.part(Part::kCodes), q.codes);
+    EXPECT_EQ(r.part(Part::kScales), Bytes(q.scales));
     std::vector<float> w_hat(w.size());
     Dequantize(q, w_hat.data());
     for (int64_t o = 0; o < kOut; ++o) {
@@ -302,7 +302,7 @@ TEST_F(MethodsE2eTest, SmoothQuantReturnsItsScalesAndTheSmoothedCodes) {
         w_hat[static_cast<size_t>(o * kIn + j)] /= local->scales[static_cast<size_t>(j)];
       }
     }
-    EXPECT_EQ(Floats(r.fake_quant), w_hat);
+    EXPECT_EQ(Floats(r.part(Part::kFakeQuant)), w_hat);
     ASSERT_TRUE(r.output_metrics.has_value());
     EXPECT_GT(r.output_metrics->relative_error(), 0);
   }
@@ -372,7 +372,7 @@ TEST_F(MethodsE2eTest, AMethodWithoutTheSetItNeedsIsInvalidArgument) {
       w.data(), *MakeLayout(*ParseScheme("int4_g128"), {kOut, kIn}), Gram(),
       options);
   ASSERT_TRUE(local.ok()) << local.status();
-  EXPECT_EQ(replies->at(t.name).codes, local->quantized.codes);
+  EXPECT_EQ(replies->at(t.name).part(Part::kCodes), local->quantized.codes);
 }
 
 }  // namespace

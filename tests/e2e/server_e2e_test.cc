@@ -21,6 +21,7 @@
 namespace quantd {
 namespace {
 
+using testing::PartCrc;
 using testing::AppendTensor;
 using testing::ChannelTo;
 using testing::RandomWeights;
@@ -83,8 +84,8 @@ void ExpectSameBytes(const Assembled& a, const QuantizedTensor& q) {
   EXPECT_EQ(0, std::memcmp(a.scales.data(), q.scales.data(), a.scales.size()));
   EXPECT_EQ(a.zero_points,
             std::string(q.zero_points.begin(), q.zero_points.end()));
-  EXPECT_EQ(a.result.codes_crc32c(), Crc32c(a.codes.data(), a.codes.size()));
-  EXPECT_EQ(a.result.scales_crc32c(), Crc32c(a.scales.data(), a.scales.size()));
+  EXPECT_EQ(PartCrc(a.result, v1::ShardChunk::PART_CODES), Crc32c(a.codes.data(), a.codes.size()));
+  EXPECT_EQ(PartCrc(a.result, v1::ShardChunk::PART_SCALES), Crc32c(a.scales.data(), a.scales.size()));
 }
 
 class ServerE2eTest : public ::testing::Test {
@@ -217,7 +218,7 @@ TEST_F(ServerE2eTest, FakeQuantOutputEqualsDequantizedKernelOutput) {
   ASSERT_EQ(out["w"].fake_quant.size(), deq.size() * 4);
   EXPECT_EQ(0, std::memcmp(out["w"].fake_quant.data(), deq.data(),
                            out["w"].fake_quant.size()));
-  EXPECT_EQ(out["w"].result.fake_quant_crc32c(),
+  EXPECT_EQ(PartCrc(out["w"].result, v1::ShardChunk::PART_FAKE_QUANT),
             Crc32c(deq.data(), deq.size() * 4));
 }
 

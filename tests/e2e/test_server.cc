@@ -160,4 +160,16 @@ absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
   return response.substr(body + 4);
 }
 
+uint32_t PartCrc(const v1::TensorResult& result, v1::ShardChunk::Part part) {
+  uint32_t crc = 0;
+  int found = 0;
+  for (const v1::PartInfo& info : result.parts()) {
+    if (info.part() != part) continue;
+    ++found;
+    crc = info.crc32c();
+  }
+  EXPECT_LE(found, 1) << "part " << part << " listed " << found << " times";
+  return crc;
+}
+
 }  // namespace quantd::testing

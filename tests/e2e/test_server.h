@@ -59,6 +59,9 @@ inline absl::Span<const uint8_t> AsBytes(const void* p, size_t bytes) {
   return {static_cast<const uint8_t*>(p), bytes};
 }
 std::vector<float> Floats(const std::vector<uint8_t>& bytes);
+// The CRC-32C a TensorResult lists for `part` (its PartInfo), or 0 when the
+// result lists no such part. Fails the test if the part is listed twice.
+uint32_t PartCrc(const v1::TensorResult& result, v1::ShardChunk::Part part);
 
 // GET http://127.0.0.1:port/path; the body, or an error.
 absl::StatusOr<std::string> HttpGet(int port, const std::string& path);

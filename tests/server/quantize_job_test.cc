@@ -70,15 +70,20 @@ TEST(QuantizeJobTest, BlockFormatsGiveTheKernelsBytesAndMetrics) {
       std::atomic<bool> cancelled{false};
       absl::StatusOr<TensorOutput> out = RunQuantizeJob(input, cancelled);
       ASSERT_TRUE(out.ok()) << out.status();
-      EXPECT_EQ(out->quantized.codes, want);
-      EXPECT_TRUE(out->quantized.scales.empty());
-      EXPECT_TRUE(out->quantized.zero_points.empty());
-      EXPECT_EQ(out->send_packed, output != OutputKind::kFakeQuant);
+      // Codes only when packed output is asked for: a fake-quant job sends
+      // the dequantized values alone.
+      EXPECT_EQ(out->parts[Part::kCodes].Values<uint8_t>(),
+                output == OutputKind::kFakeQuant ? std::vector<uint8_t>{}
+                                                 : want);
+      EXPECT_TRUE(out->parts[Part::kScales].empty());
+      EXPECT_TRUE(out->parts[Part::kZeroPoints].empty());
+      EXPECT_EQ(out->parts[Part::kCodes].empty(),
+                output == OutputKind::kFakeQuant);
       if (output == OutputKind::kPacked) {
-        EXPECT_TRUE(out->fake_quant.empty());
+        EXPECT_TRUE(out->parts[Part::kFakeQuant].empty());
       } else {
-        ASSERT_EQ(out->fake_quant.size(), want_hat.size());
-        EXPECT_EQ(0, std::memcmp(out->fake_quant.data(), want_hat.data(),
+        ASSERT_EQ(out->parts[Part::kFakeQuant].size() / 4, want_hat.size());
+        EXPECT_EQ(0, std::memcmp(out->parts[Part::kFakeQuant].bytes().data(), want_hat.data(),
                                  want_hat.size() * sizeof(float)));
       }
       EXPECT_EQ(out->metrics.mse, want_metrics.mse);
@@ -88,8 +93,8 @@ TEST(QuantizeJobTest, BlockFormatsGiveTheKernelsBytesAndMetrics) {
       EXPECT_DOUBLE_EQ(out->metrics.bits_per_weight,
                        8.0 * f.block_bytes / f.block_size);
       EXPECT_GT(out->metrics.sqnr_db, 10.0);
-      if (out->send_packed) {
-        EXPECT_EQ(out->codes_crc32c, Crc32c(want.data(), want.size()));
+      if (output != OutputKind::kFakeQuant) {
+        EXPECT_EQ(out->crc32c[Part::kCodes], Crc32c(want.data(), want.size()));
         EXPECT_EQ(out->bytes_out,
                   static_cast<int64_t>(want.size()) +
                       (output == OutputKind::kBoth
@@ -122,7 +127,7 @@ TEST(QuantizeJobTest, BlockFormatsFromHalfPrecisionInput) {
   std::atomic<bool> cancelled{false};
   absl::StatusOr<TensorOutput> out = RunQuantizeJob(input, cancelled);
   ASSERT_TRUE(out.ok()) << out.status();
-  EXPECT_EQ(out->quantized.codes, want);
+  EXPECT_EQ(out->parts[Part::kCodes].Values<uint8_t>(), want);
 }
 
 TEST(QuantizeJobTest, ImportanceWeightsReachTheKernels) {
@@ -152,14 +157,14 @@ TEST(QuantizeJobTest, ImportanceWeightsReachTheKernels) {
           << out.status();
       continue;
     }
-    EXPECT_EQ(out->quantized.codes, want);
+    EXPECT_EQ(out->parts[Part::kCodes].Values<uint8_t>(), want);
     std::vector<uint8_t> plain(want.size());
     ASSERT_TRUE(
         GgmlQuantize(f, w.data(), rows, row_length, nullptr, plain.data()).ok());
     if (f.uses_importance) {
-      EXPECT_NE(out->quantized.codes, plain);
+      EXPECT_NE(out->parts[Part::kCodes].Values<uint8_t>(), plain);
     } else {
-      EXPECT_EQ(out->quantized.codes, plain);
+      EXPECT_EQ(out->parts[Part::kCodes].Values<uint8_t>(), plain);
     }
   }
 }
@@ -211,24 +216,31 @@ TEST(QuantizeJobTest, FloatCodebookHqqOutputsAndWorkingSet) {
       absl::StatusOr<TensorOutput> out = RunQuantizeJob(input, cancelled);
       ASSERT_TRUE(out.ok()) << out.status();
       const bool packed = kind != OutputKind::kFakeQuant;
-      EXPECT_EQ(out->fake_quant.empty(), kind == OutputKind::kPacked);
-      EXPECT_EQ(out->send_packed, packed);
-      const int64_t parts =
-          static_cast<int64_t>(out->quantized.codes.size() +
-                               4 * out->quantized.scales.size() +
-                               out->block_scales.size() +
-                               4 * out->second_scales.size() +
-                               4 * out->codebooks.size() +
-                               4 * out->zero_points_f32.size());
+      // Every part the table says the layout and kind have, no other, each
+      // of its size and checksummed.
+      int64_t parts = 0;  // bytes of the packed parts
+      for (const PartSpec& spec : PartTable()) {
+        SCOPED_TRACE(spec.name);
+        const PartBuffer& part = out->parts[spec.part];
+        EXPECT_EQ(static_cast<int64_t>(part.size()),
+                  PartBytes(spec, layout, kind));
+        EXPECT_EQ(out->crc32c[spec.part],
+                  part.empty() ? 0u : Crc32c(part.bytes().data(), part.size()));
+        if (spec.part != Part::kFakeQuant) {
+          parts += static_cast<int64_t>(part.size());
+        }
+      }
+      EXPECT_EQ(out->parts[Part::kFakeQuant].empty(),
+                kind == OutputKind::kPacked);
+      EXPECT_EQ(out->parts[Part::kCodes].empty(), !packed);
+      EXPECT_EQ(out->bytes_out,
+                parts + static_cast<int64_t>(
+                            out->parts[Part::kFakeQuant].size()));
       if (packed) {
-        EXPECT_EQ(out->bytes_out,
-                  parts + static_cast<int64_t>(4 * out->fake_quant.size()));
-        EXPECT_GT(out->codes_crc32c, 0u);
+        EXPECT_GT(out->crc32c[Part::kCodes], 0u);
       } else {
+        EXPECT_EQ(parts, 0);
         EXPECT_EQ(out->bytes_out, static_cast<int64_t>(4 * w.size()));
-        EXPECT_TRUE(out->block_scales.empty() && out->codebooks.empty() &&
-                    out->zero_points_f32.empty() &&
-                    out->second_scales.empty());
       }
       // Input, dequantized values and the parts (twice: the kernel's
       // result beside the preallocated buffers) at least.

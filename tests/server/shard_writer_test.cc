@@ -1,132 +1,198 @@
 #include "server/shard_writer.h"
 
+#include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "kernels/crc32c.h"
-#include "kernels/quantize.h"
+#include "kernels/parts.h"
+#include "proto/wire_convert.h"
 
 namespace quantd {
 namespace {
 
-TensorOutput MakeOutput(int64_t rows, int64_t cols, bool symmetric,
-                        bool fake_quant) {
-  Scheme scheme;
-  scheme.format = "int4";
-  scheme.symmetric = symmetric;
-  absl::StatusOr<Layout> layout = MakeLayout(scheme, {rows, cols});
-  EXPECT_TRUE(layout.ok());
+// Distinct bytes per part and position, so a part sent in another part's
+// place, or at a wrong offset, shows.
+std::vector<uint8_t> Pattern(size_t n, int seed) {
+  std::vector<uint8_t> v(n);
+  for (size_t i = 0; i < n; ++i) {
+    v[i] = static_cast<uint8_t>(i * 7 + static_cast<size_t>(seed) * 31 + 1);
+  }
+  return v;
+}
+
+// An output for `scheme_text` on `shape` with every part the layout and
+// `kind` imply filled (sizes from the table, as the job seals them).
+TensorOutput MakeOutput(const std::string& scheme_text,
+                        const std::vector<int64_t>& shape, OutputKind kind) {
+  absl::StatusOr<Scheme> scheme = ParseScheme(scheme_text);
+  EXPECT_TRUE(scheme.ok()) << scheme.status();
+  absl::StatusOr<Layout> layout = MakeLayout(*scheme, shape);
+  EXPECT_TRUE(layout.ok()) << layout.status();
   TensorOutput out;
   out.name = "t";
-  out.quantized = AllocateQuantized(*layout);
-  for (size_t i = 0; i < out.quantized.codes.size(); ++i) {
-    out.quantized.codes[i] = static_cast<uint8_t>(i * 7);
+  out.layout = *layout;
+  for (const PartSpec& spec : PartTable()) {
+    const int64_t bytes = PartBytes(spec, out.layout, kind);
+    if (bytes == 0) continue;
+    std::vector<uint8_t> v =
+        Pattern(static_cast<size_t>(bytes), static_cast<int>(spec.part));
+    out.crc32c[spec.part] = Crc32c(v.data(), v.size());
+    out.bytes_out += bytes;
+    out.parts[spec.part] = PartBuffer::Adopt(std::move(v));
   }
-  if (fake_quant) out.fake_quant.assign(static_cast<size_t>(rows * cols), 0.5f);
-  out.send_packed = true;
   return out;
 }
 
-// Reassembles parts from the messages, checking order and offsets.
+// What came out of a writer: each part reassembled, the result, counts.
 struct Collected {
-  std::string codes, scales, zero_points, fake_quant;
+  std::map<Part, std::string> parts;
+  std::vector<Part> order;  // parts in the order their first chunk came
+  v1::TensorResult result;
   int results = 0;
-  int messages = 0;
+  int chunks = 0;
 };
 
+// Drains `writer`, checking every chunk: the tensor's name, at most
+// `max_chunk` bytes, a part the table knows, contiguous offsets, its own
+// CRC-32C, and nothing after the result.
 Collected Drain(ShardWriter& writer, int64_t max_chunk) {
   Collected c;
   v1::QuantizeResponse r;
-  int last_part = 0;
   while (writer.Next(&r)) {
-    ++c.messages;
     if (r.has_result()) {
       ++c.results;
+      c.result = r.result();
       EXPECT_EQ(r.result().tensor(), "t");
       continue;
     }
-    EXPECT_EQ(c.results, 0) << "shard after result";
+    EXPECT_EQ(c.results, 0) << "chunk after the result";
+    ++c.chunks;
     const v1::ShardChunk& s = r.shard();
     EXPECT_EQ(s.tensor(), "t");
+    EXPECT_GT(s.data().size(), 0u) << "empty chunk";
     EXPECT_LE(static_cast<int64_t>(s.data().size()), max_chunk);
-    EXPECT_GE(s.part(), last_part) << "parts out of order";
-    last_part = s.part();
-    std::string* dst = s.part() == v1::ShardChunk::PART_CODES   ? &c.codes
-                       : s.part() == v1::ShardChunk::PART_SCALES ? &c.scales
-                       : s.part() == v1::ShardChunk::PART_ZERO_POINTS
-                           ? &c.zero_points
-                           : &c.fake_quant;
-    EXPECT_EQ(s.offset(), dst->size());
+    const PartSpec* spec = SpecOfWire(s.part());
+    if (spec == nullptr) {
+      ADD_FAILURE() << "unknown part " << s.part();
+      continue;
+    }
+    if (c.order.empty() || c.order.back() != spec->part) {
+      c.order.push_back(spec->part);
+    }
+    std::string& dst = c.parts[spec->part];
+    EXPECT_EQ(s.offset(), dst.size()) << spec->name;
     EXPECT_EQ(s.crc32c(), Crc32c(s.data().data(), s.data().size()));
-    dst->append(s.data());
+    dst.append(s.data());
   }
   return c;
 }
 
-TEST(ShardWriterTest, SplitsEveryPartIntoBoundedChunksInOrder) {
-  TensorOutput out = MakeOutput(16, 64, /*symmetric=*/false, /*fake_quant=*/true);
-  const QuantizedTensor q = out.quantized;
-  const std::vector<float> fq = out.fake_quant;
-  ShardWriter writer(std::move(out), 0.25, 100);
-  Collected c = Drain(writer, 100);
-  EXPECT_EQ(c.results, 1);
-  EXPECT_TRUE(writer.done());
-  EXPECT_EQ(c.codes, std::string(q.codes.begin(), q.codes.end()));
-  EXPECT_EQ(c.scales.size(), q.scales.size() * 4);
-  EXPECT_EQ(c.zero_points.size(), q.zero_points.size());
-  EXPECT_EQ(c.fake_quant.size(), fq.size() * 4);
+std::string Bytes(const PartBuffer& b) {
+  return std::string(b.bytes().begin(), b.bytes().end());
+}
+
+// Every family and output kind: each part the layout has arrives whole, in
+// table order, each part once, bounded chunks; the result lists exactly the
+// parts sent with their sizes and checksums.
+TEST(ShardWriterTest, EveryPartOfEveryFamilyArrivesWholeInTableOrder) {
+  struct Case {
+    const char* scheme;
+    std::vector<int64_t> shape;
+  };
+  const Case cases[] = {
+      {"int4_asym_g32", {4, 64}},    {"int8", {3, 40}},
+      {"q4_0", {3, 64}},             {"q4_k", {2, 256}},
+      {"nf4_dq", {4, 256}},          {"ocp_mxfp4", {2, 64}},
+      {"kmeans4_g64", {4, 128}},     {"hqq4", {4, 128}},
+      {"int4_g32+awq", {4, 64}},     {"int4_g32+gptq(act_order)", {4, 64}},
+      {"fp8_e4m3", {4, 32}},
+  };
+  for (const Case& test : cases) {
+    for (OutputKind kind :
+         {OutputKind::kPacked, OutputKind::kFakeQuant, OutputKind::kBoth}) {
+      SCOPED_TRACE(::testing::Message()
+                   << test.scheme << " output " << static_cast<int>(kind));
+      TensorOutput out = MakeOutput(test.scheme, test.shape, kind);
+      const TensorOutput want = out;  // shares the parts' bytes
+      for (int64_t max_chunk : {int64_t{7}, int64_t{100}, int64_t{1} << 20}) {
+        SCOPED_TRACE(max_chunk);
+        ShardWriter writer(want, 0.25, max_chunk);
+        const Collected c = Drain(writer, max_chunk);
+        EXPECT_EQ(c.results, 1);
+        EXPECT_TRUE(writer.done());
+        v1::QuantizeResponse r;
+        EXPECT_FALSE(writer.Next(&r));
+
+        std::vector<Part> sent;
+        for (const PartSpec& spec : PartTable()) {
+          if (!want.parts[spec.part].empty()) sent.push_back(spec.part);
+        }
+        EXPECT_FALSE(sent.empty());
+        EXPECT_EQ(c.order, sent) << "each part once, in table order";
+        for (Part p : sent) {
+          SCOPED_TRACE(SpecOf(p).name);
+          ASSERT_TRUE(c.parts.count(p));
+          EXPECT_EQ(c.parts.at(p), Bytes(want.parts[p]));
+        }
+        ASSERT_EQ(c.result.parts_size(), static_cast<int>(sent.size()));
+        for (int i = 0; i < c.result.parts_size(); ++i) {
+          const v1::PartInfo& info = c.result.parts(i);
+          EXPECT_EQ(info.part(), PartToProto(sent[static_cast<size_t>(i)]));
+          EXPECT_EQ(info.bytes(), want.parts[sent[static_cast<size_t>(i)]].size());
+          EXPECT_EQ(info.crc32c(), want.crc32c[sent[static_cast<size_t>(i)]]);
+        }
+        EXPECT_EQ(c.result.bytes_out(), static_cast<uint64_t>(want.bytes_out));
+        EXPECT_EQ(c.result.queue_seconds(), 0.25);
+      }
+    }
+  }
+}
+
+TEST(ShardWriterTest, ChunkCountIsEachPartsCeilingOverTheBound) {
+  TensorOutput out = MakeOutput("int4_asym_g32", {4, 64}, OutputKind::kBoth);
+  // codes 128 B, scales 32 B, zero points 8 B, fake quant 1024 B.
+  ShardWriter writer(std::move(out), 0, 100);
+  const Collected c = Drain(writer, 100);
+  EXPECT_EQ(c.chunks, 2 + 1 + 1 + 11);
 }
 
 TEST(ShardWriterTest, SymmetricHasNoZeroPointMessages) {
-  ShardWriter writer(MakeOutput(2, 8, /*symmetric=*/true, false), 0, 1 << 20);
-  Collected c = Drain(writer, 1 << 20);
-  EXPECT_TRUE(c.zero_points.empty());
-  EXPECT_TRUE(c.fake_quant.empty());
-  EXPECT_EQ(c.messages, 3);  // codes, scales, result
+  ShardWriter writer(MakeOutput("int4", {2, 8}, OutputKind::kPacked), 0,
+                     1 << 20);
+  const Collected c = Drain(writer, 1 << 20);
+  EXPECT_EQ(c.order, (std::vector<Part>{Part::kCodes, Part::kScales}));
+  EXPECT_EQ(c.chunks, 2);
 }
 
-TEST(ShardWriterTest, ResultCarriesLayout) {
-  ShardWriter writer(MakeOutput(3, 10, false, false), 1.5, 1 << 20);
-  v1::QuantizeResponse r;
-  v1::TensorResult result;
-  while (writer.Next(&r)) {
-    if (r.has_result()) result = r.result();
-  }
+TEST(ShardWriterTest, ResultCarriesLayoutAndScalars) {
+  TensorOutput out = MakeOutput("int4_asym", {3, 10}, OutputKind::kPacked);
+  out.tensor_scale = 0.5f;
+  out.scale_offset = -0.25f;
+  out.bytes_in = 120;
+  out.compute_seconds = 2.5;
+  ShardWriter writer(std::move(out), 1.5, 1 << 20);
+  const Collected c = Drain(writer, 1 << 20);
+  const v1::TensorResult& result = c.result;
   EXPECT_EQ(result.layout().rows(), 3u);
   EXPECT_EQ(result.layout().row_length(), 10u);
   EXPECT_EQ(result.layout().bits(), 4u);
   EXPECT_TRUE(result.layout().has_zero_points());
+  EXPECT_EQ(result.layout().tensor_scale(), 0.5f);
+  EXPECT_EQ(result.layout().scale_offset(), -0.25f);
+  EXPECT_EQ(result.bytes_in(), 120u);
+  EXPECT_EQ(result.compute_seconds(), 2.5);
   EXPECT_EQ(result.queue_seconds(), 1.5);
-  EXPECT_FALSE(writer.Next(&r));
 }
 
 TEST(ShardWriterTest, BlockFormatSendsOnlyCodesAndDescribesTheBlock) {
-  absl::StatusOr<Layout> layout = MakeLayout(*ParseScheme("q4_0"), {3, 64});
-  ASSERT_TRUE(layout.ok()) << layout.status();
-  TensorOutput out;
-  out.name = "t";
-  out.quantized = AllocateQuantized(*layout);
-  ASSERT_EQ(out.quantized.codes.size(), 3u * 2 * 18);
-  for (size_t i = 0; i < out.quantized.codes.size(); ++i) {
-    out.quantized.codes[i] = static_cast<uint8_t>(i * 13);
-  }
-  out.metrics.bits_per_weight = layout->BitsPerWeight();
-  ShardWriter writer(out, 0, 50);
-  v1::QuantizeResponse r;
-  v1::TensorResult result;
-  Collected c;
-  while (writer.Next(&r)) {
-    if (r.has_result()) {
-      result = r.result();
-      continue;
-    }
-    ASSERT_EQ(r.shard().part(), v1::ShardChunk::PART_CODES);
-    c.codes.append(r.shard().data());
-  }
-  EXPECT_EQ(c.codes, std::string(out.quantized.codes.begin(),
-                                 out.quantized.codes.end()));
-  const v1::Layout& l = result.layout();
+  ShardWriter writer(MakeOutput("q4_0", {3, 64}, OutputKind::kPacked), 0, 50);
+  const Collected c = Drain(writer, 50);
+  EXPECT_EQ(c.order, std::vector<Part>{Part::kCodes});
+  EXPECT_EQ(c.parts.at(Part::kCodes).size(), 3u * 2 * 18);
+  const v1::Layout& l = c.result.layout();
   EXPECT_EQ(l.scheme().format(), "Q4_0");
   EXPECT_EQ(l.packed_bytes(), 3u * 2 * 18);
   EXPECT_EQ(l.block_size(), 32u);
@@ -135,20 +201,17 @@ TEST(ShardWriterTest, BlockFormatSendsOnlyCodesAndDescribesTheBlock) {
   EXPECT_EQ(l.num_scales(), 0u);
   EXPECT_EQ(l.bits(), 0u);
   EXPECT_FALSE(l.has_zero_points());
-  EXPECT_EQ(result.metrics().bits_per_weight(), 4.5);
-  EXPECT_EQ(result.scales_crc32c(), 0u);
+  ASSERT_EQ(c.result.parts_size(), 1);
+  EXPECT_EQ(c.result.parts(0).part(), v1::ShardChunk::PART_CODES);
 }
 
 TEST(ShardWriterTest, IntLayoutHasNoBlockFields) {
-  ShardWriter writer(MakeOutput(3, 10, true, false), 0, 1 << 20);
-  v1::QuantizeResponse r;
-  v1::TensorResult result;
-  while (writer.Next(&r)) {
-    if (r.has_result()) result = r.result();
-  }
-  EXPECT_EQ(result.layout().block_size(), 0u);
-  EXPECT_EQ(result.layout().block_bytes(), 0u);
-  EXPECT_EQ(result.layout().ggml_type(), 0u);
+  ShardWriter writer(MakeOutput("int4", {3, 10}, OutputKind::kPacked), 0,
+                     1 << 20);
+  const Collected c = Drain(writer, 1 << 20);
+  EXPECT_EQ(c.result.layout().block_size(), 0u);
+  EXPECT_EQ(c.result.layout().block_bytes(), 0u);
+  EXPECT_EQ(c.result.layout().ggml_type(), 0u);
 }
 
 }  // namespace

@@ -53,7 +53,7 @@ from quantd.calibration import (ActivationRange, Calibration, OutputMetrics,
                                 W8A8Check, range_options)
 from quantd.checksum import crc32c, crc32c_combine
 from quantd.scheme import SchemeLike, parse_scheme
-from quantd.tensor import Layout, Metrics, QuantizedTensor
+from quantd.tensor import PART_TABLE, Layout, Metrics, QuantizedTensor
 
 __all__ = ["Client", "ServerInfo", "FormatInfo", "Limits"]
 
@@ -288,70 +288,50 @@ class _Pending:
         if self.corrupt:
             raise loss(self.corrupt)
         layout = Layout.from_proto(result.layout)
-        num_elements = 1
-        for d in self.job.shape:
-            num_elements *= d
-
-        def part(kind: int, what: str, size: int, want_crc: int) -> bytes:
-            crc, length = self.crcs.get(kind, (0, 0))
-            if length != size:
-                raise loss(f"{what} has {length} bytes, the layout says {size}")
-            if crc != want_crc:
-                raise loss(f"{what} crc32c {crc:#010x} differs from the server's "
-                           f"{want_crc:#010x}")
-            return b"".join(self.parts.pop(kind, []))
-
-        packed = output != pb.OUTPUT_KIND_FAKE_QUANT
-        fake = output in (pb.OUTPUT_KIND_FAKE_QUANT, pb.OUTPUT_KIND_BOTH)
-        codes = scales = zero_points = dequantized = None
-        extra: Dict[str, Any] = {}
-        if packed:
-            codes = np.frombuffer(part(pb.ShardChunk.PART_CODES, "codes",
-                                       layout.packed_bytes, result.codes_crc32c),
-                                  dtype=np.uint8)
-            raw = part(pb.ShardChunk.PART_SCALES, "scales", layout.num_scales * 4,
-                       result.scales_crc32c)
-            if layout.num_scales:
-                scales = np.frombuffer(raw, dtype="<f4").astype(
-                    np.float32, copy=False).reshape(layout.scales_shape)
-            raw = part(pb.ShardChunk.PART_ZERO_POINTS, "zero points",
-                       layout.num_scales if layout.has_zero_points else 0,
-                       result.zero_points_crc32c)
-            if layout.has_zero_points:
-                zero_points = np.frombuffer(raw, dtype=np.uint8).reshape(
-                    layout.scales_shape)
-            if has_field(pb.TensorResult, "block_scales_crc32c"):
-                extra = self._family_parts(layout, part, result)
-                if layout.has_zero_points_f32:
-                    zero_points = extra.pop("zero_points")
-            if has_field(pb.TensorResult, "group_index_crc32c"):
-                raw = part(pb.ShardChunk.PART_GROUP_INDEX, "group index",
-                           layout.row_length * 4 if layout.has_group_index
-                           else 0, result.group_index_crc32c)
-                if layout.has_group_index:
-                    g_idx = np.frombuffer(raw, dtype="<i4").astype(
-                        np.int32, copy=False)
-                    groups = layout.row_length // max(layout.group_size, 1)
-                    if g_idx.size and (g_idx.min() < 0 or
-                                       g_idx.max() >= groups):
-                        raise loss(f"group index outside [0, {groups})")
-                    extra["g_idx"] = g_idx
-        if fake:
-            raw = part(pb.ShardChunk.PART_FAKE_QUANT, "fake-quant values",
-                       num_elements * 4, result.fake_quant_crc32c)
-            dequantized = np.frombuffer(raw, dtype="<f4").astype(
-                np.float32, copy=False).reshape(self.job.shape)
-        channel_scales = None
-        if has_field(pb.TensorResult, "channel_scales_crc32c") and \
-                pb.ShardChunk.PART_CHANNEL_SCALES in self.crcs:
-            # AWQ / SmoothQuant: one f32 per input column, with every output.
-            raw = part(pb.ShardChunk.PART_CHANNEL_SCALES, "channel scales",
-                       layout.row_length * 4, result.channel_scales_crc32c)
-            channel_scales = np.frombuffer(raw, dtype="<f4").astype(
-                np.float32, copy=False)
-        if self.parts:
-            leftover = ", ".join(pb.ShardChunk.Part.Name(k) for k in self.parts)
+        listed: Dict[int, "pb.PartInfo"] = {}
+        for info in result.parts:
+            if info.part in listed:
+                raise loss(f"result lists {pb.ShardChunk.Part.Name(info.part)} "
+                           "twice")
+            listed[info.part] = info
+        fields: Dict[str, Any] = {}
+        for spec in PART_TABLE:
+            shape = spec.shape(layout, self.job.shape) \
+                if spec.sent(output) else None
+            want = 0 if shape is None else \
+                int(np.prod(shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize
+            crc, length = self.crcs.get(spec.wire, (0, 0))
+            info = listed.pop(spec.wire, None)
+            if length != want:
+                raise loss(f"{spec.name} has {length} bytes, the layout says "
+                           f"{want}")
+            if want == 0:
+                if info is not None:
+                    raise loss(f"result lists {spec.name}, which the layout "
+                               "and output do not have")
+                continue
+            if info is None or info.bytes != want:
+                raise loss(f"result lists {0 if info is None else info.bytes} "
+                           f"bytes of {spec.name}, the layout says {want}")
+            if crc != info.crc32c:
+                raise loss(f"{spec.name} crc32c {crc:#010x} differs from the "
+                           f"server's {info.crc32c:#010x}")
+            raw = b"".join(self.parts[spec.wire])
+            fields[spec.field] = np.frombuffer(raw, dtype=spec.dtype).astype(
+                np.dtype(spec.dtype).newbyteorder("="), copy=False).reshape(shape)
+        if listed:
+            raise loss("result lists unknown parts: " + ", ".join(
+                str(k) for k in listed))
+        wanted = {spec.wire for spec in PART_TABLE if spec.sent(output)}
+        unwanted = [k for k, v in self.parts.items() if v and k not in wanted]
+        if unwanted:
+            leftover = ", ".join(pb.ShardChunk.Part.Name(k) for k in unwanted)
             raise loss(f"parts not asked for: {leftover}")
+        g_idx = fields.get("g_idx")
+        if g_idx is not None and g_idx.size:
+            groups = layout.row_length // max(layout.group_size, 1)
+            if g_idx.min() < 0 or g_idx.max() >= groups:
+                raise loss(f"group index outside [0, {groups})")
         calibrated = {}
         if has_field(pb.TensorResult, "output_metrics"):
             if result.HasField("output_metrics"):
@@ -366,45 +346,14 @@ class _Pending:
                 calibrated["w8a8"] = W8A8Check.from_proto(result.w8a8)
         return QuantizedTensor(
             name=name, shape=self.job.shape, layout=layout, metrics=Metrics.from_proto(result.metrics),
-            codes=codes, scales=scales, zero_points=zero_points,
-            dequantized=dequantized, dtype=self.job.dtype_name,
+            **{"codes": None, "scales": None, "zero_points": None,
+               "dequantized": None, **fields},
+            dtype=self.job.dtype_name,
             bytes_in=result.bytes_in, bytes_out=result.bytes_out,
             queue_seconds=result.queue_seconds,
             compute_seconds=result.compute_seconds,
             seconds=time.monotonic() - self.sent, target=target,
-            attempts=self.job.attempts + 1, channel_scales=channel_scales,
-            **extra, **calibrated)
-
-    @staticmethod
-    def _family_parts(layout: Layout, part, result: "pb.TensorResult"
-                      ) -> Dict[str, Any]:
-        """The float, codebook and HQQ formats' extra parts, each checked
-        against the size its layout gives and its crc32c."""
-        out: Dict[str, Any] = {}
-        raw = part(pb.ShardChunk.PART_BLOCK_SCALES, "block scales",
-                   layout.num_block_scales, result.block_scales_crc32c)
-        if layout.num_block_scales:
-            out["block_scales"] = np.frombuffer(raw, dtype=np.uint8).reshape(
-                layout.block_scales_shape)
-        raw = part(pb.ShardChunk.PART_SECOND_SCALES, "second scales",
-                   layout.num_second_scales * 4, result.second_scales_crc32c)
-        if layout.num_second_scales:
-            out["second_scales"] = np.frombuffer(raw, dtype="<f4").astype(
-                np.float32, copy=False)
-        count = layout.num_codebooks * layout.codebook_entries
-        raw = part(pb.ShardChunk.PART_CODEBOOKS, "codebooks", count * 4,
-                   result.codebooks_crc32c)
-        if count:
-            out["codebooks"] = np.frombuffer(raw, dtype="<f4").astype(
-                np.float32, copy=False).reshape(layout.num_codebooks,
-                                                layout.codebook_entries)
-        raw = part(pb.ShardChunk.PART_ZERO_POINTS_F32, "f32 zero points",
-                   layout.num_scales * 4 if layout.has_zero_points_f32 else 0,
-                   result.zero_points_f32_crc32c)
-        if layout.has_zero_points_f32:
-            out["zero_points"] = np.frombuffer(raw, dtype="<f4").astype(
-                np.float32, copy=False).reshape(layout.scales_shape)
-        return out
+            attempts=self.job.attempts + 1, **calibrated)
 
 
 # --- the request side of one stream ----------------------------------------

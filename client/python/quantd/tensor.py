@@ -20,7 +20,7 @@ Layout), equal bit for bit to the server's values.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -95,6 +95,13 @@ class Layout:
     # GPTQ act_order with dynamic groups: QuantizedTensor.g_idx gives each
     # input column's group within its row (codes in the original order).
     has_group_index: bool = False
+    # How the codes were found: "rtn", "gptq", "awq", "smoothquant".
+    method: str = "rtn"
+
+    @property
+    def has_channel_scales(self) -> bool:
+        """AWQ and SmoothQuant return per-input-column scales s."""
+        return not self.is_block_format and self.method in ("awq", "smoothquant")
 
     @property
     def is_block_format(self) -> bool:
@@ -178,6 +185,8 @@ class Layout:
             tensor_scale=float(getattr(layout, "tensor_scale", 0.0)),
             scale_offset=float(getattr(layout, "scale_offset", 0.0)),
             has_group_index=bool(getattr(layout, "has_group_index", False)),
+            method=pb.QuantMethod.Name(layout.scheme.method)[len("QUANT_METHOD_"):]
+            .lower().replace("unspecified", "rtn"),
         )
 
 
@@ -348,6 +357,64 @@ def _nibbles(codes: np.ndarray, count: int, high_first: bool) -> np.ndarray:
     lo, hi = b & 0x0F, b >> 4
     pairs = np.stack((hi, lo) if high_first else (lo, hi), axis=1)
     return pairs.reshape(-1)[:count].copy()
+
+
+class PartSpec(NamedTuple):
+    """A row of the part table (kernels/parts.h): the ShardChunk.Part on the
+    wire, the QuantizedTensor field it fills, its element type, which
+    outputs carry it ("packed", "fake_quant" or "always") and its shape from
+    the layout and the input's shape (None when the layout has none)."""
+    wire: int
+    name: str
+    field: str
+    dtype: str
+    output: str
+    shape: Callable[["Layout", Tuple[int, ...]], Optional[Tuple[int, ...]]]
+
+    def sent(self, output: int) -> bool:
+        if self.output == "packed":
+            return output != pb.OUTPUT_KIND_FAKE_QUANT
+        if self.output == "fake_quant":
+            return output in (pb.OUTPUT_KIND_FAKE_QUANT, pb.OUTPUT_KIND_BOTH)
+        return True
+
+
+def _if(cond: bool, shape: Tuple[int, ...]) -> Optional[Tuple[int, ...]]:
+    return shape if cond else None
+
+
+# In wire order. HQQ's f32 zero points fill `zero_points` (a layout has
+# uint8 or f32 zero points, never both).
+PART_TABLE: Tuple[PartSpec, ...] = (
+    PartSpec(pb.ShardChunk.PART_CODES, "codes", "codes", "u1", "packed",
+             lambda l, s: (l.packed_bytes,)),
+    PartSpec(pb.ShardChunk.PART_SCALES, "scales", "scales", "<f4", "packed",
+             lambda l, s: _if(l.num_scales > 0 and not l.is_block_format,
+                              l.scales_shape)),
+    PartSpec(pb.ShardChunk.PART_ZERO_POINTS, "zero points", "zero_points", "u1",
+             "packed", lambda l, s: _if(l.has_zero_points, l.scales_shape)),
+    PartSpec(pb.ShardChunk.PART_BLOCK_SCALES, "block scales", "block_scales",
+             "u1", "packed",
+             lambda l, s: _if(l.num_block_scales > 0, l.block_scales_shape)),
+    PartSpec(pb.ShardChunk.PART_SECOND_SCALES, "second scales",
+             "second_scales", "<f4", "packed",
+             lambda l, s: _if(l.num_second_scales > 0, (l.num_second_scales,))),
+    PartSpec(pb.ShardChunk.PART_CODEBOOKS, "codebooks", "codebooks", "<f4",
+             "packed",
+             lambda l, s: _if(l.num_codebooks * l.codebook_entries > 0,
+                              (l.num_codebooks, l.codebook_entries))),
+    PartSpec(pb.ShardChunk.PART_ZERO_POINTS_F32, "f32 zero points",
+             "zero_points", "<f4", "packed",
+             lambda l, s: _if(l.has_zero_points_f32, l.scales_shape)),
+    PartSpec(pb.ShardChunk.PART_GROUP_INDEX, "group index", "g_idx", "<i4",
+             "packed", lambda l, s: _if(l.has_group_index, (l.row_length,))),
+    PartSpec(pb.ShardChunk.PART_FAKE_QUANT, "fake-quant values", "dequantized",
+             "<f4", "fake_quant", lambda l, s: tuple(s)),
+    PartSpec(pb.ShardChunk.PART_CHANNEL_SCALES, "channel scales",
+             "channel_scales", "<f4", "always",
+             lambda l, s: _if(l.has_channel_scales, (l.row_length,))),
+)
+
 
 
 @dataclasses.dataclass

@@ -100,16 +100,34 @@ def test_part_checks_against_the_result():
     layout = pb.Layout(scheme=pb.Scheme(format="int8", symmetric=True),
                        shape=[1, 8], rows=1, row_length=8, bits=8, group_size=8,
                        num_scales=1, packed_bytes=8)
-    good = pb.TensorResult(tensor="w", layout=layout,
-                           codes_crc32c=quantd.crc32c(codes),
-                           scales_crc32c=quantd.crc32c(scales))
+    good = pb.TensorResult(tensor="w", layout=layout, parts=[
+        pb.PartInfo(part=pb.ShardChunk.PART_CODES, bytes=8,
+                    crc32c=quantd.crc32c(codes)),
+        pb.PartInfo(part=pb.ShardChunk.PART_SCALES, bytes=4,
+                    crc32c=quantd.crc32c(scales))])
     q = pending.finish(good, pb.OUTPUT_KIND_PACKED, "t")
     np.testing.assert_array_equal(q.unpack_codes(), np.arange(8).reshape(1, 8))
     bad = pb.TensorResult()
     bad.CopyFrom(good)
-    bad.codes_crc32c ^= 1
+    bad.parts[0].crc32c ^= 1
     with pytest.raises(quantd.DataLossError, match="codes crc32c"):
         pending.finish(bad, pb.OUTPUT_KIND_PACKED, "t")
+    # A result listing a part twice, a part the layout lacks, a wrong size.
+    twice = pb.TensorResult()
+    twice.CopyFrom(good)
+    twice.parts.append(good.parts[0])
+    with pytest.raises(quantd.DataLossError, match="PART_CODES twice"):
+        pending.finish(twice, pb.OUTPUT_KIND_PACKED, "t")
+    extra = pb.TensorResult()
+    extra.CopyFrom(good)
+    extra.parts.append(pb.PartInfo(part=pb.ShardChunk.PART_ZERO_POINTS, bytes=1))
+    with pytest.raises(quantd.DataLossError, match="zero points, which the layout"):
+        pending.finish(extra, pb.OUTPUT_KIND_PACKED, "t")
+    sized = pb.TensorResult()
+    sized.CopyFrom(good)
+    sized.parts[1].bytes = 8
+    with pytest.raises(quantd.DataLossError, match="8 bytes of scales"):
+        pending.finish(sized, pb.OUTPUT_KIND_PACKED, "t")
     short = pb.TensorResult()
     short.CopyFrom(good)
     short.layout.packed_bytes = 9
