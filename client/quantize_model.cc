@@ -415,23 +415,13 @@ class Store {
     std::list<std::vector<uint8_t>> scalars;  // per-tensor f32 values
     const Layout& want = item.layout;
     if (!options_.fake_quant) {
-      // The reply's layout is the one its scheme and shape give (the client
-      // checked); it must be the one this output was planned for.
-      absl::StatusOr<Layout> got = LayoutFromProto(reply.layout);
-      v1::Layout want_proto;
-      LayoutToProto(want, &want_proto);
-      want_proto.set_tensor_scale(reply.layout.tensor_scale());
-      want_proto.set_scale_offset(reply.layout.scale_offset());
-      if (!got.ok() ||
-          want_proto.SerializeAsString() != reply.layout.SerializeAsString()) {
-        return absl::InternalError(absl::StrCat(
-            "tensor \"", name, "\": server layout (", reply.layout.bits(),
-            " bits, ", reply.layout.packed_bytes(), " packed bytes, ",
-            reply.layout.num_scales(), " scales, ",
-            reply.layout.num_block_scales(), " block scales) differs from the "
-            "client's (", want.bits, " bits, ", want.packed_bytes,
-            " packed bytes, ", want.num_groups, " scales, ",
-            want.num_block_scales, " block scales)"));
+      // The client checked the reply's layout against its scheme and shape;
+      // it must also be the one this output was planned for.
+      if (absl::Status s = CheckLayoutProto(want, reply.layout); !s.ok()) {
+        return absl::InternalError(
+            absl::StrCat("tensor \"", name, "\": server ", s.message(),
+                         "; the output was planned for ",
+                         SchemeToString(want.scheme)));
       }
     }
     for (const OutputEntry& e : OutputEntries(want, options_.fake_quant)) {

@@ -337,6 +337,11 @@ absl::StatusOr<Layout> LayoutFromProto(const v1::Layout& proto) {
     shape.push_back(static_cast<int64_t>(d));
   }
   QUANTD_ASSIGN_OR_RETURN(Layout layout, MakeLayout(scheme, shape));
+  QUANTD_RETURN_IF_ERROR(CheckLayoutProto(layout, proto));
+  return layout;
+}
+
+absl::Status CheckLayoutProto(const Layout& layout, const v1::Layout& proto) {
   v1::Layout want;
   LayoutToProto(layout, &want);
   want.set_tensor_scale(proto.tensor_scale());
@@ -346,10 +351,11 @@ absl::StatusOr<Layout> LayoutFromProto(const v1::Layout& proto) {
   differencer.ReportDifferencesToString(&differences);
   if (!differencer.Compare(want, proto)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "layout differs from what scheme ", SchemeToString(scheme),
-        " and its shape give: ", absl::StripTrailingAsciiWhitespace(differences)));
+        "layout differs from what scheme ", SchemeToString(layout.scheme),
+        " and its shape give: ",
+        absl::StripTrailingAsciiWhitespace(differences)));
   }
-  return layout;
+  return absl::OkStatus();
 }
 
 v1::ShardChunk::Part PartToProto(Part part) {

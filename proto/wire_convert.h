@@ -35,6 +35,9 @@ v1::LayoutKind LayoutKindToProto(LayoutKind kind);
 // per-tensor values aside). InvalidArgument naming the first field that
 // differs, or what SchemeFromProto / MakeLayout refuse.
 absl::StatusOr<Layout> LayoutFromProto(const v1::Layout& proto);
+// OK when `proto` is exactly LayoutToProto(layout) apart from the
+// per-tensor values; else InvalidArgument naming the fields that differ.
+absl::Status CheckLayoutProto(const Layout& layout, const v1::Layout& proto);
 // The ShardChunk.Part of a part-table row (PartSpec::wire), and back:
 // nullptr for PART_UNSPECIFIED or a value the table lacks.
 v1::ShardChunk::Part PartToProto(Part part);

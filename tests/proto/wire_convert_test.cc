@@ -144,6 +144,22 @@ TEST(WireConvertTest, LayoutRoundTripAndTamperedFieldsRefused) {
   EXPECT_FALSE(LayoutFromProto(no_shape).ok());
 }
 
+// A layout planned for one scheme and the proto of another: refused,
+// naming a field; the per-tensor values may differ.
+TEST(WireConvertTest, CheckLayoutProtoComparesAllButPerTensorValues) {
+  const Layout planned = *MakeLayout(*ParseScheme("int4_asym_g128"), {4, 256});
+  v1::Layout same;
+  LayoutToProto(planned, &same);
+  same.set_tensor_scale(2.0f);
+  same.set_scale_offset(-1.0f);
+  EXPECT_TRUE(CheckLayoutProto(planned, same).ok());
+  v1::Layout other;
+  LayoutToProto(*MakeLayout(*ParseScheme("int4_asym_g64"), {4, 256}), &other);
+  const absl::Status s = CheckLayoutProto(planned, other);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("group_size"), std::string::npos) << s;
+}
+
 TEST(WireConvertTest, DTypes) {
   for (DType d : {DType::kF32, DType::kF16, DType::kBF16}) {
     EXPECT_EQ(*DTypeFromProto(DTypeToProto(d)), d);

@@ -416,7 +416,6 @@ PART_TABLE: Tuple[PartSpec, ...] = (
 )
 
 
-
 @dataclasses.dataclass
 class QuantizedTensor:
     """One tensor's result. `codes`, `scales` and `zero_points` are set when

@@ -138,3 +138,18 @@ def test_part_checks_against_the_result():
                               data=b"x", crc32c=quantd.crc32c(b"x")))
     with pytest.raises(quantd.DataLossError, match="offset 3"):
         pending.finish(good, pb.OUTPUT_KIND_PACKED, "t")
+
+
+def test_part_table_covers_the_proto_enum_once_in_wire_order():
+    # Every ShardChunk.Part but UNSPECIFIED has one row, in the server's
+    # send order (kernels/parts.h: the packed parts, then fake quant, then
+    # channel scales).
+    from quantd.tensor import PART_TABLE
+    wires = [spec.wire for spec in PART_TABLE]
+    enum = [v.number for v in pb.ShardChunk.Part.DESCRIPTOR.values
+            if v.number != pb.ShardChunk.PART_UNSPECIFIED]
+    assert sorted(wires) == sorted(enum)
+    assert len(set(wires)) == len(wires)
+    assert wires[-2:] == [pb.ShardChunk.PART_FAKE_QUANT,
+                          pb.ShardChunk.PART_CHANNEL_SCALES]
+    assert len({spec.name for spec in PART_TABLE}) == len(PART_TABLE)
