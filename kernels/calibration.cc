@@ -13,9 +13,9 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "dnnl.h"
 #include "kernels/convert.h"
 #include "kernels/internal/isa_kernels.h"
+#include "kernels/internal/linalg.h"
 
 namespace quantd {
 namespace {
@@ -49,21 +49,6 @@ class ScopedOmpThreads {
   const int saved_;
 };
 
-// Row-major C[M x N] = op(A) op(B) with beta = 0. The one place a oneDNN
-// status becomes an absl::Status in this file.
-absl::Status Sgemm(char transa, char transb, int64_t m, int64_t n, int64_t k,
-                   const float* a, int64_t lda, const float* b, int64_t ldb,
-                   float* c, int64_t ldc) {
-  const dnnl_status_t s = dnnl_sgemm(transa, transb, m, n, k, 1.0f, a, lda, b,
-                                     ldb, 0.0f, c, ldc);
-  if (s != dnnl_success) {
-    return absl::InternalError(absl::StrCat("oneDNN sgemm ", m, "x", n, "x", k,
-                                            " failed (status ",
-                                            static_cast<int>(s), ")"));
-  }
-  return absl::OkStatus();
-}
-
 // Adds the upper triangle (and diagonal panels) of XᵀX of `rows` rows of
 // `features` floats into `gram` (f64, features²). `scratch` holds
 // features x kGramPanel floats.
@@ -74,8 +59,9 @@ absl::Status AccumulateGramBlock(const float* x, int64_t rows,
   for (int64_t j = 0; j < features; j += kGramPanel) {
     const int64_t width = std::min(kGramPanel, features - j);
     const int64_t height = j + width;
-    absl::Status s = Sgemm('T', 'N', height, width, rows, x, features, x + j,
-                           features, scratch, width);
+    absl::Status s = internal::Sgemm(true, false, height, width, rows, 1.0f, x,
+                                     features, x + j, features, 0.0f, scratch,
+                                     width);
     if (!s.ok()) return s;
     for (int64_t r = 0; r < height; ++r) {
       double* dst = gram + r * features + j;
@@ -1047,9 +1033,10 @@ absl::StatusOr<OutputError> ComputeOutputError(
   ScopedOmpThreads omp_threads(gemm_threads);
   // Σ_r max(0, a_r G a_rᵀ) over the rows a_r of `a`.
   auto quadratic = [&](const float* a, int64_t rows) -> absl::StatusOr<double> {
-    absl::Status s = Sgemm('N', 'N', rows, in_features, in_features, a,
-                           in_features, g.data(), in_features, y.data(),
-                           in_features);
+    absl::Status s = internal::Sgemm(false, false, rows, in_features,
+                                     in_features, 1.0f, a, in_features,
+                                     g.data(), in_features, 0.0f, y.data(),
+                                     in_features);
     if (!s.ok()) return s;
     double total = 0;
     for (int64_t r = 0; r < rows; ++r) {

@@ -98,7 +98,8 @@ absl::Status Sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
       dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a,
                  lda, b, ldb, beta, c, ldc);
   if (status != dnnl_success) {
-    return absl::InternalError(absl::StrCat("oneDNN sgemm failed (status ",
+    return absl::InternalError(absl::StrCat("oneDNN sgemm ", m, "x", n, "x", k,
+                                            " failed (status ",
                                             static_cast<int>(status), ")"));
   }
   return absl::OkStatus();
