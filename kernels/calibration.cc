@@ -1,7 +1,5 @@
 #include "kernels/calibration.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
@@ -14,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/convert.h"
+#include "kernels/internal/calibration_internal.h"
 #include "kernels/internal/isa_kernels.h"
 #include "kernels/internal/linalg.h"
 
@@ -29,33 +28,13 @@ constexpr int64_t kGramPanel = 512;
 constexpr int64_t kOutputPanel = 256;
 constexpr int kLevelsKl = 128;
 
-bool IsPowerOfTwo(int64_t v) { return v > 0 && (v & (v - 1)) == 0; }
-
-// oneDNN with the OpenMP runtime sizes its team from the calling thread's
-// omp_get_max_threads(); this caps it for one call and restores it.
-class ScopedOmpThreads {
- public:
-  explicit ScopedOmpThreads(int threads)
-      : saved_(threads > 0 ? omp_get_max_threads() : 0) {
-    if (threads > 0) omp_set_num_threads(threads);
-  }
-  ~ScopedOmpThreads() {
-    if (saved_ > 0) omp_set_num_threads(saved_);
-  }
-  ScopedOmpThreads(const ScopedOmpThreads&) = delete;
-  ScopedOmpThreads& operator=(const ScopedOmpThreads&) = delete;
-
- private:
-  const int saved_;
-};
-
 // Adds the upper triangle (and diagonal panels) of XᵀX of `rows` rows of
 // `features` floats into `gram` (f64, features²). `scratch` holds
 // features x kGramPanel floats.
 absl::Status AccumulateGramBlock(const float* x, int64_t rows,
                                  int64_t features, int threads, double* gram,
                                  float* scratch) {
-  ScopedOmpThreads omp_threads(threads);
+  internal::ScopedOmpThreads omp_threads(threads);
   for (int64_t j = 0; j < features; j += kGramPanel) {
     const int64_t width = std::min(kGramPanel, features - j);
     const int64_t height = j + width;
@@ -162,7 +141,7 @@ absl::StatusOr<CalibrationAccumulator> CalibrationAccumulator::Create(
                      absl::StrCat("gram_block_rows ", options.gram_block_rows,
                                   " out of range [1, 2^20]"));
   }
-  if (!IsPowerOfTwo(options.tensor_histogram_bins) ||
+  if (!internal::IsPowerOfTwo(options.tensor_histogram_bins) ||
       options.tensor_histogram_bins < 16 ||
       options.tensor_histogram_bins > (1 << 20)) {
     return acc.Error(
@@ -171,7 +150,7 @@ absl::StatusOr<CalibrationAccumulator> CalibrationAccumulator::Create(
                      " is not a power of two in [16, 2^20]"));
   }
   if (options.channel_histogram_bins != 0 &&
-      (!IsPowerOfTwo(options.channel_histogram_bins) ||
+      (!internal::IsPowerOfTwo(options.channel_histogram_bins) ||
        options.channel_histogram_bins < 16 ||
        options.channel_histogram_bins > (1 << 16))) {
     return acc.Error(
@@ -913,7 +892,7 @@ absl::StatusOr<ClipRange> EstimateClipRange(const Histogram& histogram,
   if (options.method == RangeMethod::kMse && options.mse_candidates < 2) {
     return absl::InvalidArgumentError("mse_candidates must be >= 2");
   }
-  if (!IsPowerOfTwo(histogram.bins) || histogram.bins < 16 ||
+  if (!internal::IsPowerOfTwo(histogram.bins) || histogram.bins < 16 ||
       histogram.counts.size() != static_cast<size_t>(histogram.bins)) {
     return absl::InvalidArgumentError("histogram bins must be a power of two "
                                       ">= 16 with one count each");
@@ -1030,7 +1009,7 @@ absl::StatusOr<OutputError> ComputeOutputError(
   std::vector<float> d(static_cast<size_t>(panel) * in);
   std::vector<float> y(d.size());
   OutputError e;
-  ScopedOmpThreads omp_threads(gemm_threads);
+  internal::ScopedOmpThreads omp_threads(gemm_threads);
   // Σ_r max(0, a_r G a_rᵀ) over the rows a_r of `a`.
   auto quadratic = [&](const float* a, int64_t rows) -> absl::StatusOr<double> {
     absl::Status s = internal::Sgemm(false, false, rows, in_features,
