@@ -13,7 +13,7 @@
 
 #include "benchmark/benchmark.h"
 #include "dnnl.h"
-#include "kernels/calibration.h"
+#include "kernels/calibration_stats.h"
 
 namespace quantd {
 namespace {

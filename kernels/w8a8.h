@@ -7,7 +7,7 @@
 //   QuantizedTensor wq = AllocateQuantized(int8_per_channel_layout);  // n x k
 //   QUANTD_RETURN_IF_ERROR(Quantize(w, wq));
 //   QUANTD_ASSIGN_OR_RETURN(W8A8Weights weights, W8A8Weights::From(wq));
-//   // range: calibration.h's EstimateTensorRange (symmetric: s8 codes).
+//   // range: range_estimators.h's EstimateTensorRange (symmetric: s8 codes).
 //   W8A8Activations act = W8A8Activations::FromRange(range, true);
 //   QUANTD_ASSIGN_OR_RETURN(W8A8Report report,
 //       W8A8Check(x, m, w, n, k, weights, act, {}));
@@ -47,8 +47,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "kernels/calibration.h"
 #include "kernels/quantize.h"
+#include "kernels/range_estimators.h"
 
 namespace quantd {
 
@@ -66,7 +66,7 @@ struct W8A8Weights {
 
 // The static activation quantization.
 struct W8A8Activations {
-  // s_x: finite and > 0. calibration.h's ActivationRange::scale.
+  // s_x: finite and > 0. range_estimators.h's ActivationRange::scale.
   float scale = 1.0f;
   // 0 for symmetric s8 codes; with `asymmetric`, the u8 zero point in
   // [0, 255] (ActivationRange::zero_point).
@@ -76,7 +76,7 @@ struct W8A8Activations {
   // factors s, folded into the weight codes (which quantize W diag(s)).
   absl::Span<const float> smooth;
 
-  // From a static range of calibration.h (EstimateTensorRange, Int8Range):
+  // From a static range of range_estimators.h (EstimateTensorRange, Int8Range):
   // its scale, and its zero point as u8 codes when `symmetric` is false.
   static W8A8Activations FromRange(const ActivationRange& range,
                                    bool symmetric) {

@@ -14,9 +14,10 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "kernels/calibration.h"
 #include "kernels/metrics.h"
+#include "kernels/output_error.h"
 #include "kernels/parts.h"
+#include "kernels/range_estimators.h"
 #include "kernels/scheme.h"
 #include "quantd/v1/quantizer.pb.h"
 

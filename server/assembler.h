@@ -58,7 +58,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
-#include "kernels/calibration.h"
+#include "kernels/range_estimators.h"
 #include "kernels/scheme.h"
 #include "quantd/v1/quantizer.pb.h"
 #include "server/calibration_set.h"

@@ -40,7 +40,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/types/span.h"
-#include "kernels/calibration.h"
+#include "kernels/calibration_stats.h"
 #include "kernels/scheme.h"
 #include "server/memory_budget.h"
 

@@ -28,10 +28,11 @@
 #include <optional>
 
 #include "absl/status/statusor.h"
-#include "kernels/calibration.h"
 #include "kernels/metrics.h"
+#include "kernels/output_error.h"
 #include "kernels/parts.h"
 #include "kernels/quantize.h"
+#include "kernels/range_estimators.h"
 #include "kernels/scheme.h"
 #include "kernels/w8a8.h"
 #include "server/calibration_set.h"

@@ -18,10 +18,12 @@
 #include "absl/time/clock.h"
 #include "client/quantd_client.h"
 #include "gtest/gtest.h"
-#include "kernels/calibration.h"
+#include "kernels/calibration_stats.h"
 #include "kernels/convert.h"
 #include "kernels/crc32c.h"
 #include "kernels/ggml_formats.h"
+#include "kernels/output_error.h"
+#include "kernels/range_estimators.h"
 #include "tests/e2e/client_job.h"
 #include "tests/e2e/test_server.h"
 

@@ -17,12 +17,12 @@
 #include "absl/strings/str_cat.h"
 #include "client/quantd_client.h"
 #include "gtest/gtest.h"
-#include "kernels/calibration.h"
 #include "kernels/crc32c.h"
 #include "kernels/float_formats.h"
 #include "kernels/hqq.h"
 #include "kernels/metrics.h"
 #include "kernels/nonuniform.h"
+#include "kernels/output_error.h"
 #include "kernels/quantize.h"
 #include "tests/e2e/test_server.h"
 

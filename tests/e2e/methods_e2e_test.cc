@@ -19,7 +19,7 @@
 #include "client/quantd_client.h"
 #include "gtest/gtest.h"
 #include "kernels/awq.h"
-#include "kernels/calibration.h"
+#include "kernels/calibration_stats.h"
 #include "kernels/gptq.h"
 #include "kernels/quantize.h"
 #include "kernels/smoothquant.h"

@@ -1,4 +1,6 @@
-#include "kernels/calibration.h"
+#include "kernels/calibration_stats.h"
+#include "kernels/output_error.h"
+#include "kernels/range_estimators.h"
 
 #include <algorithm>
 #include <cmath>

@@ -31,7 +31,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "kernels/calibration.h"
+#include "kernels/calibration_stats.h"
+#include "kernels/output_error.h"
+#include "kernels/range_estimators.h"
 #include "kernels/scheme.h"
 
 namespace quantd {

@@ -9,8 +9,8 @@
 
 #include "absl/status/status.h"
 #include "gtest/gtest.h"
-#include "kernels/calibration.h"
 #include "kernels/quantize.h"
+#include "kernels/range_estimators.h"
 #include "kernels/scheme.h"
 
 namespace quantd {

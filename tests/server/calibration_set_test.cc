@@ -11,7 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
-#include "kernels/calibration.h"
+#include "kernels/calibration_stats.h"
 
 namespace quantd {
 namespace {
