@@ -132,7 +132,7 @@ LayoutKind LayoutKindOf(const Scheme& scheme) {
 }
 
 absl::StatusOr<FloatFormatOptions> FloatOptionsOf(const Scheme& scheme) {
-  if (!IsFloatFormatName(scheme.format)) {
+  if (LayoutKindOf(scheme) != LayoutKind::kFloat) {
     return absl::InvalidArgumentError(absl::StrCat(
         "format \"", scheme.format, "\" is not a float format"));
   }
