@@ -14,6 +14,7 @@
 #include "benchmark/benchmark.h"
 #include "kernels/gptq.h"
 #include "kernels/internal/linalg.h"
+#include "kernels/layout.h"
 #include "kernels/quantize.h"
 #include "kernels/scheme.h"
 

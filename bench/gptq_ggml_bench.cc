@@ -17,6 +17,7 @@
 #include "kernels/gptq.h"
 #include "kernels/gptq_ggml.h"
 #include "kernels/internal/linalg.h"
+#include "kernels/layout.h"
 #include "kernels/quantize.h"
 #include "kernels/scheme.h"
 

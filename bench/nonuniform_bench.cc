@@ -12,6 +12,7 @@
 
 #include "benchmark/benchmark.h"
 #include "kernels/hqq.h"
+#include "kernels/layout.h"
 #include "kernels/nonuniform.h"
 #include "kernels/quantize.h"
 #include "kernels/scheme.h"

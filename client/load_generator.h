@@ -38,6 +38,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "client/json.h"
+#include "kernels/dtype.h"
 #include "kernels/scheme.h"
 
 namespace quantd {

@@ -73,6 +73,8 @@
 #include "absl/types/span.h"
 #include "client/dispatcher.h"
 #include "client/json.h"
+#include "kernels/dtype.h"
+#include "kernels/layout.h"
 #include "kernels/scheme.h"
 #include "quantd/v1/quantizer.pb.h"
 

@@ -17,6 +17,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "kernels/crc32c.h"
+#include "kernels/dtype.h"
+#include "kernels/layout.h"
 #include "kernels/quantize.h"
 #include "kernels/scheme.h"
 #include "kernels/status_macros.h"

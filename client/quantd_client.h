@@ -39,6 +39,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "kernels/dtype.h"
+#include "kernels/layout.h"
 #include "kernels/parts.h"
 #include "kernels/scheme.h"
 #include "proto/wire_convert.h"

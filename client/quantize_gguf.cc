@@ -27,6 +27,7 @@
 #include "client/llama_presets.h"
 #include "client/quantd_client.h"
 #include "kernels/convert.h"
+#include "kernels/dtype.h"
 #include "kernels/scheme.h"
 #include "kernels/status_macros.h"
 

@@ -26,8 +26,8 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "kernels/gptq.h"
+#include "kernels/layout.h"
 #include "kernels/quantize.h"
-#include "kernels/scheme.h"
 
 namespace quantd {
 

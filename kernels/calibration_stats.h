@@ -54,7 +54,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "kernels/scheme.h"
+#include "kernels/dtype.h"
 
 namespace quantd {
 

@@ -11,7 +11,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
-#include "kernels/scheme.h"
+#include "kernels/dtype.h"
 
 namespace quantd {
 

@@ -29,6 +29,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "kernels/layout.h"
 #include "kernels/quantize.h"
 #include "kernels/scheme.h"
 

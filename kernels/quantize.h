@@ -18,8 +18,8 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "kernels/layout.h"
 #include "kernels/metrics.h"
-#include "kernels/scheme.h"
 
 namespace quantd {
 

@@ -171,9 +171,4 @@ int HqqBits(const Scheme& scheme);
 // keep compiling. New code includes layout.h.
 #include "kernels/layout.h"  // IWYU pragma: export
 
-// Temporary, until the files that take DType or FloatOptionsOf / HqqOptionsOf
-// from here include dtype.h or scheme_options.h.
-#include "kernels/dtype.h"
-#include "kernels/scheme_options.h"
-
 #endif  // QUANTD_KERNELS_SCHEME_H_

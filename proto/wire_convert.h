@@ -14,6 +14,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "kernels/dtype.h"
+#include "kernels/layout.h"
 #include "kernels/metrics.h"
 #include "kernels/output_error.h"
 #include "kernels/parts.h"

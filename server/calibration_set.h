@@ -41,7 +41,7 @@
 #include "absl/status/status.h"
 #include "absl/types/span.h"
 #include "kernels/calibration_stats.h"
-#include "kernels/scheme.h"
+#include "kernels/dtype.h"
 #include "server/memory_budget.h"
 
 namespace quantd {

@@ -16,6 +16,7 @@
 #include "kernels/gptq_ggml.h"
 #include "kernels/hqq.h"
 #include "kernels/nonuniform.h"
+#include "kernels/scheme_options.h"
 #include "kernels/smoothquant.h"
 #include "kernels/status_macros.h"
 

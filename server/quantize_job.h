@@ -28,6 +28,8 @@
 #include <optional>
 
 #include "absl/status/statusor.h"
+#include "kernels/dtype.h"
+#include "kernels/layout.h"
 #include "kernels/metrics.h"
 #include "kernels/output_error.h"
 #include "kernels/parts.h"

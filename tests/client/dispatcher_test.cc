@@ -26,6 +26,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
+#include "kernels/dtype.h"
 #include "kernels/scheme.h"
 #include "quantd/v1/quantizer.grpc.pb.h"
 #include "tests/e2e/test_server.h"

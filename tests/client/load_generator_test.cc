@@ -16,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
+#include "kernels/dtype.h"
 #include "kernels/scheme.h"
 #include "tests/e2e/test_server.h"
 

@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "gtest/gtest.h"
 #include "kernels/gptq.h"
+#include "kernels/layout.h"
 #include "kernels/quantize.h"
 #include "kernels/scheme.h"
 

@@ -37,6 +37,7 @@
 #include "absl/strings/str_split.h"
 #include "kernels/awq.h"
 #include "kernels/gptq.h"
+#include "kernels/layout.h"
 #include "kernels/quantize.h"
 #include "kernels/scheme.h"
 #include "kernels/smoothquant.h"

@@ -32,6 +32,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "kernels/calibration_stats.h"
+#include "kernels/dtype.h"
 #include "kernels/output_error.h"
 #include "kernels/range_estimators.h"
 #include "kernels/scheme.h"

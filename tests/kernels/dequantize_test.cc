@@ -13,12 +13,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
-#include "tests/kernels/scheme_cases.h"
 #include "kernels/cpu.h"
 #include "kernels/internal/isa_kernels.h"
+#include "kernels/layout.h"
 #include "kernels/metrics.h"
 #include "kernels/quantize.h"
 #include "kernels/scheme.h"
+#include "tests/kernels/scheme_cases.h"
 
 namespace quantd {
 namespace {

@@ -34,6 +34,7 @@
 #include "kernels/ggml_formats.h"
 #include "kernels/gptq.h"
 #include "kernels/gptq_ggml.h"
+#include "kernels/layout.h"
 #include "kernels/quantize.h"
 #include "kernels/scheme.h"
 #include "kernels/status_macros.h"

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "kernels/layout.h"
 #include "kernels/quantize.h"
 #include "kernels/scheme.h"
 

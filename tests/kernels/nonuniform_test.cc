@@ -15,6 +15,7 @@
 #include "gtest/gtest.h"
 #include "kernels/internal/isa_kernels.h"
 #include "kernels/internal/nonuniform_kernels.h"
+#include "kernels/layout.h"
 #include "kernels/quantize.h"
 #include "kernels/scheme.h"
 

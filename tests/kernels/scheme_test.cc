@@ -1,4 +1,6 @@
 #include "kernels/scheme.h"
+#include "kernels/dtype.h"
+#include "kernels/layout.h"
 
 #include <cstdint>
 #include <limits>

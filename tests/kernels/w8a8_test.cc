@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "gtest/gtest.h"
+#include "kernels/layout.h"
 #include "kernels/quantize.h"
 #include "kernels/range_estimators.h"
 #include "kernels/scheme.h"
