@@ -28,6 +28,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/status_macros.h"
 #include "client/safetensors.h"
 #include "kernels/convert.h"
 #include "kernels/dtype.h"
@@ -38,7 +39,6 @@
 #include "kernels/nonuniform.h"
 #include "kernels/quantize.h"
 #include "kernels/scheme.h"
-#include "kernels/status_macros.h"
 
 namespace quantd {
 namespace {

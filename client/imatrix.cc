@@ -8,11 +8,11 @@
 #include <vector>
 
 #include "absl/strings/match.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "base/status_macros.h"
 #include "client/gguf.h"
 #include "client/safetensors.h"  // MappedFile
-#include "kernels/status_macros.h"
 
 namespace quantd {
 namespace {

@@ -16,12 +16,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
-#include "kernels/crc32c.h"
+#include "base/crc32c.h"
 #include "kernels/dtype.h"
 #include "kernels/layout.h"
 #include "kernels/quantize.h"
 #include "kernels/scheme.h"
-#include "kernels/status_macros.h"
+#include "base/status_macros.h"
 
 namespace quantd {
 

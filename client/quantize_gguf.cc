@@ -21,6 +21,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "base/status_macros.h"
 #include "client/dispatcher.h"
 #include "client/gguf.h"
 #include "client/imatrix.h"
@@ -29,7 +30,6 @@
 #include "kernels/convert.h"
 #include "kernels/dtype.h"
 #include "kernels/scheme.h"
-#include "kernels/status_macros.h"
 
 namespace quantd {
 namespace {

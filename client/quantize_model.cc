@@ -37,12 +37,12 @@
 #include "client/overrides.h"
 #include "client/quantd_client.h"
 #include "client/safetensors.h"
-#include "kernels/crc32c.h"
+#include "base/crc32c.h"
 #include "kernels/dtype.h"
 #include "kernels/ggml_formats.h"
 #include "kernels/layout.h"
 #include "kernels/scheme.h"
-#include "kernels/status_macros.h"
+#include "base/status_macros.h"
 #include "kernels/version.h"
 
 namespace quantd {

@@ -18,9 +18,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/crc32c.h"
+#include "base/status_macros.h"
 #include "client/json.h"
-#include "kernels/crc32c.h"
-#include "kernels/status_macros.h"
 
 namespace quantd {
 namespace {

@@ -8,9 +8,9 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "kernels/internal/linalg.h"
 #include "kernels/internal/linalg_gram.h"
-#include "kernels/status_macros.h"
 
 namespace quantd {
 namespace {

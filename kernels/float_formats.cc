@@ -17,10 +17,10 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "kernels/cpu.h"
 #include "kernels/internal/float_kernels.h"
 #include "kernels/internal/isa_kernels.h"
-#include "kernels/status_macros.h"
 
 namespace quantd {
 namespace internal {

@@ -9,10 +9,10 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "kernels/internal/linalg.h"
-#include "kernels/internal/linalg_gram.h"
 #include "kernels/internal/linalg_gptq.h"
-#include "kernels/status_macros.h"
+#include "kernels/internal/linalg_gram.h"
 
 namespace quantd {
 namespace {

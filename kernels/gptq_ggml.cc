@@ -10,10 +10,10 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "kernels/convert.h"
 #include "kernels/internal/linalg_gptq.h"
 #include "kernels/internal/linalg_gram.h"
-#include "kernels/status_macros.h"
 
 namespace quantd {
 namespace {

@@ -6,9 +6,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "kernels/internal/isa_kernels.h"
 #include "kernels/quantize.h"
-#include "kernels/status_macros.h"
 
 namespace quantd {
 namespace {

@@ -10,11 +10,11 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/status_macros.h"
 #include "kernels/float_formats.h"
 #include "kernels/ggml_formats.h"
 #include "kernels/quantize.h"
 #include "kernels/scheme_options.h"
-#include "kernels/status_macros.h"
 
 namespace quantd {
 

@@ -11,11 +11,11 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "kernels/cpu.h"
 #include "kernels/internal/isa_kernels.h"
 #include "kernels/internal/nonuniform_kernels.h"
 #include "kernels/quantize.h"
-#include "kernels/status_macros.h"
 
 namespace quantd {
 namespace {

@@ -10,16 +10,16 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "base/status_macros.h"
 #include "kernels/float_formats.h"
 #include "kernels/ggml_formats.h"
 #include "kernels/quantize.h"
-#include "kernels/status_macros.h"
 
 namespace quantd {
 

@@ -8,11 +8,11 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "kernels/internal/linalg_gram.h"
 #include "kernels/layout.h"
 #include "kernels/quantize.h"
 #include "kernels/scheme.h"
-#include "kernels/status_macros.h"
 
 namespace quantd {
 namespace {

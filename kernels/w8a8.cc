@@ -11,10 +11,10 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "dnnl.hpp"
 #include "kernels/internal/linalg.h"
 #include "kernels/internal/linalg_gram.h"
-#include "kernels/status_macros.h"
 
 namespace quantd {
 namespace {

@@ -11,9 +11,9 @@
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "kernels/ggml_formats.h"
 #include "kernels/quantize.h"
-#include "kernels/status_macros.h"
 
 namespace quantd {
 

@@ -9,9 +9,9 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/types/span.h"
-#include "kernels/crc32c.h"
+#include "base/crc32c.h"
+#include "base/status_macros.h"
 #include "kernels/ggml_formats.h"
-#include "kernels/status_macros.h"
 #include "proto/wire_convert.h"
 
 namespace quantd {

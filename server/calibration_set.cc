@@ -5,8 +5,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "kernels/convert.h"
-#include "kernels/status_macros.h"
 
 namespace quantd {
 namespace {

@@ -9,7 +9,7 @@
 #include "absl/time/clock.h"
 #include "kernels/awq.h"
 #include "kernels/convert.h"
-#include "kernels/crc32c.h"
+#include "base/crc32c.h"
 #include "kernels/ggml_formats.h"
 #include "kernels/float_formats.h"
 #include "kernels/gptq.h"
@@ -18,7 +18,7 @@
 #include "kernels/nonuniform.h"
 #include "kernels/scheme_options.h"
 #include "kernels/smoothquant.h"
-#include "kernels/status_macros.h"
+#include "base/status_macros.h"
 
 namespace quantd {
 namespace {

@@ -4,7 +4,7 @@
 #include <iterator>
 #include <utility>
 
-#include "kernels/crc32c.h"
+#include "base/crc32c.h"
 #include "proto/wire_convert.h"
 
 namespace quantd {

@@ -7,8 +7,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "dnnl.h"
-#include "kernels/status_macros.h"
 
 namespace quantd {
 namespace internal {

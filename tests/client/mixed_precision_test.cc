@@ -23,13 +23,13 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/crc32c.h"
 #include "client/dispatcher.h"
 #include "client/json.h"
 #include "client/quantd_client.h"
 #include "client/quantize_model.h"
 #include "client/safetensors.h"
 #include "kernels/convert.h"
-#include "kernels/crc32c.h"
 #include "kernels/ggml_formats.h"
 #include "kernels/metrics.h"
 #include "kernels/quantize.h"

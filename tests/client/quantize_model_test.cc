@@ -23,11 +23,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "base/crc32c.h"
 #include "client/json.h"
 #include "client/quantd_client.h"
 #include "client/safetensors.h"
 #include "kernels/convert.h"
-#include "kernels/crc32c.h"
 #include "kernels/quantize.h"
 #include "proto/wire_convert.h"
 

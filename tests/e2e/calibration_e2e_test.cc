@@ -16,11 +16,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "base/crc32c.h"
 #include "client/quantd_client.h"
 #include "gtest/gtest.h"
 #include "kernels/calibration_stats.h"
 #include "kernels/convert.h"
-#include "kernels/crc32c.h"
 #include "kernels/ggml_formats.h"
 #include "kernels/output_error.h"
 #include "kernels/range_estimators.h"

@@ -15,9 +15,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/crc32c.h"
 #include "client/quantd_client.h"
 #include "gtest/gtest.h"
-#include "kernels/crc32c.h"
 #include "kernels/float_formats.h"
 #include "kernels/hqq.h"
 #include "kernels/metrics.h"

@@ -14,10 +14,10 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "base/crc32c.h"
 #include "client/quantd_client.h"
 #include "gtest/gtest.h"
 #include "kernels/convert.h"
-#include "kernels/crc32c.h"
 #include "kernels/ggml_formats.h"
 #include "kernels/metrics.h"
 #include "tests/e2e/test_server.h"

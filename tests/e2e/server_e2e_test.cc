@@ -11,9 +11,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/crc32c.h"
 #include "gtest/gtest.h"
 #include "kernels/convert.h"
-#include "kernels/crc32c.h"
 #include "kernels/quantize.h"
 #include "proto/wire_convert.h"
 #include "tests/e2e/test_server.h"

@@ -31,13 +31,13 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "base/status_macros.h"
 #include "kernels/ggml_formats.h"
 #include "kernels/gptq.h"
 #include "kernels/gptq_ggml.h"
 #include "kernels/layout.h"
 #include "kernels/quantize.h"
 #include "kernels/scheme.h"
-#include "kernels/status_macros.h"
 #include "kernels/w8a8.h"
 
 namespace {

@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/crc32c.h"
 #include "gtest/gtest.h"
-#include "kernels/crc32c.h"
 #include "kernels/ggml_formats.h"
 
 namespace quantd {

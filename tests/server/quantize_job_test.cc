@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "base/crc32c.h"
 #include "gtest/gtest.h"
 #include "kernels/convert.h"
-#include "kernels/crc32c.h"
 #include "kernels/ggml_formats.h"
 #include "kernels/metrics.h"
 

@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "base/crc32c.h"
 #include "gtest/gtest.h"
-#include "kernels/crc32c.h"
 #include "kernels/parts.h"
 #include "proto/wire_convert.h"
 

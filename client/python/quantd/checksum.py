@@ -8,7 +8,7 @@
     True
 
 The reflected polynomial 0x82F63B78 with initial value and final xor
-0xFFFFFFFF (iSCSI, RFC 3720), the same as the server's kernels/crc32c.h.
+0xFFFFFFFF (iSCSI, RFC 3720), the same as the server's base/crc32c.h.
 
 When the ``google-crc32c`` package is installed and has its C extension
 (``pip install quantd[fast-crc]``), its hardware implementation is used;

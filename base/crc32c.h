@@ -4,8 +4,8 @@
 //   uint32_t crc = Crc32c(data, size);
 //   crc = Crc32cExtend(crc, more, more_size);  // == Crc32c of the concatenation
 //   crc = Crc32cCombine(crc, Crc32c(more, more_size), more_size);  // the same
-#ifndef QUANTD_KERNELS_CRC32C_H_
-#define QUANTD_KERNELS_CRC32C_H_
+#ifndef QUANTD_BASE_CRC32C_H_
+#define QUANTD_BASE_CRC32C_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -27,4 +27,4 @@ uint32_t Crc32cCombine(uint32_t crc_a, uint32_t crc_b, uint64_t size_b);
 
 }  // namespace quantd
 
-#endif  // QUANTD_KERNELS_CRC32C_H_
+#endif  // QUANTD_BASE_CRC32C_H_

@@ -1,6 +1,6 @@
-#include "kernels/crc32c.h"
+#include "base/crc32c.h"
 
-#include "kernels/internal/crc32c_internal.h"
+#include "base/internal/crc32c_internal.h"
 
 #include <array>
 #include <cstdint>

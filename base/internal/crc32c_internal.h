@@ -1,7 +1,7 @@
 // Internal: the table-driven CRC-32C fallback, exposed so tests can check it
 // against Crc32cReference on CPUs that have SSE4.2.
-#ifndef QUANTD_KERNELS_INTERNAL_CRC32C_INTERNAL_H_
-#define QUANTD_KERNELS_INTERNAL_CRC32C_INTERNAL_H_
+#ifndef QUANTD_BASE_INTERNAL_CRC32C_INTERNAL_H_
+#define QUANTD_BASE_INTERNAL_CRC32C_INTERNAL_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -12,4 +12,4 @@ uint32_t Crc32cTable(uint32_t crc, const void* data, size_t size);
 
 }  // namespace quantd::internal
 
-#endif  // QUANTD_KERNELS_INTERNAL_CRC32C_INTERNAL_H_
+#endif  // QUANTD_BASE_INTERNAL_CRC32C_INTERNAL_H_

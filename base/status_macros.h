@@ -4,8 +4,8 @@
 //
 //   QUANTD_RETURN_IF_ERROR(Validate(header));
 //   QUANTD_ASSIGN_OR_RETURN(Layout layout, MakeLayout(scheme, shape));
-#ifndef QUANTD_KERNELS_STATUS_MACROS_H_
-#define QUANTD_KERNELS_STATUS_MACROS_H_
+#ifndef QUANTD_BASE_STATUS_MACROS_H_
+#define QUANTD_BASE_STATUS_MACROS_H_
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -28,4 +28,4 @@
   if (!statusor.ok()) return std::move(statusor).status();  \
   lhs = std::move(statusor).value()
 
-#endif  // QUANTD_KERNELS_STATUS_MACROS_H_
+#endif  // QUANTD_BASE_STATUS_MACROS_H_

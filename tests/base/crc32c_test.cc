@@ -1,12 +1,12 @@
-#include "kernels/crc32c.h"
+#include "base/crc32c.h"
 
 #include <cstdint>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "base/internal/crc32c_internal.h"
 #include "gtest/gtest.h"
-#include "kernels/internal/crc32c_internal.h"
 
 namespace quantd {
 namespace {
