@@ -161,9 +161,30 @@ absl::StatusOr<Scheme> OtherSchemeFromProto(const v1::Scheme& proto,
   return scheme;
 }
 
+// Scheme.text: parsed with ParseScheme, then through the same checks as a
+// scheme given field by field, so both forms refuse the same schemes.
+absl::StatusOr<Scheme> SchemeFromText(const v1::Scheme& proto) {
+  v1::Scheme rest = proto;
+  rest.clear_text();
+  if (rest.ByteSizeLong() != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "scheme.text \"", proto.text(), "\" is set together with ",
+        rest.ShortDebugString(), ": give the text or the fields, not both"));
+  }
+  absl::StatusOr<Scheme> parsed = ParseScheme(proto.text());
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("scheme.text: ", parsed.status().message()));
+  }
+  v1::Scheme fields;
+  SchemeToProto(*parsed, &fields);
+  return SchemeFromProto(fields);
+}
+
 }  // namespace
 
 absl::StatusOr<Scheme> SchemeFromProto(const v1::Scheme& proto) {
+  if (!proto.text().empty()) return SchemeFromText(proto);
   Scheme scheme;
   if (proto.format().empty()) {
     return absl::InvalidArgumentError("scheme.format is empty");
@@ -323,6 +344,7 @@ void LayoutToProto(const Layout& layout, v1::Layout* proto) {
   proto->set_codebook_entries(static_cast<uint32_t>(layout.codebook_entries));
   proto->set_has_zero_points_f32(layout.float_zero_points);
   proto->set_has_group_index(layout.group_index);
+  proto->set_scheme_text(SchemeToString(layout.scheme));
 }
 
 absl::StatusOr<Layout> LayoutFromProto(const v1::Layout& proto) {

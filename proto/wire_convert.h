@@ -25,11 +25,15 @@
 
 namespace quantd {
 
+// The scheme a v1::Scheme gives: its `text` (ParseScheme's grammar, and
+// then no other field) or its fields. InvalidArgument naming the field or
+// the text, for both forms alike.
 absl::StatusOr<Scheme> SchemeFromProto(const v1::Scheme& proto);
 void SchemeToProto(const Scheme& scheme, v1::Scheme* proto);
 absl::StatusOr<DType> DTypeFromProto(int dtype);
 v1::DType DTypeToProto(DType dtype);
-// Every field the Layout determines; the per-tensor values (tensor_scale,
+// Every field the Layout determines, scheme_text (the canonical
+// SchemeToString) included; the per-tensor values (tensor_scale,
 // scale_offset) are the caller's to set from the quantized result.
 void LayoutToProto(const Layout& layout, v1::Layout* proto);
 v1::LayoutKind LayoutKindToProto(LayoutKind kind);

@@ -7,6 +7,7 @@
 
 #include <google/protobuf/descriptor.h>
 
+#include "absl/strings/match.h"
 #include "gtest/gtest.h"
 #include "kernels/parts.h"
 #include "kernels/scheme.h"
@@ -90,6 +91,48 @@ TEST(WireConvertTest, SchemeRoundTrip) {
     EXPECT_EQ(SchemeToString(*back), SchemeToString(scheme));
     EXPECT_TRUE(*back == scheme);
   }
+}
+
+// Scheme.text is read with ParseScheme and checked like the fields: the
+// same scheme as the fields give, for every family; a layout names its
+// scheme in canonical text.
+TEST(WireConvertTest, SchemeTextGivesTheSameSchemeAsTheFields) {
+  for (const char* text : kSchemes) {
+    SCOPED_TRACE(text);
+    v1::Scheme proto;
+    proto.set_text(text);
+    absl::StatusOr<Scheme> from_text = SchemeFromProto(proto);
+    ASSERT_TRUE(from_text.ok()) << from_text.status();
+    EXPECT_TRUE(*from_text == *ParseScheme(text));
+    v1::Layout layout;
+    LayoutToProto(*MakeLayout(*from_text, {8, 256}), &layout);
+    EXPECT_EQ(layout.scheme_text(), SchemeToString(*from_text));
+    EXPECT_TRUE(layout.scheme().text().empty());
+    // The canonical text is a fixed point.
+    proto.set_text(layout.scheme_text());
+    EXPECT_TRUE(*SchemeFromProto(proto) == *from_text);
+  }
+}
+
+TEST(WireConvertTest, SchemeTextRefusals) {
+  v1::Scheme bad;
+  bad.set_text("int4_g0");
+  absl::Status status = SchemeFromProto(bad).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(status.message(), "scheme.text")) << status;
+  // Text and fields together: which one was meant is not ours to guess.
+  v1::Scheme both;
+  both.set_text("int8");
+  both.set_group_size(128);
+  status = SchemeFromProto(both).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(status.message(), "group_size")) << status;
+  // A text ParseScheme reads but the field checks refuse is refused too:
+  // a ggml block format takes no AWQ.
+  v1::Scheme method;
+  method.set_text("Q4_K+awq");
+  EXPECT_EQ(SchemeFromProto(method).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(WireConvertTest, SchemeFromProtoRefusesBadMethodParameters) {
