@@ -330,6 +330,12 @@ absl::StatusOr<OutputError> ComputeOutputError(
     const float* w, const float* w_hat, int64_t out_features,
     int64_t in_features, absl::Span<const double> gram, int gemm_threads = 1);
 
+// Bytes measuring a tensor of `layout` against a calibration set takes
+// beside its dequantized values: ComputeOutputError's G in f32 and two
+// panels of up to 256 rows, and the range estimator's copies of the
+// per-channel statistics. Part of WorkingSetBytes (quantize_tensor.h).
+int64_t CalibrationWorkingSetBytes(const Layout& layout);
+
 }  // namespace quantd
 
 #endif  // QUANTD_KERNELS_CALIBRATION_H_

@@ -40,68 +40,6 @@ struct Working {
   std::vector<float> channel_scales;
 };
 
-}  // namespace
-
-int64_t TensorWorkingSetBytes(const Layout& layout, DType dtype,
-                              OutputKind output, bool calibration,
-                              int64_t holdout_rows) {
-  const int64_t n = layout.num_elements;
-  int64_t bytes = n * DTypeSize(dtype);  // received
-  if (dtype != DType::kF32) bytes += 4 * n;  // f32 copy
-  const bool other = layout.kind == LayoutKind::kFloat ||
-                     layout.kind == LayoutKind::kCodebook ||
-                     layout.kind == LayoutKind::kHqq;
-  if (output != OutputKind::kPacked || layout.IsBlockFormat() || other ||
-      calibration) {
-    bytes += 4 * n;  // dequantized values
-  }
-  if (other) {
-    // The kernel's result beside the preallocated codes and scales, its
-    // unpacked codes, and the extra parts.
-    // NF4 double quantization also holds the f32 absmax and its centred
-    // copy (8 bytes per block) while it runs.
-    bytes += layout.packed_bytes + 4 * layout.num_groups + n +
-             9 * layout.num_block_scales + 4 * layout.num_second_scales +
-             4 * layout.num_codebooks * layout.codebook_entries +
-             (layout.float_zero_points ? 4 * layout.num_groups : 0);
-  }
-  if (calibration) {
-    // ComputeOutputError: G in f32, two panels of up to 256 rows; the
-    // range estimator's copies of the per-channel stats.
-    const int64_t in = layout.row_length;
-    bytes += 4 * in * in + 2 * 4 * std::min<int64_t>(256, layout.rows) * in +
-             32 * in;
-  }
-  if (layout.IsBlockFormat()) bytes += 4 * layout.row_length;  // importance
-  if (layout.group_index) bytes += 4 * layout.row_length;  // GPTQ's g_idx
-  if (calibration && holdout_rows > 0 && !layout.IsBlockFormat() &&
-      layout.bits == 8) {
-    // W8A8 check: activation codes (two copies for the 7-bit split), the
-    // reference, integer-only and weights-only outputs and s32 results.
-    bytes += holdout_rows * (2 * layout.row_length + 5 * 4 * layout.rows);
-  }
-  bytes += layout.packed_bytes + layout.num_groups * 5;
-  const int64_t in = layout.row_length;
-  switch (layout.scheme.method.method) {
-    case Method::kRtn:
-      break;
-    case Method::kGptq:
-      // H and its Cholesky factor / inverse in f64, the updated f32 copy of
-      // W and one batch's error panel.
-      bytes += 2 * 8 * in * in + 4 * n +
-               4 * layout.rows * std::min<int64_t>(in, layout.scheme.method.block_size);
-      break;
-    case Method::kAwq:
-    case Method::kSmoothQuant:
-      // G in f32 for the searches, W diag(s), a trial W_hat and the
-      // channel statistics and scales.
-      bytes += 4 * in * in + 2 * 4 * n + 64 * in;
-      break;
-  }
-  return bytes;
-}
-
-namespace {
 
 // Quantizes `src` into work.quantized with the layout's block format and
 // measures the round trip through ggml's dequantizer. The dequantized values

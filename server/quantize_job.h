@@ -32,6 +32,7 @@
 #include "kernels/metrics.h"
 #include "kernels/parts.h"
 #include "kernels/quantize.h"
+#include "kernels/quantize_tensor.h"
 #include "kernels/scheme.h"
 #include "kernels/w8a8.h"
 #include "server/calibration_set.h"
@@ -103,26 +104,6 @@ struct TensorOutput {
   float scale_offset = 0.0f;  // NF4 dq's offset; 0 otherwise
   std::optional<CalibrationResult> calibration;  // with a calibration set
 };
-
-// Bytes a tensor holds from header to last response: received bytes, an f32
-// copy when the input is F16/BF16, the dequantized (fake-quant) values when
-// `output` asks for them, codes, scales and zero points. A block format
-// always dequantizes the whole tensor to measure it, and may hold
-// row_length importance weights. The float, codebook and HQQ formats also
-// always dequantize, and hold the kernel's result beside the preallocated
-// parts, their extra parts and one byte per element of unpacked codes. With
-// a calibration set
-// (`calibration`), also what measuring the output error takes: the
-// dequantized values, G rounded to f32 and two GEMM panels. Plus the
-// working set of the scheme's method (GPTQ: H and its factor in f64, an
-// f32 copy of W; AWQ, SmoothQuant: G in f32, W diag(s) and a trial W_hat).
-// What MemoryBudget reserves per tensor.
-// With `holdout_rows` held back by the set, an int8 tensor's integer-only
-// check also holds those rows' codes and three outputs (f32 reference,
-// integer-only, weights-only) and their s32 accumulators.
-int64_t TensorWorkingSetBytes(const Layout& layout, DType dtype,
-                              OutputKind output, bool calibration = false,
-                              int64_t holdout_rows = 0);
 
 // Runs the job. `cancelled` is checked between steps: if set, CANCELLED.
 // A method other than RTN (Scheme::method) runs on the tensor's calibration
