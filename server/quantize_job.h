@@ -65,26 +65,6 @@ struct TensorInput {
   std::vector<uint8_t> imported_zero_points;
 };
 
-// What a calibration set tells about a quantized tensor.
-struct CalibrationResult {
-  std::string calibration;  // the set
-  int64_t tokens = 0;
-  std::optional<OutputError> output_error;          // sets with G
-  std::optional<ActivationRange> activation_range;  // ACTIVATIONS sets
-  RangeOptions range_options;                       // how it was estimated
-  // With range_options.per_channel: one range per input channel.
-  std::vector<ActivationRange> channel_ranges;
-  bool importance_from_calibration = false;
-  // The integer-only check on the set's held-back rows (int8 schemes with
-  // symmetric per-channel or per-tensor codes; see W8A8Check in the proto).
-  struct IntegerCheck {
-    W8A8Report report;           // report.gemm: oneDNN's implementation
-    int64_t rows = 0;
-    ActivationRange activation;  // the static range the check used
-  };
-  std::optional<IntegerCheck> w8a8;
-};
-
 struct TensorOutput {
   std::string name;
   Layout layout;
