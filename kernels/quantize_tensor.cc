@@ -410,63 +410,62 @@ absl::Status RunMethod(const TensorJob& input, const float* src,
 }  // namespace
 
 absl::StatusOr<TensorResult> QuantizeTensor(
-    const TensorJob& input, const float* src,
+    const TensorJob& job, const float* src,
     absl::FunctionRef<absl::Status()> check_cancelled) {
-  const Layout& layout = input.layout;
+  const Layout& layout = job.layout;
   const auto n = static_cast<size_t>(layout.num_elements);
 
   TensorResult out;
   Working work;
   work.quantized = AllocateQuantized(layout);
-  if (input.calibration != nullptr) {
+  if (job.calibration != nullptr) {
     out.calibration.emplace();
-    out.calibration->calibration = input.calibration->name();
-    out.calibration->tokens = input.calibration->tokens();
+    out.calibration->calibration = job.calibration->name();
+    out.calibration->tokens = job.calibration->tokens();
   }
   std::vector<float> w_hat;
-  if (absl::Status s = CheckMethodInput(input); !s.ok()) return s;
+  if (absl::Status s = CheckMethodInput(job); !s.ok()) return s;
   if (layout.scheme.method.method != Method::kRtn) {
-    absl::Status s =
-        RunMethod(input, src, check_cancelled, work, out, w_hat);
+    absl::Status s = RunMethod(job, src, check_cancelled, work, out, w_hat);
     if (absl::IsCancelled(s)) return s;
-    if (!s.ok()) return NameTensor(input.name, s);
+    if (!s.ok()) return NameTensor(job.name, s);
   } else if (layout.IsBlockFormat()) {
     absl::Status s =
-        RunBlockFormat(input, src, check_cancelled, work, out, w_hat);
+        RunBlockFormat(job, src, check_cancelled, work, out, w_hat);
     if (absl::IsCancelled(s)) return s;
-    if (!s.ok()) return NameTensor(input.name, s);
+    if (!s.ok()) return NameTensor(job.name, s);
   } else if (layout.kind != LayoutKind::kInt) {
     absl::Status s =
-        RunOtherFormat(input, src, check_cancelled, work, out, w_hat);
+        RunOtherFormat(job, src, check_cancelled, work, out, w_hat);
     if (absl::IsCancelled(s)) return s;
-    if (!s.ok()) return NameTensor(input.name, s);
+    if (!s.ok()) return NameTensor(job.name, s);
   } else {
     absl::Status s =
-        input.imported_scales.empty()
+        job.imported_scales.empty()
             ? Quantize(src, work.quantized)
-            : QuantizeWithScales(src, input.imported_scales,
-                                 input.imported_zero_points, work.quantized);
-    if (!s.ok()) return NameTensor(input.name, s);
+            : QuantizeWithScales(src, job.imported_scales,
+                                 job.imported_zero_points, work.quantized);
+    if (!s.ok()) return NameTensor(job.name, s);
     QUANTD_RETURN_IF_ERROR(check_cancelled());
     // One pass: the dequantized values exist in full only when they are
     // sent or measured against a calibration set.
-    if (input.output != OutputKind::kPacked || input.calibration != nullptr) {
+    if (job.output != OutputKind::kPacked || job.calibration != nullptr) {
       w_hat.resize(n);
     }
     out.metrics = DequantizeAndMeasure(work.quantized, src,
                                        w_hat.empty() ? nullptr : w_hat.data());
   }
-  if (input.calibration != nullptr) {
-    absl::Status s = MeasureWithCalibration(input, src, w_hat, *out.calibration);
+  if (job.calibration != nullptr) {
+    absl::Status s = MeasureWithCalibration(job, src, w_hat, *out.calibration);
     if (!s.ok()) return s;
     QUANTD_RETURN_IF_ERROR(check_cancelled());
-    if (WantsIntegerCheck(input, work)) {
-      s = RunIntegerCheck(input, src, work, out);
+    if (WantsIntegerCheck(job, work)) {
+      s = RunIntegerCheck(job, src, work, out);
       if (!s.ok()) return s;
       QUANTD_RETURN_IF_ERROR(check_cancelled());
     }
   }
-  if (input.output == OutputKind::kPacked) std::vector<float>().swap(w_hat);
+  if (job.output == OutputKind::kPacked) std::vector<float>().swap(w_hat);
 
   QuantizedTensor& q = work.quantized;
   out.layout = std::move(q.layout);

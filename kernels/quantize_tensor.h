@@ -157,13 +157,15 @@ struct TensorResult {
 // statistics (an ACTIVATIONS set); without them, INVALID_ARGUMENT naming
 // the tensor and what is missing. The weight-space metrics and the
 // fake-quant values are those of W_hat in the original space (AWQ,
-// SmoothQuant: the scales folded back). With a calibration set: the output
-// error from the set's G (sets with G), the set's activation range
+// SmoothQuant: the scales folded back); GPTQ act_order with dynamic groups
+// returns the group index (Layout::group_index). With a calibration set: the
+// output error from the set's G (sets with G), the set's activation range
 // (ACTIVATIONS sets) and the integer-only check of int8 codes on the set's
 // held-back rows; errors name the tensor and the set.
 //
-// `check_cancelled` is called between steps; a non-OK status it returns is
-// returned as is. Other errors name the tensor ("tensor <name>: ...");
+// `check_cancelled` is called between steps: it returns OK to go on or
+// CANCELLED to stop, which is returned as is. Other errors name the tensor
+// ("tensor <name>: ...");
 // UNIMPLEMENTED for importance weights with a block format whose importance
 // path the kernels lack (GgmlQuantize's contract).
 absl::StatusOr<TensorResult> QuantizeTensor(

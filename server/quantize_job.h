@@ -3,16 +3,13 @@
 // the error and checksum each output part. No gRPC here: the reactor hands a
 // TensorInput in and streams the TensorOutput back.
 //
-// Int formats go through Quantize / DequantizeAndMeasure (quantize.h); ggml
-// block formats (Layout::IsBlockFormat) through GgmlQuantize with the
-// tensor's importance weights and GgmlDequantize, the metrics measured
-// against ggml's dequantized values. For a block format the output's codes
-// are the ggml bytes and it has no scales or zero points. The float,
-// codebook and HQQ formats (LayoutKind::kFloat, kCodebook, kHqq) go through
-// their kernels (float_formats.h, nonuniform.h, hqq.h) and dequantizers;
-// their metrics are ComputeErrorMetrics of that round trip with the
-// kernel's own bits per weight. Whatever the family, the result is the
-// rows of the part table (kernels/parts.h) the layout implies.
+// The job names no family: QuantizeTensor (kernels/quantize_tensor.h)
+// quantizes and measures the tensor for any layout, with or without a method
+// and a calibration set; the job converts, checks cancellation between
+// steps, hands the tensor and its set (as a CalibrationView) to it, and
+// checks each part against the part table (kernels/parts.h) and checksums
+// it. What the tensor's memory reservation covers is WorkingSetBytes (same
+// header).
 //
 // Thread-compatible: a job's input and output belong to the worker that
 // runs it.
@@ -31,10 +28,8 @@
 #include "kernels/calibration.h"
 #include "kernels/metrics.h"
 #include "kernels/parts.h"
-#include "kernels/quantize.h"
 #include "kernels/quantize_tensor.h"
 #include "kernels/scheme.h"
-#include "kernels/w8a8.h"
 #include "server/calibration_set.h"
 
 namespace quantd {
