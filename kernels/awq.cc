@@ -212,4 +212,12 @@ absl::StatusOr<AwqResult> AwqQuantize(const float* w, const Layout& layout,
   return result;
 }
 
+int64_t AwqWorkingSetBytes(const Layout& layout) {
+  const int64_t n = layout.num_elements;
+  const int64_t in = layout.row_length;
+  // G in f32 for the searches, W diag(s), a trial W_hat and the channel
+  // statistics and scales.
+  return 4 * in * in + 2 * 4 * n + 64 * in;
+}
+
 }  // namespace quantd

@@ -96,6 +96,11 @@ absl::StatusOr<AwqResult> AwqQuantize(const float* w, const Layout& layout,
                                       const GramView& gram,
                                       const AwqOptions& options);
 
+// Bytes AwqQuantize takes beside the tensor and its result: G in f32 for
+// the searches, W diag(s), a trial W_hat and the channel statistics and
+// scales. Part of WorkingSetBytes (quantize_tensor.h).
+int64_t AwqWorkingSetBytes(const Layout& layout);
+
 }  // namespace quantd
 
 #endif  // QUANTD_KERNELS_AWQ_H_

@@ -21,6 +21,7 @@
 #include "kernels/cpu.h"
 #include "kernels/internal/float_kernels.h"
 #include "kernels/internal/isa_kernels.h"
+#include "kernels/layout.h"
 
 namespace quantd {
 namespace internal {
@@ -685,6 +686,12 @@ absl::Span<const float> NfDynamicMap() {
     return map;
   }();
   return kMap;
+}
+
+int64_t FloatWorkingSetBytes(const Layout& layout) {
+  const int64_t n = layout.num_elements;
+  return layout.packed_bytes + 4 * layout.num_groups + n +
+         9 * layout.num_block_scales + 4 * layout.num_second_scales;
 }
 
 }  // namespace quantd

@@ -119,6 +119,8 @@
 
 namespace quantd {
 
+struct Layout;  // scheme.h
+
 enum class FloatFormat {
   kFp8E4m3,
   kFp8E5m2,
@@ -248,6 +250,14 @@ inline constexpr float kNf4Values[16] = {
 // neighbours (a + b) / 2, times f32(10^(i - 6)), and the negatives; plus 0
 // and 1.
 absl::Span<const float> NfDynamicMap();
+
+// Bytes FloatQuantize's result holds beside the preallocated codes and
+// scales (QuantizedWorkingSetBytes) and the dequantized values: its codes
+// and scales, one byte per element of unpacked codes, the block scales and
+// second-level scales; NF4 double quantization also holds the f32 absmax
+// and its centred copy (8 bytes per block) while it runs. Part of
+// WorkingSetBytes (quantize_tensor.h). REQUIRES: layout.kind is kFloat.
+int64_t FloatWorkingSetBytes(const Layout& layout);
 
 }  // namespace quantd
 

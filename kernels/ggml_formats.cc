@@ -22,6 +22,7 @@
 #include "kernels/internal/ggml_search.h"
 #include "kernels/internal/isa_kernels.h"
 #include "kernels/internal/metrics_internal.h"
+#include "kernels/scheme.h"
 
 namespace quantd {
 
@@ -804,6 +805,10 @@ absl::StatusOr<ErrorMetrics> GgmlDequantizeAndMeasure(
                         : static_cast<double>(format.block_bytes) * 8.0 /
                               static_cast<double>(format.block_size);
   return metrics;
+}
+
+int64_t GgmlWorkingSetBytes(const Layout& layout) {
+  return 4 * layout.row_length;  // importance
 }
 
 }  // namespace quantd

@@ -76,6 +76,8 @@
 
 namespace quantd {
 
+struct Layout;  // scheme.h
+
 // Elements per block of the 32-element formats.
 inline constexpr int kGgmlBlock32 = 32;
 
@@ -326,6 +328,11 @@ absl::Status GgmlDequantize(const GgmlFormatTraits& format,
 absl::StatusOr<ErrorMetrics> GgmlDequantizeAndMeasure(
     const GgmlFormatTraits& format, const uint8_t* src, int64_t rows,
     int64_t row_length, const float* w, float* w_hat);
+
+// Bytes a block format's quantization holds beside the tensor, its ggml
+// bytes and its dequantized values: row_length importance weights. Part of
+// WorkingSetBytes (quantize_tensor.h). REQUIRES: layout.IsBlockFormat().
+int64_t GgmlWorkingSetBytes(const Layout& layout);
 
 }  // namespace quantd
 

@@ -290,4 +290,13 @@ absl::StatusOr<GptqResult> GptqQuantize(const float* w, const Layout& layout,
   return result;
 }
 
+int64_t GptqWorkingSetBytes(const Layout& layout) {
+  const int64_t n = layout.num_elements;
+  const int64_t in = layout.row_length;
+  // H and its Cholesky factor / inverse in f64, the updated f32 copy of
+  // W and one batch's error panel.
+  return 2 * 8 * in * in + 4 * n +
+         4 * layout.rows * std::min<int64_t>(in, layout.scheme.method.block_size);
+}
+
 }  // namespace quantd

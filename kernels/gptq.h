@@ -161,6 +161,12 @@ absl::StatusOr<GptqResult> GptqQuantize(const float* w, const Layout& layout,
                                         const GramView& gram,
                                         const GptqOptions& options);
 
+// Bytes GPTQ (GptqQuantize, GptqGgmlQuantize) takes beside the tensor and
+// its result: H and its Cholesky factor / inverse in f64, the updated f32
+// copy of W and one batch's error panel. Part of WorkingSetBytes
+// (quantize_tensor.h).
+int64_t GptqWorkingSetBytes(const Layout& layout);
+
 }  // namespace quantd
 
 #endif  // QUANTD_KERNELS_GPTQ_H_

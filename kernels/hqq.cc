@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "kernels/internal/isa_kernels.h"
+#include "kernels/layout.h"
 #include "kernels/quantize.h"
 
 namespace quantd {
@@ -246,6 +247,12 @@ absl::Status HqqDequantize(const HqqTensor& src, float* dst) {
     }
   }
   return absl::OkStatus();
+}
+
+int64_t HqqWorkingSetBytes(const Layout& layout) {
+  const int64_t n = layout.num_elements;
+  return layout.packed_bytes + 4 * layout.num_groups + n +
+         (layout.float_zero_points ? 4 * layout.num_groups : 0);
 }
 
 }  // namespace quantd

@@ -69,6 +69,8 @@
 
 namespace quantd {
 
+struct Layout;  // scheme.h
+
 struct HqqOptions {
   // Code width, 1..8. Default: 4.
   int bits = 4;
@@ -120,6 +122,13 @@ absl::StatusOr<HqqTensor> HqqQuantize(const float* src, int64_t rows,
 // dst[i] = (float(q_i) - zero_point[g]) * scale[g] for the num_elements()
 // elements. InvalidArgument if `src`'s sizes are inconsistent.
 absl::Status HqqDequantize(const HqqTensor& src, float* dst);
+
+// Bytes HqqQuantize's result holds beside the preallocated codes and
+// scales (QuantizedWorkingSetBytes) and the dequantized values: its codes
+// and scales, one byte per element of unpacked codes and the f32 zero
+// points. Part of WorkingSetBytes (quantize_tensor.h). REQUIRES:
+// layout.kind is kHqq.
+int64_t HqqWorkingSetBytes(const Layout& layout);
 
 }  // namespace quantd
 

@@ -454,4 +454,10 @@ absl::Status CodebookDequantizeReference(const CodebookTensor& src,
   return internal::CodebookDequantizeWith(src, &internal::LookupScalar, dst);
 }
 
+int64_t CodebookWorkingSetBytes(const Layout& layout) {
+  const int64_t n = layout.num_elements;
+  return layout.packed_bytes + 4 * layout.num_groups + n +
+         4 * layout.num_codebooks * layout.codebook_entries;
+}
+
 }  // namespace quantd

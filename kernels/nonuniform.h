@@ -157,6 +157,13 @@ absl::Status CodebookDequantize(const CodebookTensor& src, float* dst);
 absl::Status CodebookDequantizeReference(const CodebookTensor& src,
                                          float* dst);
 
+// Bytes a codebook quantization's result holds beside the preallocated
+// codes and scales (QuantizedWorkingSetBytes) and the dequantized values:
+// its codes and scales, one byte per element of unpacked codes and the
+// codebooks. Part of WorkingSetBytes (quantize_tensor.h). REQUIRES:
+// layout.kind is kCodebook.
+int64_t CodebookWorkingSetBytes(const Layout& layout);
+
 }  // namespace quantd
 
 #endif  // QUANTD_KERNELS_NONUNIFORM_H_

@@ -98,4 +98,12 @@ absl::StatusOr<OutputError> ComputeOutputError(
   return e;
 }
 
+int64_t CalibrationWorkingSetBytes(const Layout& layout) {
+  // ComputeOutputError: G in f32, two panels of up to 256 rows; the
+  // range estimator's copies of the per-channel stats.
+  const int64_t in = layout.row_length;
+  return 4 * in * in + 2 * 4 * std::min<int64_t>(256, layout.rows) * in +
+         32 * in;
+}
+
 }  // namespace quantd

@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "kernels/layout.h"
 
 namespace quantd {
 
@@ -35,6 +36,12 @@ struct OutputError {
 absl::StatusOr<OutputError> ComputeOutputError(
     const float* w, const float* w_hat, int64_t out_features,
     int64_t in_features, absl::Span<const double> gram, int gemm_threads = 1);
+
+// Bytes measuring a tensor of `layout` against a calibration set takes
+// beside its dequantized values: ComputeOutputError's G in f32 and two
+// panels of up to 256 rows, and the range estimator's copies of the
+// per-channel statistics. Part of WorkingSetBytes (quantize_tensor.h).
+int64_t CalibrationWorkingSetBytes(const Layout& layout);
 
 }  // namespace quantd
 

@@ -366,6 +366,13 @@ QuantizedTensor AllocateQuantized(const Layout& layout) {
   return q;
 }
 
+int64_t QuantizedWorkingSetBytes(const Layout& layout) {
+  int64_t bytes = 0;
+  if (layout.group_index) bytes += 4 * layout.row_length;  // GPTQ's g_idx
+  bytes += layout.packed_bytes + layout.num_groups * 5;
+  return bytes;
+}
+
 absl::Status CheckGroupIndex(const Layout& layout,
                              absl::Span<const int32_t> group_index) {
   if (!layout.group_index) {

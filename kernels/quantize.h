@@ -39,6 +39,11 @@ struct QuantizedTensor {
 // as the identity mapping (column c in group c / group_size), which is what
 // Quantize's consecutive groups mean.
 QuantizedTensor AllocateQuantized(const Layout& layout);
+// Bytes of AllocateQuantized(layout)'s buffers while a tensor is
+// quantized: codes, f32 scales and uint8 zero points (counted for every
+// group, symmetric or not), and the group index when the layout has one.
+// Part of WorkingSetBytes (quantize_tensor.h).
+int64_t QuantizedWorkingSetBytes(const Layout& layout);
 
 // OK iff `group_index` fits `layout`: row_length entries each in
 // [0, row_length / group_size) when layout.group_index, none otherwise.

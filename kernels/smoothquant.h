@@ -81,6 +81,12 @@ absl::StatusOr<double> EstimateW8A8Error(const float* w, int64_t rows,
                                          absl::Span<const float> act_max_abs,
                                          const GramView& gram);
 
+// Bytes SmoothQuant and the int quantization of W diag(s) take beside the
+// tensor and its result: G in f32 for the alpha search, W diag(s), a trial
+// W_hat and the channel statistics and scales. Part of WorkingSetBytes
+// (quantize_tensor.h).
+int64_t SmoothQuantWorkingSetBytes(const Layout& layout);
+
 }  // namespace quantd
 
 #endif  // QUANTD_KERNELS_SMOOTHQUANT_H_

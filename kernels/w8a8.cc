@@ -345,4 +345,10 @@ absl::StatusOr<W8A8Report> W8A8Check(const float* x, int64_t m, const float* w,
   return report;
 }
 
+int64_t W8A8CheckWorkingSetBytes(const Layout& layout, int64_t holdout_rows) {
+  // W8A8 check: activation codes (two copies for the 7-bit split), the
+  // reference, integer-only and weights-only outputs and s32 results.
+  return holdout_rows * (2 * layout.row_length + 5 * 4 * layout.rows);
+}
+
 }  // namespace quantd

@@ -192,6 +192,12 @@ class Int8GemmS32 {
   int64_t k_ = 0;
 };
 
+// Bytes W8A8Check takes for a tensor of `layout` on `holdout_rows` rows:
+// the activation codes (two copies for the 7-bit split), the reference,
+// integer-only and weights-only outputs and the s32 results. Part of
+// WorkingSetBytes (quantize_tensor.h).
+int64_t W8A8CheckWorkingSetBytes(const Layout& layout, int64_t holdout_rows);
+
 }  // namespace quantd
 
 #endif  // QUANTD_KERNELS_W8A8_H_

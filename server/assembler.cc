@@ -12,6 +12,7 @@
 #include "base/crc32c.h"
 #include "base/status_macros.h"
 #include "kernels/ggml_formats.h"
+#include "kernels/quantize_tensor.h"
 #include "proto/wire_convert.h"
 
 namespace quantd {
@@ -516,9 +517,10 @@ absl::StatusOr<StreamAssembler::Event> StreamAssembler::OnHeader(
   Event ev;
   ev.kind = Event::kHeader;
   ev.name = name;
-  ev.working_set_bytes = TensorWorkingSetBytes(
-      tensor->layout, tensor->dtype, tensor->output,
-      !tensor->calibration_name.empty(), holdout_rows);
+  ev.working_set_bytes = WorkingSetBytes(tensor->layout, tensor->dtype,
+                                         tensor->output,
+                                         !tensor->calibration_name.empty(),
+                                         holdout_rows);
   open_ = std::move(tensor);
   return ev;
 }

@@ -3,16 +3,13 @@
 // the error and checksum each output part. No gRPC here: the reactor hands a
 // TensorInput in and streams the TensorOutput back.
 //
-// Int formats go through Quantize / DequantizeAndMeasure (quantize.h); ggml
-// block formats (Layout::IsBlockFormat) through GgmlQuantize with the
-// tensor's importance weights and GgmlDequantize, the metrics measured
-// against ggml's dequantized values. For a block format the output's codes
-// are the ggml bytes and it has no scales or zero points. The float,
-// codebook and HQQ formats (LayoutKind::kFloat, kCodebook, kHqq) go through
-// their kernels (float_formats.h, nonuniform.h, hqq.h) and dequantizers;
-// their metrics are ComputeErrorMetrics of that round trip with the
-// kernel's own bits per weight. Whatever the family, the result is the
-// rows of the part table (kernels/parts.h) the layout implies.
+// The job names no family: QuantizeTensor (kernels/quantize_tensor.h)
+// quantizes and measures the tensor for any layout, with or without a method
+// and a calibration set; the job converts, checks cancellation between
+// steps, hands the tensor and its set (as a CalibrationView) to it, and
+// checks each part against the part table (kernels/parts.h) and checksums
+// it. What the tensor's memory reservation covers is WorkingSetBytes (same
+// header).
 //
 // Thread-compatible: a job's input and output belong to the worker that
 // runs it.
@@ -33,10 +30,8 @@
 #include "kernels/metrics.h"
 #include "kernels/output_error.h"
 #include "kernels/parts.h"
-#include "kernels/quantize.h"
-#include "kernels/range_estimators.h"
+#include "kernels/quantize_tensor.h"
 #include "kernels/scheme.h"
-#include "kernels/w8a8.h"
 #include "server/calibration_set.h"
 
 namespace quantd {
@@ -67,26 +62,6 @@ struct TensorInput {
   std::vector<uint8_t> imported_zero_points;
 };
 
-// What a calibration set tells about a quantized tensor.
-struct CalibrationResult {
-  std::string calibration;  // the set
-  int64_t tokens = 0;
-  std::optional<OutputError> output_error;          // sets with G
-  std::optional<ActivationRange> activation_range;  // ACTIVATIONS sets
-  RangeOptions range_options;                       // how it was estimated
-  // With range_options.per_channel: one range per input channel.
-  std::vector<ActivationRange> channel_ranges;
-  bool importance_from_calibration = false;
-  // The integer-only check on the set's held-back rows (int8 schemes with
-  // symmetric per-channel or per-tensor codes; see W8A8Check in the proto).
-  struct IntegerCheck {
-    W8A8Report report;           // report.gemm: oneDNN's implementation
-    int64_t rows = 0;
-    ActivationRange activation;  // the static range the check used
-  };
-  std::optional<IntegerCheck> w8a8;
-};
-
 struct TensorOutput {
   std::string name;
   Layout layout;
@@ -106,26 +81,6 @@ struct TensorOutput {
   float scale_offset = 0.0f;  // NF4 dq's offset; 0 otherwise
   std::optional<CalibrationResult> calibration;  // with a calibration set
 };
-
-// Bytes a tensor holds from header to last response: received bytes, an f32
-// copy when the input is F16/BF16, the dequantized (fake-quant) values when
-// `output` asks for them, codes, scales and zero points. A block format
-// always dequantizes the whole tensor to measure it, and may hold
-// row_length importance weights. The float, codebook and HQQ formats also
-// always dequantize, and hold the kernel's result beside the preallocated
-// parts, their extra parts and one byte per element of unpacked codes. With
-// a calibration set
-// (`calibration`), also what measuring the output error takes: the
-// dequantized values, G rounded to f32 and two GEMM panels. Plus the
-// working set of the scheme's method (GPTQ: H and its factor in f64, an
-// f32 copy of W; AWQ, SmoothQuant: G in f32, W diag(s) and a trial W_hat).
-// What MemoryBudget reserves per tensor.
-// With `holdout_rows` held back by the set, an int8 tensor's integer-only
-// check also holds those rows' codes and three outputs (f32 reference,
-// integer-only, weights-only) and their s32 accumulators.
-int64_t TensorWorkingSetBytes(const Layout& layout, DType dtype,
-                              OutputKind output, bool calibration = false,
-                              int64_t holdout_rows = 0);
 
 // Runs the job. `cancelled` is checked between steps: if set, CANCELLED.
 // A method other than RTN (Scheme::method) runs on the tensor's calibration

@@ -381,8 +381,8 @@ TEST(AssemblerTest, BlockFormatWorkingSetCoversDequantizedValues) {
   // the importance weights, even for a packed-only output.
   EXPECT_GE(working_set, 4 * n + 4 * n + 4 * 2 * 18 + 4 * 64);
   EXPECT_EQ(working_set,
-            TensorWorkingSetBytes(*MakeLayout(*ParseScheme("Q4_0"), {4, 64}),
-                                  DType::kF32, OutputKind::kPacked));
+            WorkingSetBytes(*MakeLayout(*ParseScheme("Q4_0"), {4, 64}),
+                            DType::kF32, OutputKind::kPacked));
 }
 
 // ---------------------------------------------------------------------------
@@ -462,11 +462,11 @@ TEST(AssemblerCalibrationTest, ActivationsSetThenTensorsThatUseIt) {
   EXPECT_EQ(events[10].tensor->calibration_name, "x");
   // The tensor's working set covers measuring it against G.
   EXPECT_EQ(events[5].working_set_bytes,
-            TensorWorkingSetBytes(events[7].tensor->layout, DType::kF32,
-                                  OutputKind::kPacked, true));
+            WorkingSetBytes(events[7].tensor->layout, DType::kF32,
+                            OutputKind::kPacked, true));
   EXPECT_GT(events[5].working_set_bytes,
-            TensorWorkingSetBytes(events[7].tensor->layout, DType::kF32,
-                                  OutputKind::kPacked, false));
+            WorkingSetBytes(events[7].tensor->layout, DType::kF32,
+                            OutputKind::kPacked, false));
 }
 
 TEST(AssemblerCalibrationTest, GramAndImportanceBytesAreBufferedAnyHowSplit) {

@@ -210,8 +210,7 @@ TEST(QuantizeJobTest, FloatCodebookHqqOutputsAndWorkingSet) {
                                         << static_cast<int>(kind));
       TensorInput input = MakeInput(scheme, {8, 256}, w, kind);
       const Layout layout = input.layout;
-      const int64_t reserved =
-          TensorWorkingSetBytes(layout, DType::kF32, kind);
+      const int64_t reserved = WorkingSetBytes(layout, DType::kF32, kind);
       std::atomic<bool> cancelled{false};
       absl::StatusOr<TensorOutput> out = RunQuantizeJob(input, cancelled);
       ASSERT_TRUE(out.ok()) << out.status();
@@ -256,12 +255,12 @@ TEST(QuantizeJobTest, WorkingSetOfBlockFormats) {
   const int64_t codes = 8 * 2 * 34;
   // F32 input, dequantized values (always: the metrics need them), codes,
   // importance weights.
-  EXPECT_EQ(TensorWorkingSetBytes(layout, DType::kF32, OutputKind::kPacked),
+  EXPECT_EQ(WorkingSetBytes(layout, DType::kF32, OutputKind::kPacked),
             4 * n + 4 * n + codes + 4 * 64);
   // Fake-quant output reuses the dequantized values; F16 adds an f32 copy.
-  EXPECT_EQ(TensorWorkingSetBytes(layout, DType::kF32, OutputKind::kBoth),
+  EXPECT_EQ(WorkingSetBytes(layout, DType::kF32, OutputKind::kBoth),
             4 * n + 4 * n + codes + 4 * 64);
-  EXPECT_EQ(TensorWorkingSetBytes(layout, DType::kF16, OutputKind::kPacked),
+  EXPECT_EQ(WorkingSetBytes(layout, DType::kF16, OutputKind::kPacked),
             2 * n + 4 * n + 4 * n + codes + 4 * 64);
 }
 
