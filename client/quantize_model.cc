@@ -620,110 +620,13 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
   run.model = options.model;
   run.scheme = SchemeToString(default_scheme);
   run.fake_quant = options.fake_quant;
-  std::vector<std::shared_ptr<grpc::Channel>> channels = options.channels;
-  std::vector<std::string> addresses;
-  // Per channel: how many replicas it balances over (1 but for URI targets).
-  std::vector<int> replicas(channels.size(), 1);
-  if (channels.empty()) {
-    QUANTD_ASSIGN_OR_RETURN(
-        std::shared_ptr<grpc::ChannelCredentials> credentials,
-        MakeChannelCredentials(options.tls_ca_file, options.tls_cert_file,
-                               options.tls_key_file));
-    for (const std::string& address : options.servers) {
-      const int count = BalancedAddressCount(address);
-      grpc::ChannelArguments args;
-      if (count > 0) args.SetLoadBalancingPolicyName("round_robin");
-      channels.push_back(grpc::CreateCustomChannel(address, credentials, args));
-      addresses.push_back(address);
-      replicas.push_back(std::max(count, 1));
-    }
-  } else {
-    for (size_t i = 0; i < channels.size(); ++i) {
-      addresses.push_back(absl::StrCat("channel", i));
-    }
-  }
-  std::vector<std::unique_ptr<QuantdClient>> clients;
-  std::vector<uint64_t> chunk_bytes;
-  // Servers that do not answer at start are left out (and reported) as long
-  // as one answers.
-  std::vector<std::unique_ptr<QuantdClient>> all_clients(channels.size());
-  std::vector<absl::StatusOr<v1::ServerInfo>> infos(channels.size());
-  std::vector<std::string> peers(channels.size());
-  {
-    std::vector<std::thread> probes;
-    for (size_t i = 0; i < channels.size(); ++i) {
-      all_clients[i] =
-          std::make_unique<QuantdClient>(channels[i], options.auth_token);
-      probes.emplace_back([&, i] {
-        infos[i] = all_clients[i]->GetServerInfo(
-            absl::Seconds(options.connect_timeout_seconds), &peers[i]);
-      });
-    }
-    for (std::thread& t : probes) t.join();
-  }
-  std::vector<std::string> answering;
-  std::vector<int> answering_replicas;
-  for (size_t i = 0; i < channels.size(); ++i) {
-    if (!infos[i].ok()) {
-      ServerSummary down;
-      down.address = addresses[i];
-      down.status = absl::Status(infos[i].status().code(),
-                                 absl::StrCat("server ", addresses[i], ": ",
-                                              infos[i].status().message()));
-      run.down_servers.push_back(std::move(down));
-    }
-  }
-  if (run.down_servers.size() == channels.size()) {
-    return run.down_servers.front().status;
-  }
-  for (size_t i = 0; i < channels.size(); ++i) {
-    if (!infos[i].ok()) continue;
-    clients.push_back(std::move(all_clients[i]));
-    answering.push_back(addresses[i]);
-    answering_replicas.push_back(replicas[i]);
-    std::string peer = peers[i];
-    absl::StatusOr<v1::ServerInfo>& info = infos[i];
-    if (replicas[i] > 1) {
-      // round_robin gives a new stream to the next *connected* replica, and
-      // streams live for the whole run: wait (bounded) until every replica
-      // has answered once, so the streams start spread over all of them.
-      absl::flat_hash_set<std::string> answered = {peer};
-      const absl::Time deadline = absl::Now() + absl::Seconds(2);
-      while (static_cast<int>(answered.size()) < replicas[i] &&
-             absl::Now() < deadline) {
-        if (clients.back()->GetServerInfo(absl::Seconds(1), &peer).ok()) {
-          answered.insert(peer);
-        } else {
-          absl::SleepFor(absl::Milliseconds(20));
-        }
-      }
-    }
-    uint64_t chunk = uint64_t{1} << 20;
-    if (info->limits().max_chunk_bytes() > 0) {
-      chunk = std::min(chunk, info->limits().max_chunk_bytes());
-    }
-    chunk_bytes.push_back(chunk);
-    run.servers.push_back({addresses[i], *std::move(info), absl::OkStatus()});
-  }
-  addresses = std::move(answering);
-  replicas = std::move(answering_replicas);
+  QUANTD_ASSIGN_OR_RETURN(ServerSet server_set, ConnectServers(options));
+  run.servers = server_set.servers;
+  run.down_servers = server_set.down_servers;
+  const uint64_t max_tensor_bytes = server_set.max_tensor_bytes;
+  const std::string& max_tensor_bytes_server = server_set.max_tensor_bytes_server;
+  const std::vector<DispatchServer>& targets = server_set.targets;
 
-  // The smallest tensor limit of all servers (any tensor may go anywhere).
-  uint64_t max_tensor_bytes = std::numeric_limits<uint64_t>::max();
-  std::string max_tensor_bytes_server;
-  for (const ServerSummary& server : run.servers) {
-    uint64_t limit = server.info.limits().max_tensor_bytes();
-    if (limit > 0 && limit < max_tensor_bytes) {
-      max_tensor_bytes = limit;
-      max_tensor_bytes_server = server.address;
-    }
-  }
-
-  std::vector<DispatchServer> targets;
-  for (size_t i = 0; i < clients.size(); ++i) {
-    targets.push_back({clients[i].get(), addresses[i], chunk_bytes[i],
-                       options.streams_per_server * replicas[i]});
-  }
   DispatchOptions dispatch;
   dispatch.job.scheme = default_scheme;
   dispatch.job.output =
