@@ -30,6 +30,7 @@
 #include "client/calibration_input.h"
 #include "client/dispatcher.h"
 #include "client/overrides.h"
+#include "client/pipeline.h"
 #include "client/quantd_client.h"
 #include "client/resume_manifest.h"
 #include "client/safetensors.h"
@@ -103,183 +104,81 @@ std::vector<std::string> OutputNames(const Item& item, bool fake_quant) {
   return names;
 }
 
-double JsonNumber(const Json& j, const char* key) {
-  if (!j.contains(key) || !j[key].is_number()) {
-    return std::numeric_limits<double>::infinity();  // written as null
-  }
-  return j[key].get<double>();
-}
-
-// Whether a manifest entry still describes item's output in the file; on
-// success marks its parts complete in `writer` and fills `summary`.
-bool TryResume(const Json& entry, const Item& item, bool fake_quant,
-               SafetensorsWriter& writer, TensorSummary& summary) {
-  const auto input_crc =
-      Crc32c(item.tensor->data.data(), item.tensor->data.size());
-  if (!entry.contains("input_crc32c") ||
-      !entry["input_crc32c"].is_number_unsigned() ||
-      entry["input_crc32c"].get<uint64_t>() != input_crc ||
-      !entry.contains("scheme") || !entry["scheme"].is_string() ||
-      entry["scheme"].get<std::string>() != summary.scheme ||
-      !entry.contains("fake_quant") || !entry["fake_quant"].is_boolean() ||
-      entry["fake_quant"].get<bool>() != fake_quant ||
-      !entry.contains("parts") || !entry["parts"].is_object() ||
-      !entry.contains("metrics") || !entry["metrics"].is_object()) {
-    return false;
-  }
-  const std::vector<std::string> names = OutputNames(item, fake_quant);
-  const Json& parts = entry["parts"];
-  if (parts.size() != names.size()) return false;
-  for (const std::string& name : names) {
-    if (!parts.contains(name) || !parts[name].is_number_unsigned()) {
-      return false;
-    }
-    absl::StatusOr<uint32_t> crc = writer.SlotCrc32c(name);
-    if (!crc.ok() || parts[name].get<uint64_t>() != *crc) return false;
-  }
-  for (const std::string& name : names) {
-    if (!writer.MarkComplete(name).ok()) return false;
-  }
-  const Json& m = entry["metrics"];
-  summary.metrics.set_mse(JsonNumber(m, "mse"));
-  summary.metrics.set_rmse(JsonNumber(m, "rmse"));
-  summary.metrics.set_max_abs_error(JsonNumber(m, "max_abs_error"));
-  summary.metrics.set_sqnr_db(JsonNumber(m, "sqnr_db"));
-  summary.metrics.set_cosine_similarity(JsonNumber(m, "cosine_similarity"));
-  summary.metrics.set_bits_per_weight(JsonNumber(m, "bits_per_weight"));
-  summary.action =
-      fake_quant ? TensorAction::kFakeQuantized : TensorAction::kQuantized;
-  if (entry.contains("bytes_out") && entry["bytes_out"].is_number_unsigned()) {
-    summary.bytes_out = entry["bytes_out"].get<uint64_t>();
-  }
-  if (entry.contains("server") && entry["server"].is_string()) {
-    summary.server = entry["server"].get<std::string>();
-  }
-  summary.resumed = true;
-  return true;
-}
-
-// Stores what the servers answer: the output parts, the manifest line and
-// the tensor's summary.
-class Store {
+// The safetensors output of a run: the answer's parts as NAME.<suffix>
+// entries (OutputEntries), checked against the layout planned for them.
+class SafetensorsOutput : public OutputContainer {
  public:
-  Store(const QuantizeModelOptions& options, const std::vector<Item>& items,
-        std::vector<TensorSummary>& summaries, SafetensorsWriter& writer,
-        Manifest& manifest, Progress& progress)
-      : options_(options),
-        items_(items),
-        summaries_(summaries),
-        writer_(writer),
-        manifest_(manifest),
-        progress_(progress) {}
+  SafetensorsOutput(std::unique_ptr<SafetensorsWriter> writer,
+                    const std::vector<Item>& items, bool fake_quant)
+      : writer_(std::move(writer)), items_(items), fake_quant_(fake_quant) {}
 
-  absl::Status Answer(size_t index, const TensorReply& reply,
-                      const DispatchInfo& info) {
+  absl::Status Check(size_t index, const TensorReply& reply) override {
+    if (fake_quant_) return absl::OkStatus();
     const Item& item = items_[index];
-    const std::string& name = item.tensor->name;
-    struct Entry {
-      std::string name;
-      const std::vector<uint8_t>* bytes;
-      uint32_t crc32c;  // the reply's checked CRC, or of a scalar
-    };
-    std::vector<Entry> parts;
-    std::list<std::vector<uint8_t>> scalars;  // per-tensor f32 values
-    const Layout& want = item.layout;
-    if (!options_.fake_quant) {
-      // The client checked the reply's layout against its scheme and shape;
-      // it must also be the one this output was planned for.
-      if (absl::Status s = CheckLayoutProto(want, reply.layout); !s.ok()) {
-        return absl::InternalError(
-            absl::StrCat("tensor \"", name, "\": server ", s.message(),
-                         "; the output was planned for ",
-                         SchemeToString(want.scheme)));
-      }
+    // The client checked the reply's layout against its scheme and shape;
+    // it must also be the one this output was planned for.
+    if (absl::Status s = CheckLayoutProto(item.layout, reply.layout); !s.ok()) {
+      return absl::InternalError(
+          absl::StrCat("tensor \"", item.tensor->name, "\": server ",
+                       s.message(), "; the output was planned for ",
+                       SchemeToString(item.layout.scheme)));
     }
-    for (const OutputEntry& e : OutputEntries(want, options_.fake_quant)) {
-      if (e.part.has_value()) {
-        parts.push_back({EntryName(name, e), &reply.part(*e.part),
-                         reply.crc32c[*e.part]});
-      } else {
-        const float v = e.value(reply.layout);
-        std::vector<uint8_t>& scalar = scalars.emplace_back(sizeof(float));
-        std::memcpy(scalar.data(), &v, sizeof(float));
-        parts.push_back({EntryName(name, e), &scalar,
-                         Crc32c(scalar.data(), scalar.size())});
-      }
-    }
-    OrderedJson crcs = OrderedJson::object();
-    uint64_t bytes_out = 0;
-    for (const Entry& entry : parts) {
-      absl::Status status = writer_.Write(entry.name, 0, *entry.bytes);
-      if (!status.ok()) {
-        RecordIoError(status);
-        return status;
-      }
-      crcs[entry.name] = entry.crc32c;
-      bytes_out += entry.bytes->size();
-    }
-    TensorSummary& summary = summaries_[item.summary];
-    OrderedJson line;
-    line["tensor"] = name;
-    line["input_crc32c"] =
-        Crc32c(item.tensor->data.data(), item.tensor->data.size());
-    line["scheme"] = summary.scheme;
-    line["fake_quant"] = options_.fake_quant;
-    line["parts"] = std::move(crcs);
-    line["metrics"] = MetricsToJson(reply.metrics);
-    line["bytes_out"] = bytes_out;
-    line["server"] = info.server;
-    if (absl::Status status = manifest_.Append(line); !status.ok()) {
-      RecordIoError(status);
-      return status;
-    }
-    absl::MutexLock lock(&mu_);
-    summary.action = options_.fake_quant ? TensorAction::kFakeQuantized
-                                         : TensorAction::kQuantized;
-    summary.metrics = reply.metrics;
-    summary.bytes_out = bytes_out;
-    summary.seconds = reply.seconds;
-    summary.queue_seconds = reply.queue_seconds;
-    summary.compute_seconds = reply.compute_seconds;
-    summary.server = info.server;
-    summary.attempts = info.attempts;
-    summary.moved = info.moved;
-    summary.output_metrics = reply.output_metrics;
-    summary.activation_range = reply.activation_range;
-    summary.w8a8 = reply.w8a8;
-    progress_.Done(summary.bytes_in, /*failed=*/false);
     return absl::OkStatus();
   }
 
-  void Fail(size_t index, const absl::Status& status,
-            const DispatchInfo& info) {
-    absl::MutexLock lock(&mu_);
-    TensorSummary& summary = summaries_[items_[index].summary];
-    summary.action = TensorAction::kFailed;
-    summary.status = status;
-    summary.attempts = info.attempts;
-    progress_.Done(summary.bytes_in, /*failed=*/true);
+  absl::StatusOr<std::vector<StoredPart>> Write(
+      size_t index, const TensorReply& reply) override {
+    const Item& item = items_[index];
+    std::vector<StoredPart> parts;
+    for (const OutputEntry& e : OutputEntries(item.layout, fake_quant_)) {
+      const std::string name = EntryName(item.tensor->name, e);
+      if (e.part.has_value()) {
+        const std::vector<uint8_t>& bytes = reply.part(*e.part);
+        QUANTD_RETURN_IF_ERROR(writer_->Write(name, 0, bytes));
+        // The reply's checked CRC.
+        parts.push_back({name, reply.crc32c[*e.part], bytes.size()});
+      } else {
+        const float v = e.value(reply.layout);
+        std::vector<uint8_t> scalar(sizeof(float));
+        std::memcpy(scalar.data(), &v, sizeof(float));
+        QUANTD_RETURN_IF_ERROR(writer_->Write(name, 0, scalar));
+        parts.push_back(
+            {name, Crc32c(scalar.data(), scalar.size()), scalar.size()});
+      }
+    }
+    return parts;
   }
 
-  absl::Status io_status() {
-    absl::MutexLock lock(&mu_);
-    return io_status_;
+  bool Keep(size_t index, const Json& parts) override {
+    const std::vector<std::string> names =
+        OutputNames(items_[index], fake_quant_);
+    if (parts.size() != names.size()) return false;
+    for (const std::string& name : names) {
+      if (!parts.contains(name) || !parts[name].is_number_unsigned()) {
+        return false;
+      }
+      absl::StatusOr<uint32_t> crc = writer_->SlotCrc32c(name);
+      if (!crc.ok() || parts[name].get<uint64_t>() != *crc) return false;
+    }
+    for (const std::string& name : names) {
+      if (!writer_->MarkComplete(name).ok()) return false;
+    }
+    return true;
   }
+
+  bool resumed() const override { return writer_->resumed(); }
+  const std::string& partial_path() const override { return partial_path_; }
+  absl::Status Finish() override { return writer_->Finish(); }
+  void Close() override { writer_.reset(); }
+
+  // For the tensors copied through.
+  SafetensorsWriter& writer() { return *writer_; }
 
  private:
-  void RecordIoError(const absl::Status& status) {
-    absl::MutexLock lock(&mu_);
-    if (io_status_.ok()) io_status_ = status;
-  }
-
-  const QuantizeModelOptions& options_;
+  std::unique_ptr<SafetensorsWriter> writer_;
+  const std::string partial_path_ = writer_->partial_path();
   const std::vector<Item>& items_;
-  std::vector<TensorSummary>& summaries_;  // each entry guarded by mu_
-  SafetensorsWriter& writer_;
-  Manifest& manifest_;
-  Progress& progress_;
-  absl::Mutex mu_;
-  absl::Status io_status_ ABSL_GUARDED_BY(mu_);
+  const bool fake_quant_;
 };
 
 std::string LayoutMetadata(const Layout& layout, const std::string& dtype,
@@ -741,132 +640,55 @@ absl::StatusOr<RunSummary> QuantizeModel(const QuantizeModelOptions& options) {
       std::unique_ptr<SafetensorsWriter> writer,
       SafetensorsWriter::Create(options.output, std::move(entries), metadata,
                                 writer_options));
+  SafetensorsOutput output(std::move(writer), items, options.fake_quant);
   QUANTD_ASSIGN_OR_RETURN(std::unique_ptr<Manifest> manifest,
-                          Manifest::Open(writer->partial_path() + ".manifest",
-                                         /*keep_existing=*/writer->resumed()));
+                          OpenManifest(output));
 
-  // Tensors an interrupted earlier run already finished are kept.
-  std::vector<Item> to_send;
-  for (Item& item : items) {
-    TensorSummary& s = summaries[item.summary];
-    const Json* entry =
-        writer->resumed() ? manifest->Find(item.tensor->name) : nullptr;
-    if (entry != nullptr &&
-        TryResume(*entry, item, options.fake_quant, *writer, s)) {
-      ++run.num_resumed;
-      send_bytes -= item.tensor->data.size();
-      continue;
-    }
-    to_send.push_back(std::move(item));
-  }
-  items = std::move(to_send);
-
-  Progress progress(options.progress, static_cast<int64_t>(items.size()),
-                    send_bytes);
-  Store store(options, items, summaries, *writer, *manifest, progress);
-  std::vector<TensorRequest> requests;
+  // The requests; those an interrupted earlier run already finished are
+  // kept.
+  std::vector<PipelineItem> requests;
   requests.reserve(items.size());
-  for (const Item& item : items) {
-    TensorRequest request;
-    request.name = item.tensor->name;
-    request.dtype = item.dtype;
-    request.shape = item.tensor->shape;
-    if (item.has_scheme_override) request.scheme = item.scheme;
-    request.data = item.tensor->data;
-    if (const CalibrationSetRequest* set = calibration.SetOf(request.name);
+  for (size_t i = 0; i < items.size(); ++i) {
+    const Item& item = items[i];
+    PipelineItem request;
+    request.request.name = item.tensor->name;
+    request.request.dtype = item.dtype;
+    request.request.shape = item.tensor->shape;
+    if (item.has_scheme_override) request.request.scheme = item.scheme;
+    request.request.data = item.tensor->data;
+    if (const CalibrationSetRequest* set =
+            calibration.SetOf(request.request.name);
         set != nullptr) {
-      request.calibration = set->name;
-      summaries[item.summary].calibration = set->name;
+      request.request.calibration = set->name;
     }
+    request.summary = item.summary;
+    request.container_index = i;
+    request.batch = calibration.BatchOf(request.request.name);
     requests.push_back(std::move(request));
   }
-  std::thread sender([&] {
-    // One round per batch of calibration sets, then the tensors without.
-    for (size_t b = 0; b <= calibration.num_batches; ++b) {
-      std::vector<TensorRequest> batch;
-      std::vector<size_t> where;
-      for (size_t i = 0; i < requests.size(); ++i) {
-        if (calibration.BatchOf(requests[i].name) != b) continue;
-        batch.push_back(requests[i]);
-        where.push_back(i);
-      }
-      if (batch.empty()) continue;
-      DispatchOptions round = dispatch;
-      round.job.calibration_sets = calibration.Sets(b);
-      Dispatch(
-          round, targets, batch,
-          [&](size_t i, TensorReply reply, const DispatchInfo& info) {
-            return store.Answer(where[i], reply, info);
-          },
-          [&](size_t i, const absl::Status& status, const DispatchInfo& info) {
-            store.Fail(where[i], status, info);
-          });
-    }
-  });
+  send_bytes = KeepFinished(output, *manifest, options.fake_quant, requests,
+                            run);
+  // One round per batch of calibration sets, then the tensors without.
+  std::vector<std::vector<CalibrationSetRequest>> batch_sets;
+  for (size_t b = 0; b <= calibration.num_batches; ++b) {
+    batch_sets.push_back(calibration.Sets(b));
+  }
   // Tensors passed through are copied while the streams run.
-  absl::Status copy_status;
-  for (const SafetensorsTensor* tensor : copies) {
-    constexpr size_t kPiece = size_t{64} << 20;
-    for (size_t offset = 0; offset < tensor->data.size() && copy_status.ok();
-         offset += kPiece) {
-      copy_status = writer->Write(tensor->name, offset,
-                                  tensor->data.subspan(offset, kPiece));
+  auto copy = [&]() -> absl::Status {
+    for (const SafetensorsTensor* tensor : copies) {
+      constexpr size_t kPiece = size_t{64} << 20;
+      for (size_t offset = 0; offset < tensor->data.size(); offset += kPiece) {
+        QUANTD_RETURN_IF_ERROR(output.writer().Write(
+            tensor->name, offset, tensor->data.subspan(offset, kPiece)));
+      }
     }
-  }
-  sender.join();
-  progress.Finish();
-  QUANTD_RETURN_IF_ERROR(copy_status);
-  QUANTD_RETURN_IF_ERROR(store.io_status());
-
-  // Totals.
-  double quantized_bits = 0;
-  for (const TensorSummary& s : summaries) {
-    ++run.num_tensors;
-    run.params += s.num_elements;
-    run.input_bytes += s.bytes_in;
-    switch (s.action) {
-      case TensorAction::kQuantized:
-      case TensorAction::kFakeQuantized:
-        ++run.num_quantized;
-        run.quantized_params += s.num_elements;
-        quantized_bits += std::round(s.metrics.bits_per_weight() *
-                                     static_cast<double>(s.num_elements));
-        run.output_bytes += s.bytes_out;
-        break;
-      case TensorAction::kCopied:
-        ++run.num_copied;
-        run.output_bytes += s.bytes_out;
-        break;
-      case TensorAction::kFailed:
-        ++run.num_failed;
-        break;
-    }
-  }
-  run.wall_seconds = absl::ToDoubleSeconds(absl::Now() - start);
-  if (run.params > 0) {
-    run.bits_per_weight = 8.0 * static_cast<double>(run.output_bytes) /
-                          static_cast<double>(run.params);
-  }
-  if (run.quantized_params > 0) {
-    run.quantized_bits_per_weight =
-        quantized_bits / static_cast<double>(run.quantized_params);
-  }
-  run.bytes_per_second =
-      static_cast<double>(send_bytes) / std::max(run.wall_seconds, 1e-9);
-  if (run.num_failed == 0) {
-    QUANTD_RETURN_IF_ERROR(writer->Finish());
-    manifest->Remove();
-    run.output = options.output;
-  } else {
-    run.partial = writer->partial_path();
-  }
-  writer.reset();
-  if (options.write_report) {
-    run.report = options.report.empty() ? options.output + ".report.json"
-                                        : options.report;
-    QUANTD_RETURN_IF_ERROR(
-        WriteTextFile(run.report, WritePrettyJson(SummaryToJson(run))));
-  }
+    return absl::OkStatus();
+  };
+  QUANTD_RETURN_IF_ERROR(SendItems(options, options.fake_quant, dispatch,
+                                   targets, batch_sets, requests, send_bytes,
+                                   output, *manifest, run, copy));
+  ComputeTotals(send_bytes, start, run);
+  QUANTD_RETURN_IF_ERROR(FinishRun(options, output, *manifest, run));
   return run;
 }
 
