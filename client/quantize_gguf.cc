@@ -21,11 +21,14 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "client/dispatcher.h"
 #include "client/gguf.h"
 #include "client/imatrix.h"
 #include "client/llama_presets.h"
+#include "client/pipeline.h"
 #include "client/quantd_client.h"
+#include "client/server_set.h"
 #include "kernels/convert.h"
 #include "kernels/scheme.h"
 #include "kernels/status_macros.h"
@@ -81,11 +84,82 @@ struct Piece {
   uint64_t out_bytes = 0;
 };
 
+// The GGUF output of a run: each answer's block bytes at its piece's place
+// in the output tensor.
+class GgufOutput : public OutputContainer {
+ public:
+  GgufOutput(std::unique_ptr<GgufWriter> writer,
+             const std::vector<GgufTensor>& tensors,
+             const std::vector<GgufTensorSummary>& plan,
+             const std::vector<Piece>& pieces)
+      : writer_(std::move(writer)),
+        tensors_(tensors),
+        plan_(plan),
+        pieces_(pieces) {}
+
+  absl::Status Check(size_t index, const TensorReply& reply) override {
+    const Piece& piece = pieces_[index];
+    if (reply.part(Part::kCodes).size() != piece.out_bytes) {
+      return absl::DataLossError(absl::StrCat(
+          "tensor ", tensors_[piece.tensor].name, ": the server returned ",
+          reply.part(Part::kCodes).size(), " bytes of ",
+          plan_[piece.tensor].output_type, ", expected ", piece.out_bytes));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::vector<StoredPart>> Write(
+      size_t index, const TensorReply& reply) override {
+    const Piece& piece = pieces_[index];
+    const std::string& name = tensors_[piece.tensor].name;
+    const std::vector<uint8_t>& codes = reply.part(Part::kCodes);
+    QUANTD_RETURN_IF_ERROR(writer_->Write(name, piece.out_offset, codes));
+    return std::vector<StoredPart>{
+        {PartName(index), reply.crc32c[Part::kCodes], codes.size()}};
+  }
+
+  bool Keep(size_t index, const Json& parts) override {
+    const Piece& piece = pieces_[index];
+    const std::string part = PartName(index);
+    if (parts.size() != 1 || !parts.contains(part) ||
+        !parts[part].is_number_unsigned()) {
+      return false;
+    }
+    const std::string& name = tensors_[piece.tensor].name;
+    absl::StatusOr<uint32_t> crc =
+        writer_->Crc32c(name, piece.out_offset, piece.out_bytes);
+    return crc.ok() && parts[part].get<uint64_t>() == *crc &&
+           writer_->MarkWritten(name, piece.out_bytes).ok();
+  }
+
+  bool resumed() const override { return writer_->resumed(); }
+  const std::string& partial_path() const override { return partial_path_; }
+  absl::Status Finish() override { return writer_->Finish(); }
+  void Close() override { writer_.reset(); }
+
+  // For the tensors copied or converted here.
+  GgufWriter& writer() { return *writer_; }
+
+ private:
+  // The manifest's name of a piece's bytes: "NAME@OFFSET".
+  std::string PartName(size_t index) const {
+    const Piece& piece = pieces_[index];
+    return absl::StrCat(tensors_[piece.tensor].name, "@", piece.out_offset);
+  }
+
+  std::unique_ptr<GgufWriter> writer_;
+  const std::string partial_path_ = writer_->partial_path();
+  const std::vector<GgufTensor>& tensors_;
+  const std::vector<GgufTensorSummary>& plan_;
+  const std::vector<Piece>& pieces_;
+};
+
 }  // namespace
 
 absl::StatusOr<GgufRunSummary> QuantizeGguf(
     const QuantizeGgufOptions& options) {
   const auto start = std::chrono::steady_clock::now();
+  const absl::Time start_time = absl::Now();
   if (options.input.empty()) {
     return absl::InvalidArgumentError("no input GGUF given");
   }
@@ -234,28 +308,42 @@ absl::StatusOr<GgufRunSummary> QuantizeGguf(
                GgufValue::U32(static_cast<uint32_t>(imatrix.chunk_count)));
     }
   }
-  std::vector<GgufWriter::Entry> entries;
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    entries.push_back({tensors[i].name, tensors[i].ne, plan[i].type});
-  }
-  QUANTD_ASSIGN_OR_RETURN(std::unique_ptr<GgufWriter> writer,
-                          GgufWriter::Create(options.output, meta, entries));
 
-  // Copies and conversions here; block formats through the servers.
-  std::vector<TensorRequest> requests;
+  // The shared summary, one entry per tensor in file order.
+  RunSummary& run = summary.run;
+  run.model = options.input;
+  run.scheme = summary.preset;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const GgufTensorSummary& p = summary.tensors[i];
+    TensorSummary s;
+    s.name = p.name;
+    s.dtype = p.input_type;
+    s.shape = p.shape;
+    s.num_elements = tensors[i].num_elements;
+    s.bytes_in = p.input_bytes;
+    s.note = p.note;
+    if (p.action == "quantized") {
+      s.action = TensorAction::kQuantized;
+      s.scheme = p.output_type;
+    } else {
+      s.action = TensorAction::kCopied;
+      s.bytes_out = p.output_bytes;
+      const std::string what =
+          p.action == "converted"
+              ? absl::StrCat("converted to ", p.output_type)
+              : absl::StrCat("kept as ", p.output_type);
+      s.note = p.note.empty() ? what : absl::StrCat(what, "; ", p.note);
+    }
+    run.tensors.push_back(std::move(s));
+  }
+
+  // Block formats through the servers, one request per tensor or expert.
+  std::vector<PipelineItem> items;
   std::vector<Piece> pieces;
   for (size_t i = 0; i < tensors.size(); ++i) {
     const GgufTensor& t = tensors[i];
-    GgufTensorSummary& s = summary.tensors[i];
-    if (s.action == "copied") {
-      QUANTD_RETURN_IF_ERROR(writer->Write(t.name, 0, t.data));
-      continue;
-    }
-    if (s.action == "converted") {
-      QUANTD_RETURN_IF_ERROR(
-          writer->Write(t.name, 0, ConvertFloat(t, plan[i].type)));
-      continue;
-    }
+    const GgufTensorSummary& s = summary.tensors[i];
+    if (s.action != "quantized") continue;
     QUANTD_ASSIGN_OR_RETURN(Scheme scheme,
                             ParseScheme(GgmlTypeName(plan[i].type)));
     const int64_t experts = t.ne.size() > 2 ? t.ne[2] : 1;
@@ -266,7 +354,8 @@ absl::StatusOr<GgufRunSummary> QuantizeGguf(
     const uint64_t in_part = t.data.size() / static_cast<uint64_t>(parts);
     const uint64_t out_part = s.output_bytes / static_cast<uint64_t>(parts);
     for (int64_t e = 0; e < parts; ++e) {
-      TensorRequest r;
+      PipelineItem item;
+      TensorRequest& r = item.request;
       r.name = split ? absl::StrCat(t.name, "#", e) : t.name;
       r.dtype = ToDType(t.type);
       if (split) {
@@ -283,113 +372,88 @@ absl::StatusOr<GgufRunSummary> QuantizeGguf(
                             importance[i].begin() +
                                 static_cast<long>(row * (e + 1)));
       }
-      requests.push_back(std::move(r));
+      item.summary = i;
+      item.container_index = pieces.size();
+      item.primary = e == 0;
+      items.push_back(std::move(item));
       pieces.push_back({i, out_part * static_cast<uint64_t>(e), out_part});
     }
   }
 
-  if (!requests.empty()) {
-    if (options.servers.empty()) {
-      return absl::InvalidArgumentError("no server given (--server)");
-    }
-    QUANTD_ASSIGN_OR_RETURN(
-        std::shared_ptr<grpc::ChannelCredentials> credentials,
-        MakeChannelCredentials(options.tls_ca_file, options.tls_cert_file,
-                               options.tls_key_file));
-    std::vector<std::unique_ptr<QuantdClient>> clients;
-    std::vector<DispatchServer> servers;
-    for (const std::string& address : options.servers) {
-      clients.push_back(std::make_unique<QuantdClient>(
-          grpc::CreateChannel(address, credentials), options.auth_token));
-      absl::StatusOr<v1::ServerInfo> info = clients.back()->GetServerInfo(
-          absl::Seconds(options.connect_timeout_seconds));
-      if (!info.ok()) {
-        return absl::UnavailableError(absl::StrCat(
-            "server ", address, ": ", info.status().message()));
+  // The servers (only when there is something to send).
+  ServerSet server_set;
+  if (!items.empty()) {
+    QUANTD_ASSIGN_OR_RETURN(server_set, ConnectServers(options));
+    run.servers = server_set.servers;
+    run.down_servers = server_set.down_servers;
+  }
+
+  std::vector<GgufWriter::Entry> entries;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    entries.push_back({tensors[i].name, tensors[i].ne, plan[i].type});
+  }
+  GgufWriter::Options writer_options;
+  writer_options.resume = options.resume;
+  writer_options.keep_partial = true;  // a failed run can be resumed
+  QUANTD_ASSIGN_OR_RETURN(
+      std::unique_ptr<GgufWriter> writer,
+      GgufWriter::Create(options.output, meta, entries, writer_options));
+  GgufOutput output(std::move(writer), tensors, summary.tensors, pieces);
+  QUANTD_ASSIGN_OR_RETURN(std::unique_ptr<Manifest> manifest,
+                          OpenManifest(output));
+  const uint64_t send_bytes = KeepFinished(output, *manifest,
+                                           /*fake_quant=*/false, items, run);
+
+  // Copies and conversions are written while the streams run.
+  auto copy = [&]() -> absl::Status {
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      const GgufTensor& t = tensors[i];
+      const GgufTensorSummary& s = summary.tensors[i];
+      if (s.action == "copied") {
+        QUANTD_RETURN_IF_ERROR(output.writer().Write(t.name, 0, t.data));
+      } else if (s.action == "converted") {
+        QUANTD_RETURN_IF_ERROR(
+            output.writer().Write(t.name, 0, ConvertFloat(t, plan[i].type)));
       }
-      DispatchServer server;
-      server.client = clients.back().get();
-      server.name = address;
-      if (info->limits().max_chunk_bytes() > 0) {
-        server.chunk_bytes =
-            std::min<uint64_t>(server.chunk_bytes,
-                               info->limits().max_chunk_bytes());
-      }
-      server.streams = options.streams_per_server;
-      servers.push_back(server);
     }
-    DispatchOptions dispatch;
-    dispatch.job.client_name = "quantctl";
-    dispatch.max_attempts = options.max_attempts;
-    absl::Mutex mu;
-    Dispatch(
-        dispatch, servers, requests,
-        [&](size_t index, TensorReply reply,
-            const DispatchInfo& info) -> absl::Status {
-          const Piece& piece = pieces[index];
-          const std::string& name = tensors[piece.tensor].name;
-          if (reply.part(Part::kCodes).size() != piece.out_bytes) {
-            return absl::DataLossError(absl::StrCat(
-                "tensor ", name, ": the server returned ", reply.part(Part::kCodes).size(),
-                " bytes of ", summary.tensors[piece.tensor].output_type,
-                ", expected ", piece.out_bytes));
-          }
-          QUANTD_RETURN_IF_ERROR(
-              writer->Write(name, piece.out_offset, reply.part(Part::kCodes)));
-          absl::MutexLock lock(&mu);
-          GgufTensorSummary& s = summary.tensors[piece.tensor];
-          if (piece.out_offset == 0) s.metrics = reply.metrics;
-          s.seconds += reply.seconds;
-          s.attempts = std::max(s.attempts, info.attempts);
-          s.server = info.server;
-          return absl::OkStatus();
-        },
-        [&](size_t index, const absl::Status& status,
-            const DispatchInfo& info) {
-          absl::MutexLock lock(&mu);
-          GgufTensorSummary& s = summary.tensors[pieces[index].tensor];
-          if (s.status.ok()) s.status = status;
-          s.action = "failed";
-          s.attempts = std::max(s.attempts, info.attempts);
-          s.server = info.server;
-        });
+    return absl::OkStatus();
+  };
+  DispatchOptions dispatch;
+  dispatch.job.client_name = options.client_name;
+  dispatch.job.max_in_flight_tensors = options.max_in_flight_tensors;
+  dispatch.max_attempts = options.max_attempts;
+  QUANTD_RETURN_IF_ERROR(SendItems(options, /*fake_quant=*/false, dispatch,
+                                   server_set.targets, {{}}, items,
+                                   send_bytes, output, *manifest, run, copy));
+  ComputeTotals(send_bytes, start_time, run);
+  QUANTD_RETURN_IF_ERROR(FinishRun(options, output, *manifest, run));
+  for (size_t i = 0; i < run.tensors.size(); ++i) {
+    if (run.tensors[i].action == TensorAction::kFailed) {
+      summary.tensors[i].action = "failed";
+      summary.tensors[i].status = run.tensors[i].status;
+    }
   }
-  for (const GgufTensorSummary& s : summary.tensors) {
-    summary.num_failed += s.action == "failed" ? 1 : 0;
-  }
-  if (summary.num_failed == 0) {
-    QUANTD_RETURN_IF_ERROR(writer->Finish());
-    summary.output = options.output;
-  }
-  summary.wall_seconds = std::chrono::duration<double>(
-                             std::chrono::steady_clock::now() - start)
-                             .count();
+  summary.num_failed = run.num_failed;
+  summary.output = run.output;
+  summary.wall_seconds = run.wall_seconds;
   return summary;
 }
 
 std::string FormatGgufTable(const GgufRunSummary& summary) {
   std::string out;
   constexpr double kMiB = 1024.0 * 1024.0;
+  if (!summary.dry_run) out = FormatSummaryTable(summary.run);
   for (const GgufTensorSummary& s : summary.tensors) {
+    if (!summary.dry_run) break;  // the plan table is for dry runs
     const std::string types =
         s.input_type == s.output_type
             ? s.output_type
             : absl::StrCat(s.input_type, " -> ", s.output_type);
     std::string line = absl::StrFormat(
         "%-40s %-18s %-16s", s.name, absl::StrJoin(s.shape, "x"), types);
-    if (summary.dry_run) {
-      absl::StrAppendFormat(&line, " %9.3f MiB -> %9.3f MiB",
-                            static_cast<double>(s.input_bytes) / kMiB,
-                            static_cast<double>(s.output_bytes) / kMiB);
-    } else if (s.action == "failed") {
-      absl::StrAppend(&line, " FAILED ", s.status.ToString());
-    } else if (s.action == "quantized") {
-      absl::StrAppendFormat(&line, " bpw %6.3f  mse %10.3e  sqnr %7.2f dB  %7.1f ms",
-                            s.metrics.bits_per_weight(), s.metrics.mse(),
-                            s.metrics.sqnr_db(), s.seconds * 1e3);
-    } else {
-      absl::StrAppend(&line, " ", s.action);
-    }
+    absl::StrAppendFormat(&line, " %9.3f MiB -> %9.3f MiB",
+                          static_cast<double>(s.input_bytes) / kMiB,
+                          static_cast<double>(s.output_bytes) / kMiB);
     if (!s.note.empty()) absl::StrAppend(&line, "  (", s.note, ")");
     absl::StrAppend(&out, line, "\n");
   }

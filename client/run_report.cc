@@ -166,9 +166,11 @@ std::string FormatSummaryTable(const RunSummary& summary) {
         if (w8a8) {
           row.push_back(t.w8a8 ? Number(t.w8a8->relative_error(), "%.4f") : "-");
         }
-        row.push_back(t.resumed ? "resumed"
-                                : absl::StrCat(Number(t.seconds * 1e3, "%.1f"),
-                                               t.moved ? " (moved)" : ""));
+        row.push_back(absl::StrCat(
+            t.resumed ? "resumed"
+                      : absl::StrCat(Number(t.seconds * 1e3, "%.1f"),
+                                     t.moved ? " (moved)" : ""),
+            t.note.empty() ? "" : absl::StrCat("  (", t.note, ")")));
         break;
       case TensorAction::kCopied:
         row.push_back(absl::StrCat("copy ", t.dtype));
