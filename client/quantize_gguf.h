@@ -109,15 +109,6 @@ absl::StatusOr<GgufRunSummary> QuantizeGguf(const QuantizeGgufOptions& options);
 // then the GGUF totals line (preset, sizes, fallbacks).
 std::string FormatGgufTable(const GgufRunSummary& summary);
 
-// `quantctl quantize IN.gguf ...`: parses args (the words after
-// "quantize"), runs, prints; returns the exit status (0 ok, 1 failed,
-// 2 usage).
-int QuantctlQuantizeGguf(const std::vector<std::string>& args);
-
-// Whether a quantize command line is for a GGUF model: its model argument
-// (the first word after "quantize") ends in ".gguf", or --type is given.
-bool IsGgufQuantizeCommand(const std::vector<std::string>& args);
-
 }  // namespace quantd
 
 #endif  // QUANTD_CLIENT_QUANTIZE_GGUF_H_
