@@ -1,6 +1,7 @@
 #include "client/gguf.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/crc32c.h"
 #include "base/status_macros.h"
 
 namespace quantd {
@@ -777,7 +779,7 @@ const GgufTensor* GgufFile::Find(absl::string_view name) const {
 
 absl::StatusOr<std::unique_ptr<GgufWriter>> GgufWriter::Create(
     const std::string& path, const GgufMetadata& metadata,
-    std::vector<Entry> entries) {
+    std::vector<Entry> entries, const Options& options) {
   auto writer = std::unique_ptr<GgufWriter>(new GgufWriter());
   QUANTD_ASSIGN_OR_RETURN(const uint32_t alignment, AlignmentOf(metadata));
 
@@ -825,8 +827,30 @@ absl::StatusOr<std::unique_ptr<GgufWriter>> GgufWriter::Create(
 
   writer->path_ = path;
   writer->partial_path_ = path + ".partial";
+  writer->keep_partial_ = options.keep_partial;
+  if (options.resume) {
+    writer->fd_ = ::open(writer->partial_path_.c_str(), O_RDWR | O_CLOEXEC);
+    if (writer->fd_ >= 0) {
+      struct stat st;
+      std::string existing(header.size(), '\0');
+      const bool same = ::fstat(writer->fd_, &st) == 0 &&
+                        static_cast<uint64_t>(st.st_size) ==
+                            writer->file_bytes_ &&
+                        ::pread(writer->fd_, existing.data(), existing.size(),
+                                0) == static_cast<ssize_t>(existing.size()) &&
+                        existing == header;
+      if (same) {
+        writer->resumed_ = true;
+        absl::MutexLock lock(&writer->mu_);
+        for (const Entry& entry : entries) writer->written_[entry.name] = 0;
+        return writer;
+      }
+      ::close(writer->fd_);
+      writer->fd_ = -1;
+    }
+  }
   writer->fd_ = ::open(writer->partial_path_.c_str(),
-                       O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+                       O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (writer->fd_ < 0) {
     return ErrnoStatus("cannot create", writer->partial_path_, errno);
   }
@@ -855,7 +879,61 @@ GgufWriter::~GgufWriter() {
     finished = finished_;
   }
   if (fd_ >= 0) ::close(fd_);
-  if (!finished && !partial_path_.empty()) ::unlink(partial_path_.c_str());
+  if (!finished && !keep_partial_ && !partial_path_.empty()) {
+    ::unlink(partial_path_.c_str());
+  }
+}
+
+absl::StatusOr<uint32_t> GgufWriter::Crc32c(absl::string_view name,
+                                            uint64_t offset, uint64_t size) {
+  auto it = slots_.find(name);
+  if (it == slots_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("tensor \"", name, "\" was not declared"));
+  }
+  const Slot& slot = it->second;
+  if (offset > slot.size || size > slot.size - offset) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "tensor \"", name, "\": range of ", size, " bytes at offset ", offset,
+        " exceeds its ", slot.size, " bytes"));
+  }
+  std::vector<uint8_t> buffer(std::min<uint64_t>(size, uint64_t{4} << 20));
+  uint32_t crc = 0;
+  uint64_t done = 0;
+  while (done < size) {
+    const size_t want =
+        static_cast<size_t>(std::min<uint64_t>(buffer.size(), size - done));
+    ssize_t r = ::pread(fd_, buffer.data(), want,
+                        static_cast<off_t>(slot.begin + offset + done));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoStatus("cannot read", partial_path_, errno);
+    }
+    if (r == 0) {
+      return absl::InternalError(
+          absl::StrCat(partial_path_, ": unexpected end of file"));
+    }
+    crc = Crc32cExtend(crc, buffer.data(), static_cast<size_t>(r));
+    done += static_cast<uint64_t>(r);
+  }
+  return crc;
+}
+
+absl::Status GgufWriter::MarkWritten(absl::string_view name, uint64_t size) {
+  auto it = slots_.find(name);
+  if (it == slots_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("tensor \"", name, "\" was not declared"));
+  }
+  absl::MutexLock lock(&mu_);
+  uint64_t& written = written_[std::string(name)];
+  if (size > it->second.size - written) {
+    return absl::OutOfRangeError(absl::StrCat(
+        "tensor \"", name, "\": ", written + size, " bytes counted of its ",
+        it->second.size));
+  }
+  written += size;
+  return absl::OkStatus();
 }
 
 uint64_t GgufWriter::TensorBytes(absl::string_view name) const {

@@ -295,7 +295,9 @@ class GgufFile {
 // gaps, and the end of the file, are zero padding -- as ggml writes it.
 //
 // The file is written as PATH.partial and renamed to PATH by Finish(); a
-// writer destroyed without a successful Finish() removes the partial file.
+// writer destroyed without a successful Finish() removes the partial file
+// (unless Options::keep_partial: then a later writer of the same file may
+// resume it).
 //
 // Thread-safety: Write may be called concurrently (for different tensors or
 // ranges); Finish must not race with Write.
@@ -307,13 +309,29 @@ class GgufWriter {
     uint32_t type = kGgmlTypeF32;
   };
 
+  struct Options {
+    // Reopen PATH.partial left by an earlier writer instead of starting
+    // over, if its header (metadata, tensor infos, offsets) and size are
+    // exactly this writer's; resumed() tells whether it was. Ranges already
+    // in it are checked with Crc32c and kept with MarkWritten.
+    bool resume = false;
+    // Leave PATH.partial on disk when destroyed unfinished (so a later
+    // writer can resume it) instead of removing it.
+    bool keep_partial = false;
+  };
+
   // InvalidArgument for an empty, over-long or duplicate name, a bad shape
   // (see GgmlTensorBytes), an unknown type, or a general.alignment that is
   // not a power-of-two u32; Internal (with errno text) if the file cannot
   // be created.
   static absl::StatusOr<std::unique_ptr<GgufWriter>> Create(
       const std::string& path, const GgufMetadata& metadata,
-      std::vector<Entry> entries);
+      std::vector<Entry> entries, const Options& options);
+  static absl::StatusOr<std::unique_ptr<GgufWriter>> Create(
+      const std::string& path, const GgufMetadata& metadata,
+      std::vector<Entry> entries) {
+    return Create(path, metadata, std::move(entries), Options());
+  }
   ~GgufWriter();
   GgufWriter(const GgufWriter&) = delete;
   GgufWriter& operator=(const GgufWriter&) = delete;
@@ -327,6 +345,21 @@ class GgufWriter {
   // Checks every tensor received exactly its byte count (FailedPrecondition
   // naming the first incomplete one), flushes, closes and renames.
   absl::Status Finish();
+
+  // Whether Create reopened an earlier partial file (Options::resume).
+  bool resumed() const { return resumed_; }
+  const std::string& partial_path() const { return partial_path_; }
+
+  // CRC-32C of bytes [offset, offset + size) of tensor `name` as they are in
+  // the file now. NotFound for an unknown name; OutOfRange if the range
+  // exceeds the tensor; Internal on I/O errors.
+  absl::StatusOr<uint32_t> Crc32c(absl::string_view name, uint64_t offset,
+                                  uint64_t size);
+
+  // Counts `size` bytes of tensor `name` as written (they are already in a
+  // resumed file). NotFound for an unknown name; OutOfRange if more than
+  // the tensor's bytes would be counted.
+  absl::Status MarkWritten(absl::string_view name, uint64_t size);
 
   // Bytes of the header (with its padding) and of the whole file.
   uint64_t header_bytes() const { return header_bytes_; }
@@ -344,6 +377,8 @@ class GgufWriter {
   std::string path_;
   std::string partial_path_;
   int fd_ = -1;
+  bool resumed_ = false;
+  bool keep_partial_ = false;
   uint64_t header_bytes_ = 0;
   uint64_t file_bytes_ = 0;
   absl::flat_hash_map<std::string, Slot> slots_;  // fixed at Create

@@ -35,8 +35,8 @@
 #include "client/json.h"
 #include "client/load_generator.h"
 #include "client/quantd_client.h"
-#include "client/quantize_model.h"
 #include "client/quantize_gguf.h"
+#include "client/quantize_model.h"
 #include "kernels/version.h"
 
 namespace quantd {
@@ -152,7 +152,9 @@ struct Args {
 // Flags that take no value.
 bool IsSwitch(absl::string_view name) {
   return name == "fake-quant" || name == "no-resume" || name == "quiet" ||
-         name == "json" || name == "quantize-1d" || name == "help";
+         name == "json" || name == "quantize-1d" || name == "help" ||
+         name == "pure" || name == "leave-output-tensor" ||
+         name == "dry-run";
 }
 
 std::optional<Args> ParseArgs(int argc, char** argv, int first,
@@ -310,8 +312,44 @@ bool ParseInt(const std::string& name, const std::string& value, int& out,
   return true;
 }
 
+// `quantctl quantize IN.gguf ...`: runs and prints; the exit status.
+int QuantizeGgufCommand(QuantizeGgufOptions& options, bool quiet) {
+  if (options.preset.empty()) return Usage("--type PRESET is required");
+  if (!options.dry_run && options.output.empty()) {
+    return Usage("quantize needs --out PATH");
+  }
+  absl::StatusOr<GgufRunSummary> summary = QuantizeGguf(options);
+  if (!summary.ok()) {
+    std::fprintf(stderr, "quantctl: %s\n", summary.status().ToString().c_str());
+    return 1;
+  }
+  if (!quiet || options.dry_run) {
+    std::cout << FormatGgufTable(*summary);
+  } else {
+    std::cout << FormatTotals(summary->run);
+  }
+  std::cout.flush();
+  if (!summary->run.report.empty()) {
+    std::fprintf(stderr, "quantctl: report written to %s\n",
+                 summary->run.report.c_str());
+  }
+  if (summary->num_failed > 0) {
+    std::fprintf(stderr,
+                 "quantctl: %lld tensor(s) failed; %s was not written; "
+                 "%s keeps the finished tensors: run the same command again "
+                 "to resume\n",
+                 static_cast<long long>(summary->num_failed),
+                 options.output.c_str(), summary->run.partial.c_str());
+    return 1;
+  }
+  return 0;
+}
+
 int Quantize(const Args& args) {
   QuantizeModelOptions options;
+  QuantizeGgufOptions gguf;  // the GGUF flags
+  bool is_gguf = !args.positional.empty() &&
+                 absl::EndsWith(args.positional.front(), ".gguf");
   bool quiet = false;
   bool candidates_given = false;
   std::string error;
@@ -383,6 +421,23 @@ int Quantize(const Args& args) {
       options.report = value;
     } else if (name == "quiet") {
       quiet = true;
+    } else if (name == "type") {
+      gguf.preset = value;
+      is_gguf = true;
+    } else if (name == "pure") {
+      gguf.pure = true;
+    } else if (name == "leave-output-tensor") {
+      gguf.leave_output_tensor = true;
+    } else if (name == "dry-run") {
+      gguf.dry_run = true;
+    } else if (name == "output-tensor-type") {
+      gguf.output_tensor_type = value;
+    } else if (name == "token-embedding-type") {
+      gguf.token_embedding_type = value;
+    } else if (name == "tensor-type") {
+      gguf.tensor_types.push_back(value);
+    } else if (name == "imatrix") {
+      gguf.imatrix = value;
     } else if (name == "no-resume") {
       options.resume = false;
     } else if (name == "progress") {
@@ -413,6 +468,19 @@ int Quantize(const Args& args) {
     return Usage("quantize takes exactly one MODEL");
   }
   options.model = args.positional.front();
+  if (quiet) options.progress = ProgressStyle::kNone;
+  if (is_gguf) {
+    static_cast<RunOptions&>(gguf) = options;  // the flags every run has
+    gguf.input = options.model;
+    return QuantizeGgufCommand(gguf, quiet);
+  }
+  if (!gguf.preset.empty() || gguf.pure || gguf.leave_output_tensor ||
+      gguf.dry_run || !gguf.output_tensor_type.empty() ||
+      !gguf.token_embedding_type.empty() || !gguf.tensor_types.empty() ||
+      !gguf.imatrix.empty()) {
+    return Usage("--type, --pure, --imatrix, --dry-run, --tensor-type ... are "
+                 "for GGUF models (IN.gguf)");
+  }
   if (options.output.empty()) return Usage("quantize needs --out PATH");
   if (options.servers.empty())
     return Usage("quantize needs --server HOST:PORT");
@@ -562,10 +630,6 @@ int Main(int argc, char** argv) {
   if (command == "--version") {
     std::printf("quantctl %s (%s)\n", QUANTD_VERSION, QUANTD_GIT_REV);
     return 0;
-  }
-  if (command == "quantize") {
-    std::vector<std::string> rest(argv + 2, argv + argc);
-    if (IsGgufQuantizeCommand(rest)) return QuantctlQuantizeGguf(rest);
   }
   std::string error;
   std::optional<Args> args = ParseArgs(argc, argv, 2, error);

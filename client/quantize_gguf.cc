@@ -21,12 +21,15 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "base/status_macros.h"
 #include "client/dispatcher.h"
 #include "client/gguf.h"
 #include "client/imatrix.h"
 #include "client/llama_presets.h"
+#include "client/pipeline.h"
 #include "client/quantd_client.h"
+#include "client/server_set.h"
 #include "kernels/convert.h"
 #include "kernels/dtype.h"
 #include "kernels/scheme.h"
@@ -82,11 +85,82 @@ struct Piece {
   uint64_t out_bytes = 0;
 };
 
+// The GGUF output of a run: each answer's block bytes at its piece's place
+// in the output tensor.
+class GgufOutput : public OutputContainer {
+ public:
+  GgufOutput(std::unique_ptr<GgufWriter> writer,
+             const std::vector<GgufTensor>& tensors,
+             const std::vector<GgufTensorSummary>& plan,
+             const std::vector<Piece>& pieces)
+      : writer_(std::move(writer)),
+        tensors_(tensors),
+        plan_(plan),
+        pieces_(pieces) {}
+
+  absl::Status Check(size_t index, const TensorReply& reply) override {
+    const Piece& piece = pieces_[index];
+    if (reply.part(Part::kCodes).size() != piece.out_bytes) {
+      return absl::DataLossError(absl::StrCat(
+          "tensor ", tensors_[piece.tensor].name, ": the server returned ",
+          reply.part(Part::kCodes).size(), " bytes of ",
+          plan_[piece.tensor].output_type, ", expected ", piece.out_bytes));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::vector<StoredPart>> Write(
+      size_t index, const TensorReply& reply) override {
+    const Piece& piece = pieces_[index];
+    const std::string& name = tensors_[piece.tensor].name;
+    const std::vector<uint8_t>& codes = reply.part(Part::kCodes);
+    QUANTD_RETURN_IF_ERROR(writer_->Write(name, piece.out_offset, codes));
+    return std::vector<StoredPart>{
+        {PartName(index), reply.crc32c[Part::kCodes], codes.size()}};
+  }
+
+  bool Keep(size_t index, const Json& parts) override {
+    const Piece& piece = pieces_[index];
+    const std::string part = PartName(index);
+    if (parts.size() != 1 || !parts.contains(part) ||
+        !parts[part].is_number_unsigned()) {
+      return false;
+    }
+    const std::string& name = tensors_[piece.tensor].name;
+    absl::StatusOr<uint32_t> crc =
+        writer_->Crc32c(name, piece.out_offset, piece.out_bytes);
+    return crc.ok() && parts[part].get<uint64_t>() == *crc &&
+           writer_->MarkWritten(name, piece.out_bytes).ok();
+  }
+
+  bool resumed() const override { return writer_->resumed(); }
+  const std::string& partial_path() const override { return partial_path_; }
+  absl::Status Finish() override { return writer_->Finish(); }
+  void Close() override { writer_.reset(); }
+
+  // For the tensors copied or converted here.
+  GgufWriter& writer() { return *writer_; }
+
+ private:
+  // The manifest's name of a piece's bytes: "NAME@OFFSET".
+  std::string PartName(size_t index) const {
+    const Piece& piece = pieces_[index];
+    return absl::StrCat(tensors_[piece.tensor].name, "@", piece.out_offset);
+  }
+
+  std::unique_ptr<GgufWriter> writer_;
+  const std::string partial_path_ = writer_->partial_path();
+  const std::vector<GgufTensor>& tensors_;
+  const std::vector<GgufTensorSummary>& plan_;
+  const std::vector<Piece>& pieces_;
+};
+
 }  // namespace
 
 absl::StatusOr<GgufRunSummary> QuantizeGguf(
     const QuantizeGgufOptions& options) {
   const auto start = std::chrono::steady_clock::now();
+  const absl::Time start_time = absl::Now();
   if (options.input.empty()) {
     return absl::InvalidArgumentError("no input GGUF given");
   }
@@ -235,28 +309,42 @@ absl::StatusOr<GgufRunSummary> QuantizeGguf(
                GgufValue::U32(static_cast<uint32_t>(imatrix.chunk_count)));
     }
   }
-  std::vector<GgufWriter::Entry> entries;
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    entries.push_back({tensors[i].name, tensors[i].ne, plan[i].type});
-  }
-  QUANTD_ASSIGN_OR_RETURN(std::unique_ptr<GgufWriter> writer,
-                          GgufWriter::Create(options.output, meta, entries));
 
-  // Copies and conversions here; block formats through the servers.
-  std::vector<TensorRequest> requests;
+  // The shared summary, one entry per tensor in file order.
+  RunSummary& run = summary.run;
+  run.model = options.input;
+  run.scheme = summary.preset;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const GgufTensorSummary& p = summary.tensors[i];
+    TensorSummary s;
+    s.name = p.name;
+    s.dtype = p.input_type;
+    s.shape = p.shape;
+    s.num_elements = tensors[i].num_elements;
+    s.bytes_in = p.input_bytes;
+    s.note = p.note;
+    if (p.action == "quantized") {
+      s.action = TensorAction::kQuantized;
+      s.scheme = p.output_type;
+    } else {
+      s.action = TensorAction::kCopied;
+      s.bytes_out = p.output_bytes;
+      const std::string what =
+          p.action == "converted"
+              ? absl::StrCat("converted to ", p.output_type)
+              : absl::StrCat("kept as ", p.output_type);
+      s.note = p.note.empty() ? what : absl::StrCat(what, "; ", p.note);
+    }
+    run.tensors.push_back(std::move(s));
+  }
+
+  // Block formats through the servers, one request per tensor or expert.
+  std::vector<PipelineItem> items;
   std::vector<Piece> pieces;
   for (size_t i = 0; i < tensors.size(); ++i) {
     const GgufTensor& t = tensors[i];
-    GgufTensorSummary& s = summary.tensors[i];
-    if (s.action == "copied") {
-      QUANTD_RETURN_IF_ERROR(writer->Write(t.name, 0, t.data));
-      continue;
-    }
-    if (s.action == "converted") {
-      QUANTD_RETURN_IF_ERROR(
-          writer->Write(t.name, 0, ConvertFloat(t, plan[i].type)));
-      continue;
-    }
+    const GgufTensorSummary& s = summary.tensors[i];
+    if (s.action != "quantized") continue;
     QUANTD_ASSIGN_OR_RETURN(Scheme scheme,
                             ParseScheme(GgmlTypeName(plan[i].type)));
     const int64_t experts = t.ne.size() > 2 ? t.ne[2] : 1;
@@ -267,7 +355,8 @@ absl::StatusOr<GgufRunSummary> QuantizeGguf(
     const uint64_t in_part = t.data.size() / static_cast<uint64_t>(parts);
     const uint64_t out_part = s.output_bytes / static_cast<uint64_t>(parts);
     for (int64_t e = 0; e < parts; ++e) {
-      TensorRequest r;
+      PipelineItem item;
+      TensorRequest& r = item.request;
       r.name = split ? absl::StrCat(t.name, "#", e) : t.name;
       r.dtype = ToDType(t.type);
       if (split) {
@@ -284,113 +373,88 @@ absl::StatusOr<GgufRunSummary> QuantizeGguf(
                             importance[i].begin() +
                                 static_cast<long>(row * (e + 1)));
       }
-      requests.push_back(std::move(r));
+      item.summary = i;
+      item.container_index = pieces.size();
+      item.primary = e == 0;
+      items.push_back(std::move(item));
       pieces.push_back({i, out_part * static_cast<uint64_t>(e), out_part});
     }
   }
 
-  if (!requests.empty()) {
-    if (options.servers.empty()) {
-      return absl::InvalidArgumentError("no server given (--server)");
-    }
-    QUANTD_ASSIGN_OR_RETURN(
-        std::shared_ptr<grpc::ChannelCredentials> credentials,
-        MakeChannelCredentials(options.tls_ca_file, options.tls_cert_file,
-                               options.tls_key_file));
-    std::vector<std::unique_ptr<QuantdClient>> clients;
-    std::vector<DispatchServer> servers;
-    for (const std::string& address : options.servers) {
-      clients.push_back(std::make_unique<QuantdClient>(
-          grpc::CreateChannel(address, credentials), options.auth_token));
-      absl::StatusOr<v1::ServerInfo> info = clients.back()->GetServerInfo(
-          absl::Seconds(options.connect_timeout_seconds));
-      if (!info.ok()) {
-        return absl::UnavailableError(absl::StrCat(
-            "server ", address, ": ", info.status().message()));
+  // The servers (only when there is something to send).
+  ServerSet server_set;
+  if (!items.empty()) {
+    QUANTD_ASSIGN_OR_RETURN(server_set, ConnectServers(options));
+    run.servers = server_set.servers;
+    run.down_servers = server_set.down_servers;
+  }
+
+  std::vector<GgufWriter::Entry> entries;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    entries.push_back({tensors[i].name, tensors[i].ne, plan[i].type});
+  }
+  GgufWriter::Options writer_options;
+  writer_options.resume = options.resume;
+  writer_options.keep_partial = true;  // a failed run can be resumed
+  QUANTD_ASSIGN_OR_RETURN(
+      std::unique_ptr<GgufWriter> writer,
+      GgufWriter::Create(options.output, meta, entries, writer_options));
+  GgufOutput output(std::move(writer), tensors, summary.tensors, pieces);
+  QUANTD_ASSIGN_OR_RETURN(std::unique_ptr<Manifest> manifest,
+                          OpenManifest(output));
+  const uint64_t send_bytes = KeepFinished(output, *manifest,
+                                           /*fake_quant=*/false, items, run);
+
+  // Copies and conversions are written while the streams run.
+  auto copy = [&]() -> absl::Status {
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      const GgufTensor& t = tensors[i];
+      const GgufTensorSummary& s = summary.tensors[i];
+      if (s.action == "copied") {
+        QUANTD_RETURN_IF_ERROR(output.writer().Write(t.name, 0, t.data));
+      } else if (s.action == "converted") {
+        QUANTD_RETURN_IF_ERROR(
+            output.writer().Write(t.name, 0, ConvertFloat(t, plan[i].type)));
       }
-      DispatchServer server;
-      server.client = clients.back().get();
-      server.name = address;
-      if (info->limits().max_chunk_bytes() > 0) {
-        server.chunk_bytes =
-            std::min<uint64_t>(server.chunk_bytes,
-                               info->limits().max_chunk_bytes());
-      }
-      server.streams = options.streams_per_server;
-      servers.push_back(server);
     }
-    DispatchOptions dispatch;
-    dispatch.job.client_name = "quantctl";
-    dispatch.max_attempts = options.max_attempts;
-    absl::Mutex mu;
-    Dispatch(
-        dispatch, servers, requests,
-        [&](size_t index, TensorReply reply,
-            const DispatchInfo& info) -> absl::Status {
-          const Piece& piece = pieces[index];
-          const std::string& name = tensors[piece.tensor].name;
-          if (reply.part(Part::kCodes).size() != piece.out_bytes) {
-            return absl::DataLossError(absl::StrCat(
-                "tensor ", name, ": the server returned ", reply.part(Part::kCodes).size(),
-                " bytes of ", summary.tensors[piece.tensor].output_type,
-                ", expected ", piece.out_bytes));
-          }
-          QUANTD_RETURN_IF_ERROR(
-              writer->Write(name, piece.out_offset, reply.part(Part::kCodes)));
-          absl::MutexLock lock(&mu);
-          GgufTensorSummary& s = summary.tensors[piece.tensor];
-          if (piece.out_offset == 0) s.metrics = reply.metrics;
-          s.seconds += reply.seconds;
-          s.attempts = std::max(s.attempts, info.attempts);
-          s.server = info.server;
-          return absl::OkStatus();
-        },
-        [&](size_t index, const absl::Status& status,
-            const DispatchInfo& info) {
-          absl::MutexLock lock(&mu);
-          GgufTensorSummary& s = summary.tensors[pieces[index].tensor];
-          if (s.status.ok()) s.status = status;
-          s.action = "failed";
-          s.attempts = std::max(s.attempts, info.attempts);
-          s.server = info.server;
-        });
+    return absl::OkStatus();
+  };
+  DispatchOptions dispatch;
+  dispatch.job.client_name = options.client_name;
+  dispatch.job.max_in_flight_tensors = options.max_in_flight_tensors;
+  dispatch.max_attempts = options.max_attempts;
+  QUANTD_RETURN_IF_ERROR(SendItems(options, /*fake_quant=*/false, dispatch,
+                                   server_set.targets, {{}}, items,
+                                   send_bytes, output, *manifest, run, copy));
+  ComputeTotals(send_bytes, start_time, run);
+  QUANTD_RETURN_IF_ERROR(FinishRun(options, output, *manifest, run));
+  for (size_t i = 0; i < run.tensors.size(); ++i) {
+    if (run.tensors[i].action == TensorAction::kFailed) {
+      summary.tensors[i].action = "failed";
+      summary.tensors[i].status = run.tensors[i].status;
+    }
   }
-  for (const GgufTensorSummary& s : summary.tensors) {
-    summary.num_failed += s.action == "failed" ? 1 : 0;
-  }
-  if (summary.num_failed == 0) {
-    QUANTD_RETURN_IF_ERROR(writer->Finish());
-    summary.output = options.output;
-  }
-  summary.wall_seconds = std::chrono::duration<double>(
-                             std::chrono::steady_clock::now() - start)
-                             .count();
+  summary.num_failed = run.num_failed;
+  summary.output = run.output;
+  summary.wall_seconds = run.wall_seconds;
   return summary;
 }
 
 std::string FormatGgufTable(const GgufRunSummary& summary) {
   std::string out;
   constexpr double kMiB = 1024.0 * 1024.0;
+  if (!summary.dry_run) out = FormatSummaryTable(summary.run);
   for (const GgufTensorSummary& s : summary.tensors) {
+    if (!summary.dry_run) break;  // the plan table is for dry runs
     const std::string types =
         s.input_type == s.output_type
             ? s.output_type
             : absl::StrCat(s.input_type, " -> ", s.output_type);
     std::string line = absl::StrFormat(
         "%-40s %-18s %-16s", s.name, absl::StrJoin(s.shape, "x"), types);
-    if (summary.dry_run) {
-      absl::StrAppendFormat(&line, " %9.3f MiB -> %9.3f MiB",
-                            static_cast<double>(s.input_bytes) / kMiB,
-                            static_cast<double>(s.output_bytes) / kMiB);
-    } else if (s.action == "failed") {
-      absl::StrAppend(&line, " FAILED ", s.status.ToString());
-    } else if (s.action == "quantized") {
-      absl::StrAppendFormat(&line, " bpw %6.3f  mse %10.3e  sqnr %7.2f dB  %7.1f ms",
-                            s.metrics.bits_per_weight(), s.metrics.mse(),
-                            s.metrics.sqnr_db(), s.seconds * 1e3);
-    } else {
-      absl::StrAppend(&line, " ", s.action);
-    }
+    absl::StrAppendFormat(&line, " %9.3f MiB -> %9.3f MiB",
+                          static_cast<double>(s.input_bytes) / kMiB,
+                          static_cast<double>(s.output_bytes) / kMiB);
     if (!s.note.empty()) absl::StrAppend(&line, "  (", s.note, ")");
     absl::StrAppend(&out, line, "\n");
   }
@@ -416,140 +480,6 @@ std::string FormatGgufTable(const GgufRunSummary& summary) {
                     "(--imatrix)\n");
   }
   return out;
-}
-
-bool IsGgufQuantizeCommand(const std::vector<std::string>& args) {
-  if (!args.empty() && absl::EndsWith(args[0], ".gguf")) return true;
-  for (const std::string& a : args) {
-    if (a == "--type" || absl::StartsWith(a, "--type=")) return true;
-  }
-  return false;
-}
-
-int QuantctlQuantizeGguf(const std::vector<std::string>& args) {
-  QuantizeGgufOptions options;
-  bool quiet = false;
-  std::vector<std::string> positional;
-  auto usage = [](const std::string& error) {
-    std::fprintf(
-        stderr,
-        "quantctl: %s\n\nusage: quantctl quantize IN.gguf --type PRESET "
-        "--out OUT.gguf --server HOST:PORT[,...]\n"
-        "  [--pure] [--leave-output-tensor] [--output-tensor-type T]\n"
-        "  [--token-embedding-type T] [--tensor-type REGEX=T]... "
-        "[--imatrix FILE]\n"
-        "  [--dry-run] [--streams N] [--max-attempts N] [--quiet]\n"
-        "  [--tls-ca PEM] [--tls-cert PEM --tls-key PEM] [--token-file F]\n"
-        "presets: %s\n",
-        error.c_str(), absl::StrJoin(LlamaPresetNames(), " ").c_str());
-    return 2;
-  };
-  for (size_t i = 0; i < args.size(); ++i) {
-    std::string word = args[i];
-    if (!absl::StartsWith(word, "--")) {
-      positional.push_back(word);
-      continue;
-    }
-    std::string name = word.substr(2);
-    std::string value;
-    bool has_value = false;
-    if (size_t eq = name.find('='); eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-      has_value = true;
-    }
-    std::replace(name.begin(), name.end(), '_', '-');
-    auto take = [&]() -> bool {
-      if (has_value) return true;
-      if (i + 1 >= args.size()) return false;
-      value = args[++i];
-      return true;
-    };
-    auto positive = [&](int& out) {
-      return take() && absl::SimpleAtoi(value, &out) && out >= 1;
-    };
-    if (name == "pure") {
-      options.pure = true;
-    } else if (name == "leave-output-tensor") {
-      options.leave_output_tensor = true;
-    } else if (name == "dry-run") {
-      options.dry_run = true;
-    } else if (name == "quiet") {
-      quiet = true;
-    } else if (name == "type") {
-      if (!take()) return usage("--type needs a value");
-      options.preset = value;
-    } else if (name == "out") {
-      if (!take()) return usage("--out needs a value");
-      options.output = value;
-    } else if (name == "output-tensor-type") {
-      if (!take()) return usage("--output-tensor-type needs a value");
-      options.output_tensor_type = value;
-    } else if (name == "token-embedding-type") {
-      if (!take()) return usage("--token-embedding-type needs a value");
-      options.token_embedding_type = value;
-    } else if (name == "tensor-type") {
-      if (!take()) return usage("--tensor-type needs a value");
-      options.tensor_types.push_back(value);
-    } else if (name == "imatrix") {
-      if (!take()) return usage("--imatrix needs a value");
-      options.imatrix = value;
-    } else if (name == "server") {
-      if (!take()) return usage("--server needs a value");
-      for (absl::string_view s : absl::StrSplit(value, ',', absl::SkipEmpty())) {
-        options.servers.emplace_back(s);
-      }
-    } else if (name == "streams") {
-      if (!positive(options.streams_per_server)) {
-        return usage("--streams needs a positive integer");
-      }
-    } else if (name == "max-attempts") {
-      if (!positive(options.max_attempts)) {
-        return usage("--max-attempts needs a positive integer");
-      }
-    } else if (name == "tls-ca" || name == "tls-cert" || name == "tls-key" ||
-               name == "token-file") {
-      if (!take()) return usage(absl::StrCat("--", name, " needs a value"));
-      if (name == "tls-ca") options.tls_ca_file = value;
-      if (name == "tls-cert") options.tls_cert_file = value;
-      if (name == "tls-key") options.tls_key_file = value;
-      if (name == "token-file") {
-        FILE* f = std::fopen(value.c_str(), "r");
-        char line[4096] = {0};
-        if (f == nullptr || std::fgets(line, sizeof(line), f) == nullptr) {
-          if (f != nullptr) std::fclose(f);
-          return usage(absl::StrCat("--token-file ", value,
-                                    " cannot be read"));
-        }
-        std::fclose(f);
-        options.auth_token = std::string(absl::StripAsciiWhitespace(line));
-      }
-    } else {
-      return usage(absl::StrCat("unknown flag --", name,
-                                " for quantize of a GGUF model"));
-    }
-  }
-  if (options.auth_token.empty()) {
-    if (const char* env = std::getenv("QUANTD_TOKEN"); env != nullptr) {
-      options.auth_token = std::string(absl::StripAsciiWhitespace(env));
-    }
-  }
-  if (positional.size() != 1) return usage("quantize takes exactly one IN.gguf");
-  options.input = positional[0];
-  if (options.preset.empty()) return usage("--type PRESET is required");
-  absl::StatusOr<GgufRunSummary> summary = QuantizeGguf(options);
-  if (!summary.ok()) {
-    std::fprintf(stderr, "quantctl: %s\n", summary.status().ToString().c_str());
-    return 1;
-  }
-  if (!quiet || options.dry_run) std::cout << FormatGgufTable(*summary);
-  if (summary->num_failed > 0) {
-    std::fprintf(stderr, "quantctl: %lld tensor(s) failed; %s not written\n",
-                 static_cast<long long>(summary->num_failed),
-                 options.output.c_str());
-    return 1;
-  }
-  return 0;
 }
 
 }  // namespace quantd

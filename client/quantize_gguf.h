@@ -19,8 +19,11 @@
 // importance matrix records quantize.imatrix.{file,dataset,entries_count,
 // chunks_count} as llama-quantize does. Tensors llama.cpp leaves alone are
 // copied; conversions between F32/F16/BF16 are done here; block formats by
-// the servers. Written as OUT.partial and renamed when complete; nothing is
-// left if a tensor fails.
+// the servers, through the same pipeline as a safetensors run
+// (client/pipeline.h): the same server set and down-server policy, resume
+// from OUT.partial and OUT.partial.manifest, progress and JSON report.
+// Written as OUT.partial and renamed when complete; if a tensor fails,
+// OUT.partial and its manifest stay for a rerun to resume.
 //
 // Thread-safety: QuantizeGguf may run concurrently with itself.
 #ifndef QUANTD_CLIENT_QUANTIZE_GGUF_H_
@@ -33,6 +36,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "client/run_options.h"
+#include "client/run_report.h"
 #include "quantd/v1/quantizer.pb.h"
 
 namespace quantd {
@@ -40,9 +45,10 @@ namespace quantd {
 // llama.cpp's GGML_QNT_VERSION, written as general.quantization_version.
 inline constexpr uint32_t kGgmlQuantizationVersion = 2;
 
-struct QuantizeGgufOptions {
-  std::string input;   // a GGUF file. Required.
-  std::string output;  // Required unless dry_run.
+// The options of a GGUF run: those of every run (RunOptions: output,
+// report, servers, streams, attempts, resume, progress, TLS) and these.
+struct QuantizeGgufOptions : RunOptions {
+  std::string input;   // a GGUF file. Required (output too, unless dry_run).
   std::string preset;  // ParseLlamaPreset text: "Q4_K_M", "q8_0", "15"
   bool pure = false;
   bool leave_output_tensor = false;
@@ -52,14 +58,9 @@ struct QuantizeGgufOptions {
   std::string imatrix;  // an imatrix file (GGUF or legacy .dat), or empty
   // Plan and size only: no server is contacted, nothing is written.
   bool dry_run = false;
-  // "host:port" addresses (one channel each).
-  std::vector<std::string> servers;
-  int streams_per_server = 2;
-  int max_attempts = 3;
-  std::string tls_ca_file, tls_cert_file, tls_key_file, auth_token;
-  double connect_timeout_seconds = 10;
 };
 
+// The plan of one tensor (what llama.cpp's rules make of it).
 struct GgufTensorSummary {
   std::string name;
   std::vector<int64_t> shape;  // row-major
@@ -68,19 +69,18 @@ struct GgufTensorSummary {
   // "quantized", "converted", "copied" or "failed".
   std::string action;
   std::string note;  // "fallback from Q4_K", "--tensor-type", ...
-  absl::Status status;
-  v1::Metrics metrics;  // quantized tensors
+  absl::Status status;  // of a failed tensor
   uint64_t input_bytes = 0;
   uint64_t output_bytes = 0;
-  double seconds = 0;
-  int attempts = 0;
-  std::string server;
 };
 
 struct GgufRunSummary {
+  // The run's results as every run has them (the per-tensor table, the
+  // JSON report, servers, totals, resumed tensors); empty for a dry run.
+  RunSummary run;
   std::string preset;
   int ftype = 0;
-  std::vector<GgufTensorSummary> tensors;  // in file order
+  std::vector<GgufTensorSummary> tensors;  // the plan, in file order
   int64_t num_failed = 0;
   int64_t num_fallbacks = 0;
   int64_t params = 0;
@@ -104,18 +104,10 @@ struct GgufRunSummary {
 // not written.
 absl::StatusOr<GgufRunSummary> QuantizeGguf(const QuantizeGgufOptions& options);
 
-// The per-tensor table (name, shape, type in -> out, note, bpw, MSE,
-// SQNR dB, ms; dry runs: sizes) and the totals line.
+// The per-tensor table and totals of every run (FormatSummaryTable of
+// summary.run; dry runs: the plan with types in -> out, notes and sizes),
+// then the GGUF totals line (preset, sizes, fallbacks).
 std::string FormatGgufTable(const GgufRunSummary& summary);
-
-// `quantctl quantize IN.gguf ...`: parses args (the words after
-// "quantize"), runs, prints; returns the exit status (0 ok, 1 failed,
-// 2 usage).
-int QuantctlQuantizeGguf(const std::vector<std::string>& args);
-
-// Whether a quantize command line is for a GGUF model: its model argument
-// (the first word after "quantize") ends in ".gguf", or --type is given.
-bool IsGgufQuantizeCommand(const std::vector<std::string>& args);
 
 }  // namespace quantd
 

@@ -12,6 +12,8 @@
 
 #include <gtest/gtest.h>
 
+#include "base/crc32c.h"
+
 namespace quantd {
 namespace {
 
@@ -322,6 +324,75 @@ TEST_F(GgufTest, WriterLeavesNothingWithoutFinish) {
   }
   EXPECT_FALSE(fs::exists(path));
   EXPECT_FALSE(fs::exists(path + ".partial"));
+}
+
+// A writer with keep_partial leaves PATH.partial; one of the same header
+// with resume reopens it, keeps what is there (checked by CRC-32C, counted
+// with MarkWritten) and finishes the same file. Another header starts over.
+TEST_F(GgufTest, WriterResumesAPartialFileOfTheSameHeader) {
+  const std::string path = Path("resumed.gguf");
+  GgufMetadata meta;
+  meta.Set("general.architecture", GgufValue::String("llama"));
+  const std::vector<GgufWriter::Entry> entries = {{"a", {4}, kGgmlTypeF32},
+                                                  {"b", {8}, kGgmlTypeF32}};
+  std::vector<uint8_t> a(16), b(32);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<uint8_t>(i + 1);
+  for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<uint8_t>(100 + i);
+  GgufWriter::Options options;
+  options.resume = true;
+  options.keep_partial = true;
+  {
+    auto w = GgufWriter::Create(path, meta, entries, options);
+    ASSERT_TRUE(w.ok()) << w.status();
+    EXPECT_FALSE((*w)->resumed());
+    ASSERT_TRUE((*w)->Write("a", 0, a).ok());
+    ASSERT_TRUE((*w)->Write("b", 0, absl::MakeSpan(b).subspan(0, 16)).ok());
+  }
+  ASSERT_TRUE(fs::exists(path + ".partial"));
+  {
+    auto w = GgufWriter::Create(path, meta, entries, options);
+    ASSERT_TRUE(w.ok()) << w.status();
+    EXPECT_TRUE((*w)->resumed());
+    absl::StatusOr<uint32_t> crc = (*w)->Crc32c("a", 0, a.size());
+    ASSERT_TRUE(crc.ok()) << crc.status();
+    EXPECT_EQ(*crc, Crc32c(a.data(), a.size()));
+    crc = (*w)->Crc32c("b", 0, 16);
+    ASSERT_TRUE(crc.ok()) << crc.status();
+    EXPECT_EQ(*crc, Crc32c(b.data(), 16));
+    EXPECT_EQ((*w)->Crc32c("b", 16, 17).status().code(),
+              absl::StatusCode::kOutOfRange);
+    EXPECT_EQ((*w)->Crc32c("c", 0, 1).status().code(),
+              absl::StatusCode::kNotFound);
+    ASSERT_TRUE((*w)->MarkWritten("a", a.size()).ok());
+    EXPECT_EQ((*w)->MarkWritten("a", 1).code(), absl::StatusCode::kOutOfRange);
+    ASSERT_TRUE((*w)->MarkWritten("b", 16).ok());
+    ASSERT_TRUE((*w)->Write("b", 16, absl::MakeSpan(b).subspan(16)).ok());
+    ASSERT_TRUE((*w)->Finish().ok());
+  }
+  EXPECT_FALSE(fs::exists(path + ".partial"));
+  auto clean = GgufWriter::Create(Path("clean.gguf"), meta, entries);
+  ASSERT_TRUE(clean.ok());
+  ASSERT_TRUE((*clean)->Write("a", 0, a).ok());
+  ASSERT_TRUE((*clean)->Write("b", 0, b).ok());
+  ASSERT_TRUE((*clean)->Finish().ok());
+  std::ifstream x(path, std::ios::binary), y(Path("clean.gguf"), std::ios::binary);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(x), {}),
+            std::string(std::istreambuf_iterator<char>(y), {}));
+
+  // Another header: the partial file is not resumed.
+  {
+    auto w = GgufWriter::Create(path, meta, entries, options);
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE((*w)->Write("a", 0, a).ok());
+  }
+  meta.Set("general.name", GgufValue::String("other"));
+  auto w = GgufWriter::Create(path, meta, entries, options);
+  ASSERT_TRUE(w.ok());
+  EXPECT_FALSE((*w)->resumed());
+  absl::StatusOr<uint32_t> zeros = (*w)->Crc32c("a", 0, a.size());
+  ASSERT_TRUE(zeros.ok());
+  const std::vector<uint8_t> zero(a.size());
+  EXPECT_EQ(*zeros, Crc32c(zero.data(), zero.size()));
 }
 
 TEST_F(GgufTest, WriterRejectsBadDeclarations) {

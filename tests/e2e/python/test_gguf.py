@@ -234,3 +234,100 @@ def test_q8_0_bytes_equal_gguf_quants(tmp_path, server):
         assert t.tensor_type == QT.Q8_0, t.name
         want = gguf.quants.quantize(data.astype(np.float32), QT.Q8_0)
         assert t.data.tobytes() == want.tobytes(), t.name
+
+
+def _keys(report):
+    """The report's key sets: top level, totals, servers, tensors by action."""
+    by_action = {}
+    for t in report["tensors"]:
+        by_action.setdefault(t["action"], set()).update(t)
+    return (set(report), set(report["totals"]),
+            set().union(*map(set, report["servers"])), by_action)
+
+
+def test_killed_gguf_run_resumes_to_a_clean_output(tmp_path):
+    """quantctl killed mid-run on a GGUF model leaves OUT.partial and its
+    manifest; the same command sends only what the manifest lacks, and the
+    output equals a clean run's, with a report shaped like a safetensors
+    run's."""
+    import json
+    import signal
+    import time
+
+    from conftest import Server
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(13)
+    src = tmp_path / "in.gguf"
+    w = gguf.GGUFWriter(str(src), "llama")
+    w.add_block_count(24)
+    w.add_embedding_length(512)
+    w.add_head_count(8)
+    for i in range(24):
+        w.add_tensor(f"blk.{i}.ffn_up.weight",
+                     (rng.standard_normal((512, 512)) * 0.05).astype(np.float32))
+        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(512, np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    out = tmp_path / "out.gguf"
+    manifest = pathlib.Path(str(out) + ".partial.manifest")
+    server = Server("--workers=1")
+    try:
+        args = [str(BIN_DIR / "client" / "quantctl"), "quantize", str(src),
+                "--type", "Q4_K_M", "--out", str(out), "--streams", "1",
+                "--server", server.target]
+        run = subprocess.Popen(args, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and run.poll() is None:
+            if manifest.exists() and len(manifest.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.002)
+        run.send_signal(signal.SIGKILL)
+        run.communicate(timeout=60)
+        assert not out.exists()
+        assert pathlib.Path(str(out) + ".partial").exists()
+        done_before = {json.loads(line)["tensor"]
+                       for line in manifest.read_text().splitlines()
+                       if line.endswith("}")}
+        assert 3 <= len(done_before) < 24
+
+        rerun = subprocess.run(args, capture_output=True, text=True, timeout=300)
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        assert f"{len(done_before)} resumed" in rerun.stdout
+        assert not manifest.exists()
+        report = json.loads(pathlib.Path(str(out) + ".report.json").read_text())
+        assert report["totals"]["resumed"] == len(done_before)
+        resumed = {t["name"] for t in report["tensors"] if t.get("resumed")}
+        assert resumed == done_before
+        # Not sent again: no attempt on a resumed tensor.
+        for t in report["tensors"]:
+            if t["name"] in done_before:
+                assert t["attempts"] == 0, t
+
+        clean = tmp_path / "clean.gguf"
+        r = subprocess.run([*args[:6], str(clean), *args[7:]],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert out.read_bytes() == clean.read_bytes()
+
+        # The same report fields as a safetensors run.
+        st = tmp_path / "m.safetensors"
+        save_file({"a.weight": rng.standard_normal((64, 256)).astype(np.float32),
+                   "norm.weight": np.ones(64, np.float32)}, st)
+        st_out = tmp_path / "m-int4.safetensors"
+        r = subprocess.run([args[0], "quantize", str(st), "--scheme", "int4_g32",
+                            "--out", str(st_out), "--server", server.target,
+                            "--quiet"], capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr
+        st_report = json.loads(
+            pathlib.Path(str(st_out) + ".report.json").read_text())
+        gguf_keys, st_keys = _keys(report), _keys(st_report)
+        assert gguf_keys[:3] == st_keys[:3]
+        for action in ("quantized", "copied"):
+            assert gguf_keys[3][action] == st_keys[3][action], action
+    finally:
+        assert server.stop() == 0
